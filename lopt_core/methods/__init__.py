@@ -1,0 +1,109 @@
+"""Method registry: ``build_method("lopt2", backbone, prompt_len=20, rank=2)``.
+
+Each method lives in its own module of this package and registers itself with ``@register``;
+the modules are discovered here, so adding a method touches nothing central.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lopt_core.backbone import Backbone
+from lopt_core.methods.base import MethodConfig, PromptMethod
+from lopt_core.utils import atomic_path, read_json, write_json
+
+_METHODS: dict[str, type[PromptMethod]] = {}
+
+
+def register(name: str):
+    """Class decorator: register a ``PromptMethod`` subclass under ``name``."""
+    def wrap(cls: type[PromptMethod]) -> type[PromptMethod]:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"method {name!r} is already registered by {_METHODS[name].__name__}")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+    return wrap
+
+
+def list_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def method_class(name: str) -> type[PromptMethod]:
+    if name not in _METHODS:
+        raise KeyError(f"unknown method {name!r}; registered methods: {', '.join(list_methods())}")
+    return _METHODS[name]
+
+
+def config_fields(name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(method_class(name).Config)]
+
+
+def make_config(name: str, **options) -> MethodConfig:
+    """The method's config dataclass; unknown options are refused with the valid ones listed."""
+    allowed = config_fields(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"method {name!r} has no option {', '.join(map(repr, unknown))}; "
+                        f"its options are: {', '.join(allowed)}")
+    return method_class(name).Config(**options)
+
+
+def build_method(name: str, backbone: Backbone, **options) -> PromptMethod:
+    """Build a registered method for ``backbone`` with config options (validated)."""
+    method = method_class(name)(make_config(name, **options), backbone)
+    return method.to(backbone.device)
+
+
+METHOD_JSON, METHOD_WEIGHTS = "method.json", "method.safetensors"
+
+
+def save_method(method: PromptMethod, folder: str | Path, backbone_name: str | None = None) -> Path:
+    """Write ``method.json`` (name + config) and ``method.safetensors`` (its state), atomically."""
+    from lopt_core import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
+    with atomic_path(folder / METHOD_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "method": method.name})
+    write_json(folder / METHOD_JSON, {"method": method.name, "config": method.config.to_dict(),
+                                      "dims": method.dims, "backbone": backbone_name,
+                                      "lopt_core": __version__})
+    return folder
+
+
+def load_method(folder: str | Path, backbone: Backbone) -> PromptMethod:
+    """Rebuild a saved method on ``backbone`` and load its exact state."""
+    folder = Path(folder)
+    if not (folder / METHOD_JSON).is_file():
+        raise FileNotFoundError(f"{folder} holds no saved method ({METHOD_JSON} missing)")
+    meta = read_json(folder / METHOD_JSON)
+    if meta["dims"]["hidden_size"] != backbone.hidden_size:
+        raise ValueError(f"the method in {folder} was trained on a backbone with d="
+                         f"{meta['dims']['hidden_size']} ({meta.get('backbone')}); this one has "
+                         f"d={backbone.hidden_size} ({backbone.name})")
+    if meta.get("backbone") and meta["backbone"] != backbone.name:
+        warnings.warn(f"loading a method trained on {meta['backbone']} onto {backbone.name}", stacklevel=2)
+    method = build_method(meta["method"], backbone, **meta["config"])
+    state = load_file(str(folder / METHOD_WEIGHTS), device=str(backbone.device))
+    method.load_state_dict(state, strict=True)
+    return method
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()
+__all__ = ["MethodConfig", "PromptMethod", "register", "build_method", "list_methods", "method_class",
+           "make_config", "save_method", "load_method", "torch"]

@@ -1,0 +1,179 @@
+"""The interface every method implements, and the input-prompt machinery LoPT shares with PT.
+
+A method is an ``nn.Module`` holding only its own parameters; the frozen backbone is passed in
+at each call. ``model_inputs`` builds the backbone's keyword arguments from a batch;
+``hidden_states`` returns final hidden states aligned with ``batch["input_ids"]``, so the trainer
+can score exactly the positions that count, whatever the method did to the sequence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lopt_core.backbone import Backbone
+
+
+@dataclass
+class MethodConfig:
+    """Fields shared by every method. ``prompt_len`` is n (also the prefix length)."""
+
+    prompt_len: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.prompt_len, int) or self.prompt_len < 1:
+            raise ValueError(f"prompt_len must be a positive integer, got {self.prompt_len!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+INITS = ("vocab", "text", "random")
+
+
+@dataclass
+class PromptInitConfig(MethodConfig):
+    """How an input prompt starts: sampled vocabulary words, a text, or random vectors."""
+
+    init: str = "vocab"  # "vocab" (sampled word embeddings), "text" (init_text), "random"
+    init_text: str = "Classify the sentiment of the text."
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+
+
+class PromptMethod(nn.Module, ABC):
+    """Base class: a parameter-efficient method attached to a frozen backbone."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    recommended_lr: ClassVar[float] = 3e-2  # AdamW default for this method's parameters
+
+    def __init__(self, config: MethodConfig, backbone: Backbone):
+        super().__init__()
+        self.config = config
+        self.dims = {"hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
+                     "num_kv_heads": backbone.num_kv_heads, "head_dim": backbone.head_dim}
+
+    @abstractmethod
+    def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        """Keyword arguments for ``backbone.transformer`` built from the batch."""
+
+    def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
+        """Final hidden states (B, T, d) at the batch's own token positions."""
+        out = backbone.transformer(**self.model_inputs(backbone, batch), use_cache=False)
+        return out.last_hidden_state
+
+    @abstractmethod
+    def prompt_matrix(self) -> torch.Tensor:
+        """The materialised prompt (n, d) (for K/V methods: the stored table), for analysis."""
+
+    @abstractmethod
+    def parameter_formula(self) -> int:
+        """Closed-form count of trainable parameters (the tests check it against the count)."""
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def stored_parameters(self) -> int:
+        """What is kept per task after training (paper convention); default: the trainable ones."""
+        return self.trainable_parameters()
+
+    def extra_repr(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items()
+                           if not isinstance(v, (list, tuple)))
+        return f"{fields}, trainable={self.trainable_parameters():,}"
+
+
+# --------------------------------------------------------------------- input (embedding) prompts
+class InputPromptMethod(PromptMethod):
+    """Methods whose prompt X (n, d) is prepended to the input embeddings (Lester et al.).
+
+    The sequence becomes ``[X; E(x)]`` (after BOS for tokenizers that add one, e.g. Gemma),
+    the attention mask gets n ones, and positions run on from the prompt. Subclasses define
+    only how X is parameterised, in ``prompt_matrix``.
+    """
+
+    def _insert_at(self, backbone: Backbone, batch: dict) -> int:
+        ids = batch["input_ids"]
+        bos = backbone.tokenizer.bos_token_id
+        if adds_bos(backbone) and bos is not None and bool((ids[:, 0] == bos).all()):
+            return 1
+        return 0
+
+    def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        embeds = backbone.embed(batch["input_ids"])  # (B, T, d)
+        B = embeds.shape[0]
+        X = self.prompt_matrix().to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
+        at = self._insert_at(backbone, batch)
+        mask = batch["attention_mask"]
+        ones = mask.new_ones(B, X.shape[1])
+        return {
+            "inputs_embeds": torch.cat([embeds[:, :at], X, embeds[:, at:]], dim=1),  # (B, n+T, d)
+            "attention_mask": torch.cat([mask[:, :at], ones, mask[:, at:]], dim=1),
+        }
+
+    def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
+        h = super().hidden_states(backbone, batch)  # (B, n+T, d)
+        at, n = self._insert_at(backbone, batch), self.config.prompt_len
+        return torch.cat([h[:, :at], h[:, at + n:]], dim=1)  # (B, T, d)
+
+
+def adds_bos(backbone: Backbone) -> bool:
+    """Whether the tokenizer puts BOS first by itself (Gemma does, SmolLM2 does not)."""
+    tok = backbone.tokenizer
+    if tok.bos_token_id is None:
+        return False
+    return tok("a", add_special_tokens=True)["input_ids"][:1] == [tok.bos_token_id]
+
+
+WORD = re.compile(r" ?[A-Za-z]{3,}")
+
+
+def vocab_token_ids(backbone: Backbone, n: int, seed: int, top: int = 5000) -> list[int]:
+    """n distinct ids of common word tokens (among the first ``top`` ids), drawn with ``seed``.
+
+    BPE vocabularies put frequent merges first, so low ids are frequent words; this is the
+    usual "sampled vocabulary" initialisation of prompt tuning.
+    """
+    tok = backbone.tokenizer
+    limit = min(top, backbone.vocab_size)
+    pool = [i for i in range(limit) if WORD.fullmatch(tok.decode([i]))]
+    if len(pool) < n:  # tiny byte-level vocabularies: fall back to any non-special id
+        special = set(tok.all_special_ids)
+        pool = [i for i in range(backbone.vocab_size) if i not in special]
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(pool), generator=g)[:n]
+    if len(pick) < n:  # fewer distinct tokens than n: repeat
+        pick = pick.repeat((n + len(pick) - 1) // len(pick))[:n]
+    return [pool[i] for i in pick.tolist()]
+
+
+def text_token_ids(backbone: Backbone, text: str, n: int) -> list[int]:
+    """Token ids of ``text``, repeated or cut to exactly n (PEFT's TEXT init)."""
+    ids = backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("init_text tokenises to nothing; give a non-empty text")
+    return (ids * ((n + len(ids) - 1) // len(ids)))[:n]
+
+
+def initial_prompt(backbone: Backbone, n: int, init: str, init_text: str, seed: int) -> torch.Tensor:
+    """An (n, d) starting prompt in embedding space (through the embedding module)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    with torch.no_grad():
+        if init == "random":
+            g = torch.Generator().manual_seed(seed)
+            std = backbone.embedding_matrix.float().std().item()
+            return torch.randn(n, backbone.hidden_size, generator=g) * std
+        ids = vocab_token_ids(backbone, n, seed) if init == "vocab" else text_token_ids(backbone, init_text, n)
+        ids_t = torch.tensor(ids, device=backbone.device)
+        return backbone.embed(ids_t).float().cpu()

@@ -1,0 +1,161 @@
+"""LoPT (Guo et al., 2024): low-rank soft prompts.
+
+LoPT-1: X = U V,        U ∈ R^{n×r}, V ∈ R^{r×d}      r(n + d) trainable parameters.
+LoPT-2: X = σ(X0 U) V,  U ∈ R^{d×r}, V ∈ R^{r×d}      2·r·d trainable parameters; X0 ∈ R^{n×d}
+        is frozen: the embeddings of n vocabulary tokens, stored as their ids (+ the seed).
+LoPT-1 is also DPT (Xiao et al., 2023, "Decomposed Prompt Tuning via Low-Rank Reparameterization").
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lopt_core.backbone import Backbone
+from lopt_core.methods import register
+from lopt_core.methods.base import (
+    InputPromptMethod,
+    MethodConfig,
+    PromptInitConfig,
+    initial_prompt,
+    vocab_token_ids,
+)
+
+
+@dataclass
+class LoPTConfig(MethodConfig):
+    rank: int = 2  # r
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
+        if self.rank > self.prompt_len:
+            raise ValueError(f"rank={self.rank} is larger than prompt_len={self.prompt_len}: a rank above n "
+                             f"adds parameters without adding expressiveness. Use rank <= {self.prompt_len} "
+                             f"or a longer prompt (prompt_len >= {self.rank}).")
+
+
+def _check_rank(rank: int, d: int, own: int, full: int, name: str) -> None:
+    if rank > d:
+        raise ValueError(f"rank={rank} exceeds the hidden size d={d}; use rank <= {d}")
+    if own > full:
+        warnings.warn(f"{name} with rank={rank} has {own:,} trainable parameters, more than the full "
+                      f"prompt's n·d = {full:,}; lower the rank to save parameters", stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------- LoPT-1
+@dataclass
+class LoPT1Config(LoPTConfig, PromptInitConfig):
+    """The SVD is taken of the starting prompt chosen by ``init``."""
+
+
+def svd_factors(X: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best rank-r factors of X (n, d): U = A_r Σ_r^½ (n, r), V = Σ_r^½ B_rᵀ (r, d)."""
+    A, S, Bt = torch.linalg.svd(X.double(), full_matrices=False)
+    root = S[:r].sqrt()
+    return (A[:, :r] * root).float(), (root[:, None] * Bt[:r]).float()
+
+
+@register("lopt1")
+class LoPT1(InputPromptMethod):
+    """X = U V; initialised with the truncated SVD of a starting prompt (or of given factors)."""
+
+    Config = LoPT1Config
+    recommended_lr = 3e-2
+
+    def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None):
+        super().__init__(config, backbone)
+        n, r, d = config.prompt_len, config.rank, backbone.hidden_size
+        _check_rank(r, d, r * (n + d), n * d, "lopt1")
+        if prompt is None:
+            prompt = initial_prompt(backbone, n, config.init, config.init_text, config.seed)
+        U, V = svd_factors(prompt.float().cpu(), r)
+        self.U = nn.Parameter(U)  # (n, r)
+        self.V = nn.Parameter(V)  # (r, d)
+
+    @classmethod
+    def from_factors(cls, backbone: Backbone, U: torch.Tensor, V: torch.Tensor, **options) -> LoPT1:
+        """A LoPT-1 whose factors are exactly U (n, r) and V (r, d)."""
+        method = cls(LoPT1Config(prompt_len=U.shape[0], rank=U.shape[1], **options), backbone)
+        with torch.no_grad():
+            method.U.copy_(U)
+            method.V.copy_(V)
+        return method.to(backbone.device)
+
+    def prompt_matrix(self) -> torch.Tensor:
+        return self.U @ self.V  # (n, r) @ (r, d) → (n, d)
+
+    def parameter_formula(self) -> int:
+        c = self.config
+        return c.rank * (c.prompt_len + self.dims["hidden_size"])  # r(n + d)
+
+
+# ------------------------------------------------------------------------------------- LoPT-2
+ACTIVATIONS = ("relu", "soft_threshold", "tanh", "gelu")
+
+
+@dataclass
+class LoPT2Config(LoPTConfig):
+    activation: str = "relu"  # σ: "relu", "soft_threshold", "tanh", "gelu"
+    threshold: float = 0.1  # τ of the soft threshold sign(x)·max(|x| − τ, 0)
+    x0_token_ids: list[int] | None = field(default=None)  # X0 = E[ids]; drawn with `seed` if None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.x0_token_ids is not None and len(self.x0_token_ids) != self.prompt_len:
+            raise ValueError(f"x0_token_ids has {len(self.x0_token_ids)} ids; it needs prompt_len="
+                             f"{self.prompt_len}")
+
+
+def sigma(x: torch.Tensor, activation: str, threshold: float) -> torch.Tensor:
+    if activation == "relu":
+        return F.relu(x)
+    if activation == "soft_threshold":
+        return torch.sign(x) * F.relu(x.abs() - threshold)
+    if activation == "tanh":
+        return torch.tanh(x)
+    return F.gelu(x)
+
+
+@register("lopt2")
+class LoPT2(InputPromptMethod):
+    """X = σ(X0 U) V with X0 frozen (a non-persistent buffer rebuilt from token ids)."""
+
+    Config = LoPT2Config
+    recommended_lr = 1e-2
+
+    def __init__(self, config: LoPT2Config, backbone: Backbone):
+        super().__init__(config, backbone)
+        n, r, d = config.prompt_len, config.rank, backbone.hidden_size
+        _check_rank(r, d, 2 * r * d, n * d, "lopt2")
+        if config.x0_token_ids is None:
+            config.x0_token_ids = vocab_token_ids(backbone, n, config.seed)
+        with torch.no_grad():
+            X0 = backbone.embed(torch.tensor(config.x0_token_ids, device=backbone.device)).float().cpu()
+        self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
+        U, V = self._init_factors(X0, r)
+        self.U = nn.Parameter(U)  # (d, r)
+        self.V = nn.Parameter(V)  # (r, d)
+
+    def _init_factors(self, X0: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """U: X0's top-r right singular directions, signs flipped so most pre-activations are
+        positive (fewer dead ReLU rows); V: least squares so that σ(X0 U) V ≈ X0 at the start."""
+        _, _, Bt = torch.linalg.svd(X0.double(), full_matrices=False)
+        U = Bt[:r].T  # (d, r)
+        U = U * torch.sign((X0.double() @ U).sum(0) + 1e-12)
+        H = sigma(X0.double() @ U, self.config.activation, self.config.threshold)  # (n, r)
+        V = torch.linalg.lstsq(H, X0.double(), driver="gelsd").solution  # (r, d)
+        return U.float(), V.float()
+
+    def prompt_matrix(self) -> torch.Tensor:
+        H = sigma(self.X0 @ self.U, self.config.activation, self.config.threshold)  # (n, r)
+        return H @ self.V  # (n, d)
+
+    def parameter_formula(self) -> int:
+        return 2 * self.config.rank * self.dims["hidden_size"]  # 2rd

@@ -1,0 +1,43 @@
+"""Prompt tuning (Lester et al., 2021): a free soft prompt X ∈ R^{n×d} before the input.
+
+Trainable parameters: n·d.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lopt_core.backbone import Backbone
+from lopt_core.methods import register
+from lopt_core.methods.base import InputPromptMethod, PromptInitConfig, initial_prompt
+
+
+@dataclass
+class PromptTuningConfig(PromptInitConfig):
+    pass
+
+
+@register("prompt_tuning")
+class PromptTuning(InputPromptMethod):
+    """X (n, d) is one trainable matrix."""
+
+    Config = PromptTuningConfig
+    recommended_lr = 3e-2
+
+    def __init__(self, config: PromptTuningConfig, backbone: Backbone, prompt: torch.Tensor | None = None):
+        super().__init__(config, backbone)
+        c = config
+        if prompt is None:
+            prompt = initial_prompt(backbone, c.prompt_len, c.init, c.init_text, c.seed)
+        if prompt.shape != (c.prompt_len, backbone.hidden_size):
+            raise ValueError(f"prompt must have shape (n, d) = ({c.prompt_len}, {backbone.hidden_size}), "
+                             f"got {tuple(prompt.shape)}")
+        self.prompt = nn.Parameter(prompt.detach().float().clone())  # (n, d)
+
+    def prompt_matrix(self) -> torch.Tensor:
+        return self.prompt
+
+    def parameter_formula(self) -> int:
+        return self.config.prompt_len * self.dims["hidden_size"]  # n·d

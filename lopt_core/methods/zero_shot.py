@@ -1,0 +1,35 @@
+"""Zero-shot baseline: the frozen backbone with no prompt at all (0 trainable parameters)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lopt_core.backbone import Backbone
+from lopt_core.methods import register
+from lopt_core.methods.base import MethodConfig, PromptMethod
+
+
+@dataclass
+class ZeroShotConfig(MethodConfig):
+    prompt_len: int = 0
+
+    def __post_init__(self):
+        if self.prompt_len != 0:
+            raise ValueError("zero_shot adds no prompt: leave prompt_len at 0")
+
+
+@register("zero_shot")
+class ZeroShot(PromptMethod):
+    """The input as it is: the baseline every method is compared with."""
+
+    Config = ZeroShotConfig
+
+    def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def prompt_matrix(self) -> torch.Tensor:
+        return torch.zeros(0, self.dims["hidden_size"])
+
+    def parameter_formula(self) -> int:
+        return 0

@@ -1,0 +1,90 @@
+"""Execute the lesson notebooks with papermill: each run gets its own output folder holding the
+executed notebook, its figures (PNG) and its ``metrics.json``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+
+def list_notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``00_…``), optionally only those whose name starts with ``only``."""
+    books = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        books = [p for p in books if any(p.name.startswith(o) for o in only)]
+        if not books:
+            raise FileNotFoundError(f"no notebook in {NOTEBOOK_DIR} starts with {only}")
+    return books
+
+
+def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci",
+                     parameters: dict | None = None, timeout: int = 1800, progress: bool = False) -> dict:
+    """Run one notebook top to bottom in a fresh kernel; return where it wrote and how long it took.
+
+    The notebook gets ``profile`` and ``out_dir`` (= ``out_root/<notebook name>``) as parameters,
+    plus any ``parameters`` given; the executed copy is saved in ``out_dir`` too.
+    """
+    import papermill as pm
+
+    path = Path(path).resolve()
+    out_dir = Path(out_root).resolve() / path.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
+    start = time.perf_counter()
+    pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
+                        kernel_name="python3", progress_bar=progress, execution_timeout=timeout,
+                        report_mode=False)
+    return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
+
+
+def strip_outputs(path: str | Path) -> bool:
+    """Remove outputs, execution counts and run metadata from a notebook; True if it changed."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        for key in ("execution", "papermill", "collapsed", "scrolled"):
+            cell.metadata.pop(key, None)
+    for key in ("papermill", "widgets"):
+        nb.metadata.pop(key, None)
+    after = nbformat.writes(nb)
+    if after != before:
+        path.write_text(after)
+    return after != before
+
+
+def is_stripped(path: str | Path) -> bool:
+    import nbformat
+
+    nb = nbformat.read(Path(path), as_version=4)
+    return all(not c.get("outputs") and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code") and "papermill" not in nb.metadata
+
+
+def run_series(out_root: str | Path, profile: str = "ci", only: list[str] | None = None) -> list[dict]:
+    """Execute the numbered notebooks in order; print each one's wall time; stop at the first failure."""
+    results = []
+    for path in list_notebooks(only):
+        print(f"running {path.name} (profile {profile}) ...", flush=True)
+        info = execute_notebook(path, out_root, profile, progress=True)
+        print(f"  done in {info['seconds']:.0f} s → {info['out_dir']}", flush=True)
+        results.append(info)
+    total = sum(r["seconds"] for r in results)
+    print(f"{len(results)} notebooks in {total:.0f} s; outputs in {Path(out_root).resolve()}")
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    args = sys.argv[1:]
+    if args[:1] == ["--strip"]:
+        for name in args[1:]:
+            print(("stripped " if strip_outputs(name) else "clean    ") + name)

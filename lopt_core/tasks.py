@@ -1,0 +1,318 @@
+"""Tasks: data (built-in, local files, Hugging Face datasets), templates, verbalisers, batching.
+
+A task turns a row into a prompt text (``template``) and a target: a class whose label word
+follows the prompt (rank classification with a verbaliser), or a text (generation, loss on the
+target tokens only). ``load_task("sentiment")`` needs no files; ``load_task("sst2", path=...)``
+reads GLUE TSV; ``load_task("sst2", source="hf")`` asks the hub when online.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from lopt_core import formats
+from lopt_core.formats import DataError  # noqa: F401  (re-exported for users)
+
+BUILTIN_DIR = Path(os.environ.get("LOPT_BUILTIN_DATA", Path(__file__).resolve().parent.parent / "data"))
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Token ids of each class's label word; words of several tokens are scored as sequences."""
+
+    words: tuple[str, ...]
+    token_ids: tuple[tuple[int, ...], ...]
+
+    @property
+    def single_token(self) -> bool:
+        return all(len(ids) == 1 for ids in self.token_ids)
+
+    @classmethod
+    def build(cls, words, tokenizer) -> Verbalizer:
+        ids = tuple(tuple(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words)
+        for word, seq in zip(words, ids):
+            if not seq:
+                raise ValueError(f"label word {word!r} tokenises to nothing")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"label words {words} are not distinct after tokenisation: {ids}")
+        return cls(tuple(words), ids)
+
+
+@dataclass
+class Task:
+    """A named task: rows per split, a prompt template and its targets.
+
+    ``kind`` is ``"classification"`` (rows carry an integer ``label``; ``label_words`` give one
+    word per class) or ``"generation"`` (rows carry ``references``; training uses each one).
+    """
+
+    name: str
+    kind: str
+    template: str
+    splits: dict[str, list[dict]]
+    label_words: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
+    target_template: str = " {target}"
+    source: str = "built-in"
+    description: str = ""
+    _verbalizers: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.kind not in ("classification", "generation"):
+            raise ValueError(f"task kind must be 'classification' or 'generation', not {self.kind!r}")
+        if self.kind == "classification" and len(self.label_words) < 2:
+            raise ValueError(f"task {self.name!r}: a classification task needs at least 2 label words")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_words)
+
+    def prompt(self, row: dict) -> str:
+        """The prompt text for a row (the "instruction" part, before any label or target)."""
+        text = self.template.format(**row)
+        return re.sub(r"[ \t]+(\n|$)", r"\1", re.sub(r"[ \t]{2,}", " ", text))
+
+    def examples(self, split: str, limit: int | None = None, expand_references: bool = False) -> list[dict]:
+        """Rows of a split (first ``limit``); with ``expand_references`` one row per reference."""
+        if split not in self.splits:
+            have = ", ".join(self.splits) or "none"
+            raise KeyError(f"task {self.name!r} has no {split!r} split (it has: {have}); "
+                           "pass split files with splits={...} or pick another split")
+        rows = self.splits[split][:limit] if limit else self.splits[split]
+        if expand_references and self.kind == "generation":
+            rows = [{**r, "target": ref} for r in rows for ref in r["references"]]
+        return rows
+
+    def verbalizer(self, tokenizer) -> Verbalizer:
+        key = id(tokenizer)
+        if key not in self._verbalizers:
+            self._verbalizers[key] = Verbalizer.build(self.label_words, tokenizer)
+        return self._verbalizers[key]
+
+    def collate(self, rows: list[dict], tokenizer, max_length: int = 256) -> dict[str, torch.Tensor]:
+        """Right-padded batch.
+
+        Shapes: input_ids, attention_mask, prompt_mask (B, T); labels (B,) for classification;
+        target_mask (B, T) marks the target tokens (and EOS) for generation rows with a target.
+        """
+        seqs, prompt_lens, target_lens = [], [], []
+        for row in rows:
+            p = tokenizer(self.prompt(row), add_special_tokens=True)["input_ids"]
+            t = []
+            if self.kind == "generation" and "target" in row:
+                t = tokenizer(self.target_template.format(target=row["target"]), add_special_tokens=False)["input_ids"]
+                t = t + [tokenizer.eos_token_id]
+            excess = len(p) + len(t) - max_length
+            if excess > 0:  # cut the prompt's start first (its end holds the cue)
+                cut = min(excess, max(len(p) - 1, 0))
+                p, t = p[cut:], t[: max_length - (len(p) - cut)]
+            seqs.append(p + t)
+            prompt_lens.append(len(p))
+            target_lens.append(len(t))
+        width = max(len(s) for s in seqs)
+        B = len(seqs)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((B, width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((B, width), dtype=torch.long)
+        prompt_mask = torch.zeros((B, width), dtype=torch.long)
+        target_mask = torch.zeros((B, width), dtype=torch.long)
+        for i, (s, pl, tl) in enumerate(zip(seqs, prompt_lens, target_lens)):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            attention_mask[i, : len(s)] = 1
+            prompt_mask[i, :pl] = 1
+            target_mask[i, pl: pl + tl] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "prompt_mask": prompt_mask}
+        if self.kind == "classification":
+            batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
+        elif any(target_lens):
+            batch["target_mask"] = target_mask
+        return batch
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        extra = f", labels {list(self.label_words)}" if self.kind == "classification" else ""
+        return f"Task {self.name!r} ({self.kind}; {sizes}{extra}; source: {self.source})"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+# ------------------------------------------------------------------------------------- registry
+_TASKS: dict[str, Callable[..., Task]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_task(name: str, description: str = ""):
+    """Decorator: register a function ``(path=None, source="auto", splits=None) -> Task``."""
+    def wrap(fn):
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is already registered")
+        _TASKS[name] = fn
+        _DESCRIPTIONS[name] = description
+        return fn
+    return wrap
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def task_description(name: str) -> str:
+    return _DESCRIPTIONS[name]
+
+
+def load_task(name: str, path: str | os.PathLike | None = None, source: str = "auto",
+              splits: dict[str, str] | None = None) -> Task:
+    """Load a registered task.
+
+    Args:
+        name: one of ``list_tasks()``.
+        path: folder of the task's files (file-backed tasks); default ``$LOPT_DATA_DIR/<name>``.
+        source: ``"auto"`` (built-in data or local files), ``"files"`` or ``"hf"`` (hub, online).
+        splits: map split → file name inside ``path`` to override the defaults, e.g.
+            ``{"train": "devset.csv", "test": "testset_w_refs.csv"}`` for E2E without its train file.
+    """
+    if name not in _TASKS:
+        raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}")
+    if source not in ("auto", "files", "hf"):
+        raise ValueError(f"source must be 'auto', 'files' or 'hf', not {source!r}")
+    return _TASKS[name](path=path, source=source, splits=splits)
+
+
+# ------------------------------------------------------------------------------ task definitions
+SENTIMENT = dict(template="Review: {text}\nSentiment:", label_words=(" negative", " positive"),
+                 label_names=("negative", "positive"))
+TOPIC = dict(template="News: {title} {description}\nTopic:",
+             label_words=(" World", " Sports", " Business", " Technology"),
+             label_names=("World", "Sports", "Business", "Sci/Tech"))
+YESNO = dict(template="Passage: {passage}\nQuestion: {question}?\nAnswer:", label_words=(" no", " yes"),
+             label_names=("no", "yes"))
+DATA2TEXT = dict(template="Table: {table}\nText:")
+INSTRUCT = dict(template="Instruction: {instruction}\nInput: {input}\nResponse:")
+NLI = "Premise: {premise}\nHypothesis: {hypothesis}\nDoes the premise imply the hypothesis?\nAnswer:"
+
+
+def _with_table(rows: list[dict]) -> list[dict]:
+    return [{**r, "table": formats.linearise_mr(r["mr"])} for r in rows]
+
+
+def _with_references(rows: list[dict]) -> list[dict]:
+    return [{**r, "references": [r["output"]]} for r in rows]
+
+
+def _builtin_splits(name: str, reader: Callable[[Path], list[dict]]) -> dict[str, list[dict]]:
+    folder = BUILTIN_DIR / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"built-in data folder {folder} is missing; regenerate it with "
+                                "`python data/make_builtin.py` or set LOPT_BUILTIN_DATA")
+    return {s: reader(folder / f"{s}.jsonl") for s in SPLITS}
+
+
+def _builtin(name: str, kind: str, reader, post=lambda rows: rows, description: str = "", **spec):
+    def build(path=None, source="auto", splits=None) -> Task:
+        if source == "hf" or path is not None or splits is not None:
+            raise ValueError(f"task {name!r} is built in: it takes no path, splits or source='hf'")
+        data = {s: post(rows) for s, rows in _builtin_splits(name, reader).items()}
+        return Task(name=name, kind=kind, splits=data, source=f"built-in ({BUILTIN_DIR / name})",
+                    description=description, **spec)
+    register_task(name, f"{description} (built in)")(build)
+
+
+_builtin("sentiment", "classification", partial(formats.read_labelled_jsonl, fields=("text",), num_classes=2),
+         description="Reviews of films, books, places and things: negative or positive.", **SENTIMENT)
+_builtin("topic", "classification",
+         partial(formats.read_labelled_jsonl, fields=("title", "description"), num_classes=4),
+         description="Invented news headlines: World, Sports, Business or Technology.", **TOPIC)
+_builtin("yesno", "classification",
+         partial(formats.read_labelled_jsonl, fields=("passage", "question"), num_classes=2),
+         description="Yes/no questions answered by a short passage.", **YESNO)
+_builtin("restaurant", "generation", formats.read_data2text_jsonl, post=_with_table,
+         description="Restaurant meaning representation → sentence, several references each.", **DATA2TEXT)
+_builtin("instructions", "generation", formats.read_instruction_jsonl, post=_with_references,
+         description="A mixture of small tasks under different instructions.", **INSTRUCT)
+
+
+def _file_task(name: str, kind: str, files: dict[str, str], reader, hf=None, post=lambda rows: rows,
+               description: str = "", **spec):
+    """Register a task read from a folder of files in a public format (or from the hub)."""
+    def build(path=None, source="auto", splits=None) -> Task:
+        if source == "hf":
+            return Task(name=name, kind=kind, splits=_hf_splits(name, hf, post), source=f"hf:{hf[0]}",
+                        description=description, **spec)
+        folder = Path(path) if path is not None else _default_folder(name)
+        mapping = {**files, **(splits or {})} if splits is None else dict(splits)
+        found = {s: folder / f for s, f in mapping.items() if (folder / f).is_file()}
+        if not found:
+            expected = ", ".join(mapping.values())
+            raise FileNotFoundError(
+                f"task {name!r}: none of {expected} found in {folder}. Pass path=... (CLI --data), set "
+                f"LOPT_DATA_DIR to a folder holding {name}/, or use source='hf' when online.")
+        data = {s: post(reader(p)) for s, p in found.items()}
+        return Task(name=name, kind=kind, splits=data, source=str(folder), description=description, **spec)
+    register_task(name, f"{description} (local files, or source='hf')")(build)
+
+
+def _default_folder(name: str) -> Path:
+    root = os.environ.get("LOPT_DATA_DIR")
+    if root is None:
+        raise FileNotFoundError(
+            f"task {name!r} reads local files: pass path=... (CLI --data DIR) or set LOPT_DATA_DIR "
+            f"to a folder that holds {name}/")
+    return Path(root) / name
+
+
+def _hf_splits(name: str, hf, post) -> dict[str, list[dict]]:
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError("source='hf' needs the package datasets: pip install datasets") from err
+    dataset, subset, convert, split_names = hf
+    from lopt_core.utils import hub_offline_mode, hub_reachable
+
+    if hub_offline_mode() or not hub_reachable():
+        raise ConnectionError(f"cannot load {dataset}{'/' + subset if subset else ''} from the Hugging Face hub: "
+                              f"this machine is offline. Download the files and use load_task({name!r}, path=...)")
+    try:
+        loaded = datasets.load_dataset(dataset, subset)
+    except Exception as err:  # network, hub or cache errors all land here
+        raise ConnectionError(
+            f"could not load {dataset}{'/' + subset if subset else ''} from the Hugging Face hub: {err}. "
+            f"Offline, download the files and use load_task({name!r}, path=...)") from err
+    out = {}
+    for ours, theirs in split_names.items():
+        if theirs in loaded:
+            rows = convert(list(loaded[theirs])) if convert is formats.hf_e2e else \
+                formats._hf_rows(loaded[theirs], convert, f"{dataset}/{theirs}")
+            if rows:
+                out[ours] = post(rows)
+    return out
+
+
+GLUE = {"train": "train", "dev": "validation", "test": "test"}
+_file_task("sst2", "classification", {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+           formats.read_glue_tsv, hf=("glue", "sst2", formats.hf_sst2, GLUE),
+           description="SST-2 (GLUE TSV): binary sentence sentiment.", **SENTIMENT)
+_file_task("agnews", "classification", {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"},
+           formats.read_ag_news_csv, hf=("ag_news", None, formats.hf_ag_news, {"train": "train", "test": "test"}),
+           description="AG News CSV: 4 news topics.", **TOPIC)
+for _name, _labels in (("boolq", YESNO), ("rte", dict(template=NLI, label_words=(" yes", " no"),
+                                                       label_names=("entailment", "not_entailment"))),
+                       ("cb", dict(template=NLI, label_words=(" yes", " no", " maybe"),
+                                   label_names=("entailment", "contradiction", "neutral")))):
+    _file_task(_name, "classification", {"train": "train.jsonl", "dev": "val.jsonl"},
+               partial(formats.read_superglue_jsonl, task=_name),
+               hf=("super_glue", _name, formats.hf_superglue(_name), GLUE),
+               description=f"SuperGLUE {_name.upper()} (JSONL).", **_labels)
+_file_task("e2e", "generation", {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"},
+           formats.read_e2e_csv, hf=("e2e_nlg", None, formats.hf_e2e, GLUE), post=_with_table,
+           description="E2E NLG (CSV mr,ref): restaurant MR → text, references grouped per MR.", **DATA2TEXT)
+_file_task("instruct_jsonl", "generation", {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
+           formats.read_instruction_jsonl, post=_with_references,
+           description="Your instruction data: JSONL with instruction, input, output.", **INSTRUCT)

@@ -1,0 +1,72 @@
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lopt_core.cli import main
+
+
+def run_train(tmp_path, *extra):
+    out = tmp_path / "run"
+    code = main(["train", "--method", "lopt2", "--task", "sentiment", "--backbone", "tiny-llama",
+                 "--prompt-len", "6", "--rank", "2", "--steps", "4", "--batch-size", "4", "--eval-every", "2",
+                 "--eval-limit", "8", "--train-limit", "16", "--no-progress", "--out", str(out), *extra])
+    return code, out
+
+
+def test_train_writes_a_run_folder_and_evaluate_rescores_it(tmp_path, capsys):
+    code, out = run_train(tmp_path)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "lopt2" and metrics["trainable_parameters"] == 2 * 2 * 64
+    config = json.loads((out / "config.json").read_text())
+    assert config["method_config"]["prompt_len"] == 6 and config["backbone_spec"] == "tiny-llama"
+    assert main(["evaluate", str(out), "--split", "dev"]) == 0
+    again = json.loads((out / "evaluate-dev.json").read_text())["dev"]
+    assert again["accuracy"] == metrics["dev"]["accuracy"] and again["n"] == 200
+    assert "dev: n=200" in capsys.readouterr().out
+
+
+def test_resume_flag_continues_a_run(tmp_path):
+    code, out = run_train(tmp_path)
+    assert code == 0
+    code, _ = run_train(tmp_path, "--resume")
+    assert code == 0  # nothing left to do: the checkpoint is at the last step
+
+
+def test_rerunning_into_a_used_folder_is_refused(tmp_path, capsys):
+    assert run_train(tmp_path)[0] == 0
+    assert run_train(tmp_path)[0] == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_options_of_other_methods_are_refused(tmp_path, capsys):
+    code = main(["train", "--method", "prompt_tuning", "--task", "sentiment", "--backbone", "tiny-llama",
+                 "--rank", "2", "--out", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "does not take --rank" in err and "--prompt-len" in err
+
+
+def test_bad_config_is_a_clear_error(tmp_path, capsys):
+    code = main(["train", "--method", "lopt1", "--task", "sentiment", "--backbone", "tiny-llama",
+                 "--prompt-len", "4", "--rank", "9", "--out", str(tmp_path / "x")])
+    assert code == 2 and "rank <= 4" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_info_lists_methods_tasks_and_versions(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("torch", "transformers", "lopt1", "lopt2", "prompt_tuning", "sentiment", "sst2", "cache"):
+        assert word in out
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("lopt-kit") or str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "lopt-kit")
+    if not Path(exe).exists():
+        pytest.skip("lopt-kit console script not on PATH (package not installed with pip)")
+    done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "train" in done.stdout and "evaluate" in done.stdout

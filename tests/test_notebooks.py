@@ -1,0 +1,53 @@
+"""Each lesson runs top to bottom in a fresh kernel (papermill, profile ci) and its metrics hold."""
+import json
+
+import pytest
+
+from lopt_core.notebooks import execute_notebook, list_notebooks
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def out_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("notebooks")
+
+
+def run(name, out_root):
+    (path,) = list_notebooks([name])
+    execute_notebook(path, out_root, profile="ci")
+    out = out_root / path.stem
+    assert (out / path.name).is_file()
+    return json.loads((out / "metrics.json").read_text()), out
+
+
+def test_every_numbered_notebook_has_a_test():
+    tested = {"00", "01", "02"}
+    assert {p.name[:2] for p in list_notebooks()} <= tested
+
+
+def test_00_tour_of_the_backbone(out_root):
+    m, out = run("00", out_root)
+    assert m["num_layers"] == 30 and m["hidden_size"] == 576
+    assert m["top_next_token"].strip() == "Paris"
+    assert 0.0 <= m["zero_shot"]["accuracy"] <= 1.0 and m["zero_shot"]["n"] == 64
+    assert (out / "embedding_norms.png").stat().st_size > 10_000
+
+
+def test_01_prompt_tuning_from_scratch(out_root):
+    m, out = run("01", out_root)
+    assert m["naive_vs_library_max_abs_diff"] < 1e-4
+    assert m["trainable_parameters"] == 20 * 576
+    assert m["loss_last"] < m["loss_first"]
+    assert m["trained"]["accuracy"] >= m["zero_shot"]["accuracy"] - 0.05
+    assert (out / "loss.png").is_file() and (out / "run" / "method" / "method.safetensors").is_file()
+
+
+def test_02_lopt_low_rank_prompts(out_root):
+    m, out = run("02", out_root)
+    assert m["parameter_counts"] == m["formula_counts"] == {"prompt_tuning": 11_520, "lopt1": 1_192, "lopt2": 2_304}
+    for name in ("prompt_tuning", "lopt1", "lopt2"):
+        assert 0.0 <= m["methods"][name]["accuracy"] <= 1.0
+    for run_ in m["runs"]:
+        assert run_["loss_last"] < run_["loss_first"], run_
+    assert (out / "accuracy_vs_parameters.png").is_file()

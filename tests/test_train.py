@@ -1,0 +1,157 @@
+import json
+
+import pytest
+import torch
+
+from lopt_core.methods import build_method, load_method
+from lopt_core.tasks import load_task
+from lopt_core.train import TrainConfig, Trainer, TrainingDiverged, evaluate
+
+FAST = dict(batch_size=4, eval_every=3, eval_limit=8, eval_batch_size=8, progress=False)
+
+
+def small_task(name="sentiment", train=32, dev=8, test=8):
+    task = load_task(name)
+    task.splits = {"train": task.splits["train"][:train], "dev": task.splits["dev"][:dev],
+                   "test": task.splits["test"][:test]}
+    return task
+
+
+def test_run_folder_holds_config_info_metrics_history_and_method(tiny_llama, tmp_path):
+    method = build_method("lopt2", tiny_llama, prompt_len=4, rank=2)
+    result = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, **FAST), run_dir=tmp_path).fit()
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "run_info.json", "metrics.json", "history.csv", "method", "checkpoint.pt"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["method"] == "lopt2" and config["method_config"]["rank"] == 2 and config["train"]["steps"] == 6
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["seed"] == 0 and "torch" in info["versions"] and info["device"] == "cpu"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["trainable_parameters"] == 2 * 2 * 64 and 0 <= metrics["dev"]["accuracy"] <= 1
+    assert len(result.history) == 6 and {"loss", "lr", "grad_norm", "seconds"} <= set(result.history.columns)
+    assert result.history["eval_accuracy"].notna().sum() == 2  # steps 3 and 6
+    loaded = load_method(tmp_path / "method", tiny_llama)
+    assert torch.equal(loaded.U, method.U)
+
+
+def test_best_checkpoint_is_restored(tiny_llama):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
+    trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=9, lr=0.5, **FAST))
+    trainer.fit()
+    assert trainer.best["step"] in (3, 6, 9)
+    for k, v in trainer.best_state.items():
+        assert torch.equal(method.state_dict()[k], v)
+    again = evaluate(method, tiny_llama, trainer.task, "dev", limit=8)
+    assert again["accuracy"] == trainer.best["metrics"]["accuracy"]
+
+
+class Interrupt:
+    def __init__(self, at):
+        self.at = at
+
+    def __call__(self, trainer, record):
+        if record["step"] == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("name", ["prompt_tuning", "lopt1", "lopt2"])
+def test_resume_continues_at_the_same_step_with_the_same_result(name, tiny_llama, tmp_path):
+    config = TrainConfig(steps=8, **FAST)
+    straight = build_method(name, tiny_llama, prompt_len=4, rank=2) if name != "prompt_tuning" else \
+        build_method(name, tiny_llama, prompt_len=4)
+    reference = Trainer(straight, tiny_llama, small_task(), config).fit()
+
+    def fresh():
+        return build_method(name, tiny_llama, prompt_len=4, rank=2) if name != "prompt_tuning" else \
+            build_method(name, tiny_llama, prompt_len=4)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(fresh(), tiny_llama, small_task(), config, run_dir=tmp_path, callbacks=(Interrupt(5),)).fit()
+    resumed_method = fresh()
+    resumed = Trainer(resumed_method, tiny_llama, small_task(), config, run_dir=tmp_path)
+    result = resumed.fit(resume=True)
+    assert result.history["step"].tolist() == list(range(1, 9))
+    assert result.history["loss"].tolist() == reference.history["loss"].tolist()
+    for (k, v), (_, w) in zip(resumed_method.state_dict().items(), straight.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_resume_refuses_a_changed_config(tiny_llama, tmp_path):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
+    Trainer(method, tiny_llama, small_task(), TrainConfig(steps=3, **FAST), run_dir=tmp_path).fit()
+    other = TrainConfig(steps=3, **{**FAST, "batch_size": 2})
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(method, tiny_llama, small_task(), other, run_dir=tmp_path).fit(resume=True)
+
+
+def test_an_existing_run_folder_is_not_overwritten(tiny_llama, tmp_path):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
+    Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit()
+    before = (tmp_path / "metrics.json").read_text()
+    with pytest.raises(FileExistsError, match="resume=True"):
+        Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit()
+    assert (tmp_path / "metrics.json").read_text() == before
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_llama):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
+    with torch.no_grad():
+        method.prompt[0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 1.*Lower the learning rate"):
+        Trainer(method, tiny_llama, small_task(), TrainConfig(steps=3, **FAST)).fit()
+
+
+def test_batches_depend_only_on_seed_and_step(tiny_llama):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=2)
+    a = Trainer(method, tiny_llama, small_task(train=10), TrainConfig(steps=5, batch_size=4, seed=1, progress=False))
+    b = Trainer(method, tiny_llama, small_task(train=10), TrainConfig(steps=5, batch_size=4, seed=1, progress=False))
+    seen = [i for s in range(5) for i in a.batch_indices(s)]
+    assert seen == [i for s in range(5) for i in b.batch_indices(s)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))  # epochs
+
+
+def test_early_stopping_with_patience(tiny_llama):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=2)
+    result = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=30, lr=1e-9, patience=1, **FAST)).fit()
+    assert result.metrics["steps"] < 30
+
+
+def test_generation_task_trains_on_target_loss(tiny_gpt2):
+    method = build_method("lopt1", tiny_gpt2, prompt_len=4, rank=2)
+    result = Trainer(method, tiny_gpt2, small_task("restaurant", train=8, dev=4, test=4),
+                     TrainConfig(steps=4, lr=0.1, **FAST)).fit()
+    assert result.metrics["dev"]["perplexity"] > 1 and result.metrics["dev"]["target_tokens"] > 0
+
+
+def test_bad_configs_are_refused(tiny_llama):
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        Trainer(build_method("zero_shot", tiny_llama), tiny_llama, small_task())
+
+
+@pytest.mark.slow
+def test_prompt_tuning_learns_builtin_sentiment_on_the_embedded_backbone(embedded):
+    """Loss must fall clearly: the mean of the last 5 steps under 60% of the first 5."""
+    task = load_task("sentiment")
+    method = build_method("prompt_tuning", embedded, prompt_len=8, init="random")
+    result = Trainer(method, embedded, task, TrainConfig(steps=25, batch_size=8, eval_every=25, eval_limit=64,
+                                                         progress=False)).fit()
+    losses = result.history["loss"]
+    assert losses.tail(5).mean() < 0.6 * losses.head(5).mean(), losses.tolist()
+    assert backbone_unchanged_after(embedded, result)
+
+
+def backbone_unchanged_after(backbone, result) -> bool:
+    return all(not p.requires_grad and p.grad is None for p in backbone.model.parameters())
+
+
+@pytest.mark.parametrize("name", ["prompt_tuning", "lopt1", "lopt2"])
+def test_backbone_weights_unchanged_after_training(name, tiny):
+    before = tiny.fingerprint()
+    options = {"prompt_len": 4} if name == "prompt_tuning" else {"prompt_len": 4, "rank": 2}
+    Trainer(build_method(name, tiny, **options), tiny, small_task(), TrainConfig(steps=3, **FAST)).fit()
+    assert tiny.fingerprint() == before
