@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -40,17 +41,24 @@ def loss_curves(histories: dict[str, pd.DataFrame], smooth: int = 5, ax=None):
     return fig
 
 
-def accuracy_vs_parameters(table: pd.DataFrame, ax=None, x="trainable_parameters", y="accuracy", label="method"):
-    """Accuracy against trainable parameters (log x), one labelled point per row."""
+def accuracy_vs_parameters(table: pd.DataFrame, baseline: float | None = None, ax=None,
+                           x="trainable_parameters", y="accuracy", label="method", err: str | None = None):
+    """Accuracy against trainable parameters (log x), one labelled point per row; an optional
+    horizontal ``baseline`` (e.g. zero-shot accuracy) and error bars from column ``err``."""
     fig, ax = _axes(ax)
-    sns.scatterplot(data=table, x=x, y=y, hue=label, s=90, ax=ax)
-    for _, row in table.iterrows():
-        ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=9)
-    ax.set_xscale("symlog" if (table[x] <= 0).any() else "log")
+    for i, (_, row) in enumerate(table.iterrows()):
+        yerr = row[err] if err and pd.notna(row[err]) else None
+        ax.errorbar(row[x], row[y], yerr=yerr, fmt="o", ms=9, capsize=4, color=f"C{i}")
+        ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(7, 5), fontsize=10)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle=":", label=f"zero-shot ({baseline:.3f})")
+        ax.legend(loc="best")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(f"dev {y}")
     ax.set_title("Accuracy against parameter budget")
-    ax.legend().remove()
     return fig
 
 
