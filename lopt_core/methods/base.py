@@ -72,6 +72,10 @@ class PromptMethod(nn.Module, ABC):
         out = backbone.transformer(**self.model_inputs(backbone, batch), use_cache=False)
         return out.last_hidden_state
 
+    def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
+        """Keyword arguments for ``backbone.model.generate`` from a left-padded batch."""
+        return self.model_inputs(backbone, batch)
+
     @abstractmethod
     def prompt_matrix(self) -> torch.Tensor:
         """The materialised prompt (n, d) (for K/V methods: the stored table), for analysis."""

@@ -1,0 +1,135 @@
+"""Prefix-tuning (Li & Liang, 2021): trainable keys and values at every layer.
+
+Each layer's attention sees n extra key/value positions before the input. The stored prefix is a
+table P ∈ R^{n × L·2·n_kv·head_dim}. Training goes through the official code's reparameterisation,
+``Embedding(n, d) → Linear(d, k) → tanh → Linear(k, L·2·n_kv·head_dim)`` (k = 512), computed once
+per step and expanded over the batch; ``materialise()`` then drops the MLP and keeps the table.
+
+Trainable: n·d + d·k + k + k·W + W with the MLP (W = L·2·n_kv·head_dim), n·W without.
+Stored per task: n·W.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lopt_core.backbone import Backbone
+from lopt_core.kv import join_layers, kv_width, prefix_cache, split_table, text_kv
+from lopt_core.methods import register
+from lopt_core.methods.base import MethodConfig, PromptMethod
+
+INITS = ("random", "zero", "text")
+
+
+@dataclass
+class PrefixTuningConfig(MethodConfig):
+    prompt_len: int = 10  # n, the prefix length
+    reparam: bool = True  # train through the MLP (materialise() drops it)
+    reparam_dim: int = 512  # k, the MLP's hidden width
+    init: str = "random"  # "random", "zero" (table = 0), "text" (the model's own K/V of init_text)
+    init_text: str = "table-to-text:"
+    init_steps: int = 500  # Adam steps that fit the MLP to the text's K/V (init="text", reparam=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.reparam_dim < 1:
+            raise ValueError(f"reparam_dim must be positive, got {self.reparam_dim}")
+
+
+@register("prefix_tuning")
+class PrefixTuning(PromptMethod):
+    """Per-layer K/V prefixes, written into a DynamicCache before the input runs."""
+
+    Config = PrefixTuningConfig
+    recommended_lr = 5e-3
+
+    def __init__(self, config: PrefixTuningConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        n, d, k = config.prompt_len, backbone.hidden_size, config.reparam_dim
+        self.width = backbone.num_layers * 2 * kv_width(backbone)  # W = L·2·n_kv·head_dim
+        self.dims["width"] = self.width
+        target = self._initial_table(backbone) if config.init == "text" else None
+        if config.reparam:
+            self.embedding = nn.Embedding(n, d)  # P' (n, d)
+            self.mlp = nn.Sequential(nn.Linear(d, k), nn.Tanh(), nn.Linear(k, self.width))
+            if config.init == "zero":
+                nn.init.zeros_(self.mlp[2].weight)
+                nn.init.zeros_(self.mlp[2].bias)
+            elif target is not None:
+                self._fit_mlp(target, config.init_steps)
+        else:
+            if target is None:
+                target = torch.zeros(n, self.width)
+                if config.init == "random":
+                    g = torch.Generator().manual_seed(config.seed)
+                    target = torch.randn(n, self.width, generator=g) * self._kv_scale(backbone)
+            self.table = nn.Parameter(target.clone())  # (n, W)
+
+    # ---------------------------------------------------------------------------- init
+    def _initial_table(self, backbone: Backbone) -> torch.Tensor:
+        """The frozen model's K/V of init_text, repeated or cut to n positions: (n, W)."""
+        table = join_layers(text_kv(backbone, self.config.init_text)).cpu()
+        n = self.config.prompt_len
+        return table.repeat((n + table.shape[0] - 1) // table.shape[0], 1)[:n]
+
+    @staticmethod
+    def _kv_scale(backbone: Backbone) -> float:
+        return join_layers(text_kv(backbone, "The quick brown fox jumps over the lazy dog.")).std().item()
+
+    def _fit_mlp(self, target: torch.Tensor, steps: int) -> None:
+        """Official low-data init: regress the MLP output onto real-word K/V (MSE, Adam)."""
+        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
+        for _ in range(steps):
+            loss = nn.functional.mse_loss(self.prefix_table(), target)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    # ---------------------------------------------------------------------------- prefix
+    def prefix_table(self) -> torch.Tensor:
+        """The prefix P (n, W): through the MLP once (not once per row), or the raw table."""
+        if self.config.reparam:
+            return self.mlp(self.embedding.weight)
+        return self.table
+
+    def prompt_matrix(self) -> torch.Tensor:
+        return self.prefix_table()
+
+    def model_inputs(self, backbone: Backbone, batch: dict, cache_rows: int | None = None) -> dict:
+        B = batch["input_ids"].shape[0]
+        layers = split_table(self.prefix_table(), backbone)  # L × (n_kv, n, head_dim) for K and V
+        mask = batch["attention_mask"]
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": torch.cat([mask.new_ones(B, self.config.prompt_len), mask], dim=1),  # (B, n+T)
+            "past_key_values": prefix_cache(backbone, layers, cache_rows or B),
+        }
+
+    def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
+        return backbone.transformer(**self.model_inputs(backbone, batch)).last_hidden_state  # (B, T, d)
+
+    def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
+        # generate() repeats input_ids and the mask for each beam but not a Cache: size it here.
+        return self.model_inputs(backbone, batch, cache_rows=batch["input_ids"].shape[0] * num_beams)
+
+    # ---------------------------------------------------------------------------- counts
+    @torch.no_grad()
+    def materialise(self) -> PrefixTuning:
+        """Replace the MLP by the table it produces; outputs stay identical."""
+        if self.config.reparam:
+            table = self.prefix_table().detach().clone()
+            del self.embedding, self.mlp
+            self.config.reparam = False
+            self.table = nn.Parameter(table)
+        return self
+
+    def parameter_formula(self) -> int:
+        n, k, W, d = self.config.prompt_len, self.config.reparam_dim, self.width, self.dims["hidden_size"]
+        return n * d + d * k + k + k * W + W if self.config.reparam else n * W
+
+    def stored_parameters(self) -> int:
+        return self.config.prompt_len * self.width  # n·L·2·n_kv·head_dim
