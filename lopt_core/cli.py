@@ -113,6 +113,9 @@ def _print_metrics(metrics: dict) -> None:
             m = metrics[split]
             shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
             print(f"{split}: n={m['n']} " + " ".join(f"{k}={v}" for k, v in shown.items()))
+            if "generation" in m:
+                g = m["generation"]
+                print(f"{split} generation: BLEU={g['bleu']:.2f} ROUGE-L={g['rouge_l']:.2f} (beams={g['num_beams']})")
 
 
 def cmd_evaluate(args) -> int:
@@ -131,6 +134,11 @@ def cmd_evaluate(args) -> int:
     results = {}
     for split in splits:
         results[split] = evaluate(method, backbone, task, split, args.limit, progress=True)
+        if task.kind == "generation" and args.generate:
+            from lopt_core.generation import evaluate_generation
+
+            results[split]["generation"] = evaluate_generation(method, backbone, task, split, args.limit,
+                                                               num_beams=args.num_beams, progress=True)
     write_json(run / f"evaluate-{'-'.join(splits)}.json", results)
     _print_metrics(results)
     return 0
@@ -197,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--data", default=None)
     p_eval.add_argument("--backbone", default=None)
     p_eval.add_argument("--device", default="auto")
+    p_eval.add_argument("--generate", action="store_true", help="generation tasks: also decode and score BLEU/ROUGE-L")
+    p_eval.add_argument("--num-beams", type=int, default=1)
     p_eval.set_defaults(func=cmd_evaluate)
     sub.add_parser("info", help="versions, device, cache, methods and tasks").set_defaults(func=cmd_info)
     sub.add_parser("prepare", help="convert the embedded backbone into the cache").set_defaults(func=cmd_prepare)

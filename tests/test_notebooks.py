@@ -22,7 +22,7 @@ def run(name, out_root):
 
 
 def test_every_numbered_notebook_has_a_test():
-    tested = {"00", "01", "02"}
+    tested = {"00", "01", "02", "05"}
     assert {p.name[:2] for p in list_notebooks()} <= tested
 
 
@@ -51,3 +51,18 @@ def test_02_lopt_low_rank_prompts(out_root):
     for run_ in m["runs"]:
         assert run_["loss_last"] < run_["loss_first"], run_
     assert (out / "accuracy_vs_parameters.png").is_file()
+
+
+def test_05_prefix_tuning(out_root):
+    m, out = run("05", out_root)
+    assert m["hand_vs_library_max_abs_diff"] < 1e-4
+    scores = m["scores"]
+    assert scores["prefix_tuning"]["stored_parameters"] == 10 * 30 * 2 * 3 * 64
+    assert scores["prefix_tuning"]["trainable_parameters"] > scores["prefix_tuning"]["stored_parameters"]
+    assert scores["prompt_tuning"]["stored_parameters"] == 10 * 576
+    for name in ("zero_shot", "prompt_tuning", "prefix_tuning"):
+        assert 0 <= scores[name]["bleu"] <= 100 and 0 <= scores[name]["rouge_l"] <= 100
+    for name in ("prefix_tuning", "prompt_tuning"):
+        assert m["loss"][name]["last"] < m["loss"][name]["first"]
+    assert [p["prompt_len"] for p in m["prefix_length_curve"]] == [1, 5]
+    assert (out / "prefix_length.png").is_file() and (out / "loss_curves.png").is_file()

@@ -1,0 +1,126 @@
+"""Pure analysis functions on prompts: spectra, energy, effective rank, truncation, SVD warm
+starts, nearest tokens, similarity, parameter tables. They take tensors (or methods) and return
+values; none reads global state.
+
+Shapes: a prompt X is (n, d); singular values s are (min(n, d),), in descending order.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from lopt_core.methods.lopt import LoPT1, svd_factors
+
+
+def singular_values(X: torch.Tensor) -> torch.Tensor:
+    """Singular values of X (n, d), descending, in float64 for stable small values."""
+    return torch.linalg.svdvals(X.detach().double().cpu())
+
+
+def normalized_spectrum(s: torch.Tensor) -> torch.Tensor:
+    """s / Σ s: a probability vector over singular directions (the input of the entropy rank)."""
+    s = s.double()
+    return s / s.sum()
+
+
+def cumulative_energy(s: torch.Tensor) -> torch.Tensor:
+    """Share of ‖X‖_F² kept by the top-k directions, for k = 1..len(s): cumsum(s²) / Σ s²."""
+    e = s.double() ** 2
+    return e.cumsum(0) / e.sum()
+
+
+def effective_rank(s: torch.Tensor, energy: float = 0.9) -> int:
+    """The smallest r whose top-r directions keep at least ``energy`` of ‖X‖_F²."""
+    if not 0 < energy <= 1:
+        raise ValueError(f"energy must be in (0, 1], got {energy}")
+    cum = cumulative_energy(s)
+    return int((cum < energy - 1e-12).sum().item()) + 1
+
+
+def entropy_effective_rank(s: torch.Tensor) -> float:
+    """exp(H(p)) with p = s / Σ s (Roy & Vetterli, 2007): between 1 and len(s)."""
+    p = normalized_spectrum(s)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def truncate(X: torch.Tensor, r: int) -> torch.Tensor:
+    """The best rank-r approximation of X (Eckart–Young): the truncated SVD."""
+    if not 1 <= r <= min(X.shape):
+        raise ValueError(f"rank r must be between 1 and {min(X.shape)}, got {r}")
+    U, V = svd_factors(X.detach().float().cpu(), r)
+    return (U @ V).to(X.device)
+
+
+def svd_warm_start(prompt: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoPT-1 factors U (n, r), V (r, d) whose product is the best rank-r approximation of ``prompt``."""
+    if not 1 <= r <= min(prompt.shape):
+        raise ValueError(f"rank r must be between 1 and {min(prompt.shape)}, got {r}")
+    return svd_factors(prompt.detach().float().cpu(), r)
+
+
+def truncate_method(method, r: int, backbone) -> LoPT1:
+    """A trained input-prompt method (prompt tuning or LoPT) cut to rank r, as a LoPT-1 method.
+
+    The new method scores, trains and saves like any other; its prompt is ``truncate(X, r)``.
+    """
+    X = method.prompt_matrix().detach()
+    if X.shape[1] != backbone.hidden_size:
+        raise ValueError(f"{method.name} does not hold an input prompt of width d={backbone.hidden_size}")
+    U, V = svd_warm_start(X, r)
+    return LoPT1.from_factors(backbone, U, V, seed=method.config.seed)
+
+
+def nearest_tokens(X: torch.Tensor, embedding: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k vocabulary rows by cosine similarity to each prompt row: (indices, similarities), each (n, k)."""
+    Xn = torch.nn.functional.normalize(X.detach().float(), dim=1)
+    En = torch.nn.functional.normalize(embedding.detach().float().to(Xn.device), dim=1)
+    sims = Xn @ En.T  # (n, V)
+    top = sims.topk(k, dim=1)
+    return top.indices.cpu(), top.values.cpu()
+
+
+def prompt_similarity(X1: torch.Tensor, X2: torch.Tensor, r: int | None = None) -> dict[str, float]:
+    """How alike two prompts of the same shape are.
+
+    ``subspace``: mean squared cosine of the principal angles between their top-r row spaces
+    (1 = same subspace, about r/d for random ones); ``row_cosine``: mean cosine of matching rows;
+    ``r`` defaults to the smaller 90%-energy effective rank of the two.
+    """
+    if X1.shape != X2.shape:
+        raise ValueError(f"prompts must have the same shape, got {tuple(X1.shape)} and {tuple(X2.shape)}")
+    A, B = X1.detach().double().cpu(), X2.detach().double().cpu()
+    if r is None:
+        r = min(effective_rank(singular_values(A)), effective_rank(singular_values(B)))
+    Va = torch.linalg.svd(A, full_matrices=False).Vh[:r]  # (r, d)
+    Vb = torch.linalg.svd(B, full_matrices=False).Vh[:r]
+    subspace = float((Va @ Vb.T).pow(2).sum() / r)
+    rows = torch.nn.functional.cosine_similarity(A, B, dim=1).mean()
+    return {"subspace": subspace, "row_cosine": float(rows), "rank": r}
+
+
+def kv_bytes_per_request(method, backbone, bytes_per_value: int = 2) -> int:
+    """Bytes of cache a request carries for the method's virtual positions (bf16 by default)."""
+    positions = getattr(method, "virtual_positions", None)
+    n = positions() if callable(positions) else method.config.prompt_len
+    return n * backbone.num_layers * 2 * backbone.num_kv_heads * backbone.head_dim * bytes_per_value
+
+
+def parameter_table(methods: dict, backbone) -> pd.DataFrame:
+    """Trainable and stored parameters, their share of the backbone and K/V bytes per request."""
+    rows = []
+    for label, method in methods.items():
+        trainable, stored = method.trainable_parameters(), method.stored_parameters()
+        rows.append({"method": label, "trainable": trainable, "stored": stored,
+                     "trainable / backbone (%)": 100 * trainable / backbone.num_parameters,
+                     "stored / backbone (%)": 100 * stored / backbone.num_parameters,
+                     "KV bytes per request (bf16)": kv_bytes_per_request(method, backbone)})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def log_spaced(n: int) -> list[int]:
+    """Ranks 1, 2, 4, ... up to n (n included): a sensible default grid for rank sweeps."""
+    out = [2 ** i for i in range(int(math.log2(n)) + 1)]
+    return out if out[-1] == n else out + [n]
