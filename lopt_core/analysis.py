@@ -7,6 +7,7 @@ Shapes: a prompt X is (n, d); singular values s are (min(n, d),), in descending 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
 import torch
@@ -70,7 +71,9 @@ def truncate_method(method, r: int, backbone) -> LoPT1:
     if X.shape[1] != backbone.hidden_size:
         raise ValueError(f"{method.name} does not hold an input prompt of width d={backbone.hidden_size}")
     U, V = svd_warm_start(X, r)
-    return LoPT1.from_factors(backbone, U, V, seed=method.config.seed)
+    with warnings.catch_warnings():  # a high-rank truncation is an analysis, not a parameter budget
+        warnings.filterwarnings("ignore", message=".*more than the full prompt.*")
+        return LoPT1.from_factors(backbone, U, V, seed=method.config.seed)
 
 
 def nearest_tokens(X: torch.Tensor, embedding: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,3 +127,15 @@ def log_spaced(n: int) -> list[int]:
     """Ranks 1, 2, 4, ... up to n (n included): a sensible default grid for rank sweeps."""
     out = [2 ** i for i in range(int(math.log2(n)) + 1)]
     return out if out[-1] == n else out + [n]
+
+
+def pareto_front(table: pd.DataFrame, cost: str = "trainable_parameters", score: str = "accuracy") -> pd.DataFrame:
+    """Rows not dominated by another row with lower-or-equal cost and higher-or-equal score
+    (strictly better in one), sorted by cost: the best score each budget can buy."""
+    rows = table.sort_values([cost, score], ascending=[True, False])
+    front, best = [], -math.inf
+    for idx, row in rows.iterrows():
+        if row[score] > best:
+            front.append(idx)
+            best = row[score]
+    return table.loc[front].sort_values(cost)

@@ -5,6 +5,7 @@
   lopt-kit info
   lopt-kit prepare            # convert the embedded backbone once (make setup does this)
   lopt-kit notebooks 00 01 --profile ci --out outputs
+  lopt-kit sweep notebooks/workers/train_one.ipynb -p rank 1 2 4 8 -p prompt_len 10 20 --seeds 0 1
 """
 from __future__ import annotations
 
@@ -183,6 +184,29 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from lopt_core.sweep import parse_values, run_sweep
+
+    params = {name: parse_values(values) for name, *values in args.param}
+    for name, values in params.items():
+        if not values:
+            print(f"error: -p {name} needs at least one value", file=sys.stderr)
+            return 2
+    out = args.out or str(Path("outputs") / "sweeps" / Path(args.notebook).stem)
+    table = run_sweep(args.notebook, params, out, seeds=args.seeds, profile=args.profile, jobs=args.jobs)
+    shown = [c for c in table.columns if c in params or c in ("seed", "status", "wall_seconds")
+             or c.endswith("accuracy") or c.endswith("trainable_parameters")]
+    print(table[shown].to_string(index=False))
+    if "accuracy" in table and "trainable_parameters" in table:
+        from lopt_core import plots
+        from lopt_core.analysis import pareto_front
+
+        ok = table[table["status"] == "ok"]
+        hue = "method" if "method" in ok else next(iter(params))
+        plots.save(plots.pareto(ok, pareto_front(ok), hue=hue), Path(out) / "tradeoff.png")
+    return 0 if (table["status"] == "ok").all() else 1
+
+
 def cmd_notebooks(args) -> int:
     from lopt_core.notebooks import run_series
     from lopt_core.utils import write_json
@@ -210,6 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.set_defaults(func=cmd_evaluate)
     sub.add_parser("info", help="versions, device, cache, methods and tasks").set_defaults(func=cmd_info)
     sub.add_parser("prepare", help="convert the embedded backbone into the cache").set_defaults(func=cmd_prepare)
+    p_sw = sub.add_parser("sweep", help="run a notebook once per parameter set (papermill) and gather results")
+    p_sw.add_argument("notebook")
+    p_sw.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
+                      help="a parameter and its values, e.g. -p rank 1 2 4 8 (repeat for a grid)")
+    p_sw.add_argument("--seeds", type=int, nargs="+", default=None)
+    p_sw.add_argument("--out", default=None, help="default outputs/sweeps/<notebook>")
+    p_sw.add_argument("--jobs", type=int, default=1)
+    p_sw.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"])
+    p_sw.set_defaults(func=cmd_sweep)
     p_nb = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
     p_nb.add_argument("only", nargs="*", help="notebook number prefixes, e.g. 00 01 (default: all)")
     p_nb.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"])

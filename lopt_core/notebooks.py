@@ -20,16 +20,17 @@ def list_notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci",
-                     parameters: dict | None = None, timeout: int = 1800, progress: bool = False) -> dict:
+                     parameters: dict | None = None, timeout: int = 1800, progress: bool = False,
+                     run_name: str | None = None) -> dict:
     """Run one notebook top to bottom in a fresh kernel; return where it wrote and how long it took.
 
-    The notebook gets ``profile`` and ``out_dir`` (= ``out_root/<notebook name>``) as parameters,
-    plus any ``parameters`` given; the executed copy is saved in ``out_dir`` too.
+    The notebook gets ``profile`` and ``out_dir`` (= ``out_root/<run_name or notebook name>``) as
+    parameters, plus any ``parameters`` given; the executed copy is saved in ``out_dir`` too.
     """
     import papermill as pm
 
     path = Path(path).resolve()
-    out_dir = Path(out_root).resolve() / path.stem
+    out_dir = Path(out_root).resolve() / (run_name or path.stem)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
     start = time.perf_counter()

@@ -87,3 +87,85 @@ def label_probabilities(probs: np.ndarray, labels: list[str], gold: np.ndarray, 
     ax.set_title("Zero-shot confidence on the correct label")
     ax.legend()
     return fig
+
+
+def spectrum(spectra: dict[str, np.ndarray], cut: int | None = None, ax=None, normalise: bool = True):
+    """Singular values per prompt on a log scale (divided by the largest), with the rank cut marked."""
+    fig, ax = _axes(ax)
+    for label, s in spectra.items():
+        s = np.asarray(s, dtype=float)
+        y = s / s[0] if normalise else s
+        ax.plot(np.arange(1, len(s) + 1), y, marker="o", ms=4, label=label)
+    if cut is not None:
+        ax.axvline(cut + 0.5, color="k", linestyle="--", label=f"rank cut r = {cut}")
+    ax.set_yscale("log")
+    ax.set_xlabel("index i of the singular value")
+    ax.set_ylabel("σ_i / σ_1 (log scale)" if normalise else "σ_i (log scale)")
+    ax.set_title("Singular value spectrum")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def energy(spectra: dict[str, np.ndarray], threshold: float = 0.9, ax=None):
+    """Cumulative energy Σ_{j≤i} σ_j² / Σ σ_j² against i, with the threshold line."""
+    fig, ax = _axes(ax)
+    for label, s in spectra.items():
+        e = np.cumsum(np.asarray(s, dtype=float) ** 2)
+        ax.plot(np.arange(1, len(e) + 1), e / e[-1], marker="o", ms=4, label=label)
+    ax.axhline(threshold, color="grey", linestyle=":", label=f"{threshold:.0%} of the energy")
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("share of ‖X‖²_F kept")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Cumulative energy")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def accuracy_vs_rank(table: pd.DataFrame, x: str = "rank", y: str = "accuracy", hue: str = "variant",
+                     current: tuple[float, float] | None = None, baseline: float | None = None, ax=None):
+    """Accuracy against rank (log2 x) for each variant; ``current`` marks one point (the slider's)."""
+    fig, ax = _axes(ax)
+    for i, (label, part) in enumerate(table.groupby(hue, sort=False)):
+        part = part.sort_values(x)
+        ax.plot(part[x], part[y], marker="o", label=str(label), color=f"C{i}")
+    if current is not None:
+        ax.plot(*current, marker="*", ms=18, color="gold", markeredgecolor="k", label="current", zorder=5)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle=":", label=f"zero-shot ({baseline:.3f})")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("rank r (log scale)")
+    ax.set_ylabel(f"dev {y}")
+    ax.set_title("Accuracy against rank")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_parameters", y: str = "accuracy",
+           hue: str = "method", baseline: float | None = None, ax=None):
+    """Every run as a point (coloured by ``hue``) and the Pareto front as a step line."""
+    fig, ax = _axes(ax, size=(7, 4.4))
+    sns.scatterplot(data=table, x=x, y=y, hue=hue, style=hue, s=80, ax=ax)
+    ax.step(front[x], front[y], where="post", color="k", linewidth=1.2, label="Pareto front")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle=":", label=f"zero-shot ({baseline:.3f})")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(f"dev {y}")
+    ax.set_title("Accuracy against parameters, with the Pareto front")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def heatmap(table: pd.DataFrame, index: str = "prompt_len", columns: str = "rank", values: str = "accuracy",
+            ax=None, fmt: str = ".3f"):
+    """An n × r grid of ``values`` (mean over repeated runs)."""
+    fig, ax = _axes(ax)
+    grid = table.pivot_table(index=index, columns=columns, values=values, aggfunc="mean")
+    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", ax=ax, cbar_kws={"label": values})
+    ax.set_xlabel(f"{columns} r" if columns == "rank" else columns)
+    ax.set_ylabel(f"{index} n" if index == "prompt_len" else index)
+    ax.set_title(f"{values} over the grid")
+    return fig

@@ -1,0 +1,142 @@
+"""Papermill sweeps: one executed copy of a notebook per parameter set, gathered into one table.
+
+Each run gets its own folder (``out/<key>/``) holding the executed notebook, its figures and its
+``metrics.json``, plus ``status.json`` (parameters, ok/failed, error, wall time). A failed run is
+recorded and the sweep goes on; running the sweep again skips the runs that finished. Results go
+to ``out/results.csv`` (one row per run: parameters, metrics, status, wall time).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from lopt_core.notebooks import execute_notebook
+from lopt_core.utils import atomic_path, read_json, write_json
+
+
+def grid(params: dict[str, list], seeds: list[int] | None = None) -> list[dict]:
+    """Every combination of the parameter lists (plus ``seed`` when seeds are given), in order."""
+    if seeds:
+        params = {**params, "seed": list(seeds)}
+    names = list(params)
+    return [dict(zip(names, values)) for values in itertools.product(*(params[n] for n in names))]
+
+
+def run_key(point: dict) -> str:
+    return "_".join(f"{k}={v}" for k, v in point.items()).replace("/", "-").replace(" ", "")
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict:
+    """Nested metrics → one level with dotted keys; lists are left out of the table."""
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        elif not isinstance(value, list):
+            flat[name] = value
+    return flat
+
+
+def _run_one(notebook: Path, out: Path, point: dict, profile: str, fixed: dict, timeout: int) -> dict:
+    folder = out / run_key(point)
+    status_path = folder / "status.json"
+    if status_path.is_file():
+        status = read_json(status_path)
+        if status["status"] == "ok" and (folder / "metrics.json").is_file():
+            return {**status, "skipped": True}
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    status = {"params": point, "status": "ok", "error": None}
+    try:
+        execute_notebook(notebook, out, profile, {**fixed, **point, "out_dir": str(folder)}, timeout=timeout,
+                         run_name=folder.name)
+        if not (folder / "metrics.json").is_file():
+            raise RuntimeError(f"{notebook.name} finished but wrote no metrics.json in its out_dir")
+    except Exception as err:  # a failed run is recorded, not fatal
+        status.update(status="failed", error=f"{type(err).__name__}: {_last_line(err)}",
+                      traceback=traceback.format_exc(limit=3))
+    status["wall_seconds"] = time.perf_counter() - start
+    write_json(status_path, status)
+    return {**status, "skipped": False}
+
+
+def _last_line(err: Exception) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else repr(err)
+
+
+def run_sweep(notebook: str | Path, params: dict[str, list], out: str | Path, seeds: list[int] | None = None,
+              profile: str = "ci", jobs: int = 1, fixed: dict | None = None, timeout: int = 3600,
+              progress: bool = True) -> pd.DataFrame:
+    """Execute ``notebook`` once per point of the grid and return the gathered results.
+
+    Args:
+        params: parameter name → values, e.g. ``{"rank": [1, 2, 4], "prompt_len": [10, 20]}``.
+        seeds: added as a ``seed`` parameter.
+        jobs: runs at once (each is its own kernel process).
+        fixed: parameters passed unchanged to every run.
+    """
+    notebook, out = Path(notebook).resolve(), Path(out).resolve()
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    points = grid(params, seeds)
+    if not points:
+        raise ValueError("the sweep grid is empty: give at least one value per parameter")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def one(point):
+        result = _run_one(notebook, out, point, profile, fixed or {}, timeout)
+        if progress:
+            state = "skipped (done)" if result["skipped"] else result["status"]
+            print(f"[{run_key(point)}] {state} in {result.get('wall_seconds', 0):.0f} s"
+                  + (f": {result['error']}" if result["status"] == "failed" else ""), flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, points))
+    table = gather(out, points)
+    if progress:
+        failed = int((table["status"] != "ok").sum())
+        print(f"{len(points)} runs ({failed} failed) in {time.perf_counter() - started:.0f} s → {out / 'results.csv'}")
+    return table
+
+
+def gather(out: str | Path, points: list[dict] | None = None) -> pd.DataFrame:
+    """One row per run folder under ``out``: parameters, flattened metrics, status, wall time."""
+    out = Path(out)
+    rows = []
+    folders = [out / run_key(p) for p in points] if points is not None else sorted(out.glob("*/status.json"))
+    for folder in folders:
+        folder = folder.parent if folder.name == "status.json" else folder
+        status = read_json(folder / "status.json")
+        row = {**status["params"], "status": status["status"], "error": status.get("error"),
+               "wall_seconds": status.get("wall_seconds")}
+        if status["status"] == "ok" and (folder / "metrics.json").is_file():
+            metrics = json.loads((folder / "metrics.json").read_text())
+            row.update({k: v for k, v in flatten(metrics).items() if k not in row})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def parse_values(values: list[str]) -> list:
+    """CLI values → Python literals where they parse (``"2"`` → 2, ``"0.1"`` → 0.1), else strings."""
+    import ast
+
+    parsed = []
+    for v in values:
+        try:
+            parsed.append(ast.literal_eval(v))
+        except (ValueError, SyntaxError):
+            parsed.append(v)
+    return parsed
