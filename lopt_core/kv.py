@@ -61,3 +61,38 @@ def text_kv(backbone: Backbone, text: str) -> list[tuple[torch.Tensor, torch.Ten
     out = backbone.transformer(input_ids=ids, use_cache=True)
     cache = out.past_key_values
     return [(cache.layers[i].keys[0].float(), cache.layers[i].values[0].float()) for i in range(backbone.num_layers)]
+
+
+def project_kv(backbone: Backbone, layer: int, hidden: torch.Tensor,
+               position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values layer ``layer`` computes for hidden states at its input.
+
+    Runs the layer's own frozen pre-attention norm, key/value projections and (RoPE models)
+    rotary embedding at ``position_ids``. Shapes: hidden (B, n, d), position_ids (B, n) →
+    K, V (B, n_kv, n, head_dim), ready to append to that layer's cache.
+    """
+    import sys
+
+    model = backbone.transformer
+    if hasattr(model, "layers") and hasattr(model, "rotary_emb"):  # Llama, Mistral, Qwen2/3, SmolLM2
+        block = model.layers[layer]
+        attn = block.self_attn
+        x = block.input_layernorm(hidden)
+        shape = (*x.shape[:-1], -1, attn.head_dim)
+        k, v = attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
+        if hasattr(attn, "k_norm"):  # Qwen3-style per-head norm, before the rotation
+            k = attn.k_norm(k)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = model.rotary_emb(x, position_ids)
+        rotate = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        _, k = rotate(k, k, cos, sin)
+        return k, v
+    if hasattr(model, "h"):  # GPT-2 family: learned absolute positions live in the input, not in K
+        block = model.h[layer]
+        x = block.ln_1(hidden)
+        _, k, v = block.attn.c_attn(x).split(block.attn.split_size, dim=2)
+        shape = (*x.shape[:-1], -1, block.attn.head_dim)
+        return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
+    raise NotImplementedError(
+        f"project_kv knows Llama-style (layers + rotary_emb) and GPT-2-style (h) decoders, not "
+        f"{type(model).__name__}; add its norm and k/v projections here")

@@ -144,7 +144,14 @@ class Trainer:
         if not params:
             raise ValueError(f"method {method.name!r} has no trainable parameters: nothing to train")
         self.lr = self.config.lr if self.config.lr is not None else method.recommended_lr
-        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.config.weight_decay)
+        # Bi-level methods (IAPT's option) train some parameters on dev batches in a step of their own.
+        self.outer = method.outer_parameters()
+        outer_ids = {id(p) for p in self.outer}
+        inner = [p for p in params if id(p) not in outer_ids]
+        self.optimizer = torch.optim.AdamW(inner, lr=self.lr, weight_decay=self.config.weight_decay)
+        self.outer_optimizer = torch.optim.AdamW(self.outer, lr=method.outer_lr()) if self.outer else None
+        if self.outer and self.config.eval_split not in task.splits:
+            raise ValueError(f"bi-level training needs a {self.config.eval_split!r} split for its outer step")
         warm, total = self.config.warmup_steps(), self.config.steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_then_linear(s, warm, total))
         self.step, self.history, self.best = 0, [], {"score": -math.inf, "step": None, "metrics": None}
@@ -180,6 +187,7 @@ class Trainer:
         if self.run_dir is None:
             return
         state = {"step": self.step, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "outer_optimizer": self.outer_optimizer.state_dict() if self.outer_optimizer else None,
                  "scheduler": self.scheduler.state_dict(), "history": self.history, "best": self.best,
                  "best_state": self.best_state, "config": dataclasses.asdict(self.config)}
         with atomic_path(self._checkpoint_path()) as tmp:
@@ -194,6 +202,8 @@ class Trainer:
             raise ValueError(f"cannot resume {path}: the training config differs (saved, now): {diff}")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.outer_optimizer is not None:
+            self.outer_optimizer.load_state_dict(state["outer_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
         self.best_state = state["best_state"]
@@ -230,15 +240,33 @@ class Trainer:
                 + (f"the last good checkpoint is {self._checkpoint_path()}." if self.run_dir
                    else "no checkpoint was kept."))
         loss.backward()
-        params = [p for p in self.method.parameters() if p.requires_grad]
+        params = self.optimizer.param_groups[0]["params"]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        record = {"step": self.step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
+        if self.outer_optimizer is not None:
+            record["outer_loss"] = self.outer_step()
         self.step += 1
-        return {"step": self.step, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
-                "seconds": time.perf_counter() - start, "tokens": int(batch["attention_mask"].sum())}
+        return {**record, "seconds": time.perf_counter() - start, "tokens": int(batch["attention_mask"].sum())}
+
+    def outer_step(self) -> float:
+        """Bi-level: one step of the outer parameters on a dev batch (a function of seed and step)."""
+        c = self.config
+        rows = self.task.examples(c.eval_split, expand_references=True)
+        g = torch.Generator().manual_seed(c.seed * 7_919 + self.step)
+        pick = torch.randint(len(rows), (min(c.batch_size, len(rows)),), generator=g).tolist()
+        batch = to_device(self.task.collate([rows[i] for i in pick], self.backbone.tokenizer, c.max_length),
+                          self.backbone.device)
+        self.method.zero_grad(set_to_none=True)
+        with self.backbone.autocast():
+            loss, _ = loss_and_scores(self.method, self.backbone, batch, self.task)
+        loss.backward()
+        self.outer_optimizer.step()
+        self.method.zero_grad(set_to_none=True)
+        return loss.item()
 
     def evaluate(self, split: str | None = None, limit: int | None = None) -> dict:
         c = self.config

@@ -11,7 +11,8 @@ from lopt_core.tasks import load_task
 
 PROMPTS = ["Table: name : A | food : French\nText:", "Hi", "A longer prompt, about food and a restaurant\nText:"]
 METHODS = {"zero_shot": {}, "prompt_tuning": {"prompt_len": 4}, "lopt1": {"prompt_len": 4, "rank": 2},
-           "lopt2": {"prompt_len": 4, "rank": 2}, "prefix_tuning": {"prompt_len": 4, "reparam_dim": 8}}
+           "lopt2": {"prompt_len": 4, "rank": 2}, "prefix_tuning": {"prompt_len": 4, "reparam_dim": 8},
+           "iapt": {"bottleneck": 8}}
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -84,6 +84,13 @@ class PromptMethod(nn.Module, ABC):
     def parameter_formula(self) -> int:
         """Closed-form count of trainable parameters (the tests check it against the count)."""
 
+    def outer_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by a separate (bi-level) step on dev batches; none by default."""
+        return []
+
+    def outer_lr(self) -> float | None:
+        return None
+
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

@@ -45,7 +45,7 @@ class PrefixTuning(PromptMethod):
     """Per-layer K/V prefixes, written into a DynamicCache before the input runs."""
 
     Config = PrefixTuningConfig
-    recommended_lr = 5e-3
+    recommended_lr = 1e-3  # 5e-3 degenerated on the built-in restaurant data (loss 4.4 → 4.5 in 40 steps)
 
     def __init__(self, config: PrefixTuningConfig, backbone: Backbone):
         super().__init__(config, backbone)

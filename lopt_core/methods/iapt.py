@@ -1,0 +1,232 @@
+"""IAPT (Zhu et al., 2024): instruction-aware prompts generated at every layer.
+
+For layer l, from the instruction's hidden states H^l (the input of layer l):
+    Z = H^l W_down                       (B, T, m)      bottleneck m (default 32)
+    A = softmax_T(Z W_q)                 (B, T, k)      k = 4 learned queries; only instruction tokens
+    p = Aᵀ Z                             (B, k, m)
+    P^l = g_l(p) W_up                    (B, k, d)      g_l: a learned rational activation per layer
+Insertion (exact and cheap): the k virtual tokens sit right **after** the instruction, so the
+instruction's hidden states do not depend on them. One no-grad prefill of the instruction gives every
+H^l and its K/V cache; each P^l goes through layer l's frozen norm, k/v projections and rotary
+embedding (positions right after the instruction) and is appended to layer l's cache; the response
+then runs on that cache. Backprop touches only the response pass and the generators.
+
+The prompt's last token (the cue, e.g. "Answer:" or "Text:") belongs to the response: the position that
+predicts the first answer token must come after the virtual tokens to see them.
+
+Trainable: L·(2·d·m + k·m) + L·(7 + 5) rational coefficients (no biases). Stored: the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lopt_core.backbone import Backbone
+from lopt_core.kv import project_kv
+from lopt_core.methods import register
+from lopt_core.methods.base import MethodConfig, PromptMethod
+from lopt_core.methods.rational import RationalActivation
+
+POOLINGS = ("attention", "mean", "last")
+ACTIVATIONS = ("rational", "gelu", "relu")
+CALIBRATION = "The quick brown fox jumps over the lazy dog while the band plays on the old town square."
+
+
+@dataclass
+class IAPTConfig(MethodConfig):
+    prompt_len: int = 4  # k = num_virtual: soft tokens generated per layer
+    bottleneck: int = 32  # m
+    pooling: str = "attention"  # "attention" (k learned queries), "mean", "last" (paper ablations)
+    activation: str = "rational"  # "rational" (learned, init GELU), "gelu", "relu"
+    bilevel: bool = False  # rational coefficients trained on dev batches with their own lr
+    bilevel_lr: float = 1e-3
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.bottleneck < 1:
+            raise ValueError(f"bottleneck must be positive, got {self.bottleneck}")
+        if self.bilevel and self.activation != "rational":
+            raise ValueError("bilevel=True trains the rational coefficients: use activation='rational'")
+
+    @property
+    def num_virtual(self) -> int:
+        return self.prompt_len
+
+
+class PromptGenerator(nn.Module):
+    """One layer's generator: instruction hidden states (B, T, d) → k soft tokens (B, k, d)."""
+
+    def __init__(self, d: int, m: int, k: int, pooling: str, activation: str):
+        super().__init__()
+        self.pooling, self.k = pooling, k
+        self.down = nn.Linear(d, m, bias=False)  # W_down
+        self.query = nn.Parameter(torch.randn(m, k) / m ** 0.5) if pooling == "attention" else None  # W_q
+        self.act = {"rational": RationalActivation, "gelu": nn.GELU, "relu": nn.ReLU}[activation]()
+        self.up = nn.Linear(m, d, bias=False)  # W_up
+
+    def pool_weights(self, Z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A (B, T, k): a distribution over the instruction tokens for each soft token."""
+        B, T, _ = Z.shape
+        if self.pooling == "attention":
+            scores = Z @ self.query  # (B, T, k)
+        elif self.pooling == "mean":
+            scores = Z.new_zeros(B, T, self.k)
+        else:  # last instruction token
+            last = mask.long().cumsum(1).argmax(1)  # (B,)
+            scores = torch.full((B, T, self.k), -1e4, device=Z.device, dtype=Z.dtype)
+            scores[torch.arange(B, device=Z.device), last] = 0.0
+        scores = scores.masked_fill(~mask.bool()[..., None], float("-inf"))
+        return scores.softmax(dim=1)
+
+    def forward(self, H: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        Z = self.down(H)  # (B, T, m)
+        A = self.pool_weights(Z, mask)  # (B, T, k)
+        p = A.transpose(1, 2) @ Z  # (B, k, m)
+        return self.up(self.act(p))  # (B, k, d)
+
+
+@register("iapt")
+class IAPT(PromptMethod):
+    """Per-layer prompt generators fed by the instruction; prompts enter each layer's K/V cache."""
+
+    Config = IAPTConfig
+    recommended_lr = 1e-3
+
+    def __init__(self, config: IAPTConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        d, m, k = backbone.hidden_size, config.bottleneck, config.num_virtual
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.generators = nn.ModuleList(PromptGenerator(d, m, k, config.pooling, config.activation)
+                                            for _ in range(backbone.num_layers))
+            self._calibrate(backbone)
+
+    @torch.no_grad()
+    def _calibrate(self, backbone: Backbone) -> None:
+        """Scale W_down so Z has unit variance, and W_up so P^l has the RMS of real hidden states
+        at layer l, measured on a calibration sentence (layers differ by orders of magnitude)."""
+        ids = backbone.tokenizer(CALIBRATION, return_tensors="pt")["input_ids"].to(backbone.device)
+        hidden = backbone.transformer(input_ids=ids, output_hidden_states=True).hidden_states
+        mask = torch.ones_like(ids)
+        for gen, H in zip(self.generators, hidden):
+            H = H.float().cpu()
+            rms = H[0, 1:].pow(2).mean(-1).sqrt().median()  # per-token RMS; skip the first (attention sink)
+            nn.init.normal_(gen.down.weight, std=1.0 / (rms.item() * H.shape[-1] ** 0.5))
+            nn.init.normal_(gen.up.weight, std=1.0)
+            P = gen(H, mask.cpu())
+            gen.up.weight.mul_(rms / P.pow(2).mean().sqrt().clamp_min(1e-6))
+
+    # ------------------------------------------------------------------------- split the batch
+    def _parts(self, backbone: Backbone, batch: dict) -> dict:
+        """Per row: instruction = prompt minus its last token; response = the rest (any padding side)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+        prompt = batch.get("prompt_mask", batch["attention_mask"]).bool() & mask
+        pad = backbone.tokenizer.pad_token_id or 0
+        rows, instr, resp = [], [], []
+        for i in range(ids.shape[0]):
+            where = mask[i].nonzero().squeeze(1)  # original positions of the real tokens
+            n_prompt = int(prompt[i].sum())
+            if n_prompt < 2:
+                raise ValueError("IAPT needs prompts of at least 2 tokens: an instruction and a cue token")
+            rows.append(where)
+            instr.append(ids[i, where[: n_prompt - 1]])
+            resp.append(ids[i, where[n_prompt - 1:]])
+        instr_ids, instr_mask = _pad(instr, pad)
+        resp_ids, resp_mask = _pad(resp, pad)
+        return {"positions": rows, "instr_ids": instr_ids, "instr_mask": instr_mask, "instr_len": instr_mask.sum(1),
+                "resp_ids": resp_ids, "resp_mask": resp_mask}
+
+    def prompts(self, backbone: Backbone, parts: dict):
+        """Prefill the instruction (no grad) and generate every layer's soft tokens.
+
+        Returns (cache with instruction + virtual K/V, [P^l (B, k, d)], prefill output)."""
+        with torch.no_grad():
+            out = backbone.transformer(input_ids=parts["instr_ids"], attention_mask=parts["instr_mask"],
+                                       use_cache=True, output_hidden_states=True)
+        cache = out.past_key_values
+        k = self.config.num_virtual
+        pos = parts["instr_len"][:, None] + torch.arange(k, device=parts["instr_ids"].device)  # (B, k)
+        generated = []
+        for layer, gen in enumerate(self.generators):
+            P = gen(out.hidden_states[layer].float(), parts["instr_mask"])  # (B, k, d)
+            key, value = project_kv(backbone, layer, P.to(backbone.dtype), pos)
+            cache.update(key, value, layer)
+            generated.append(P)
+        return cache, generated, out
+
+    def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        parts = self._parts(backbone, batch)
+        cache, _, _ = self.prompts(backbone, parts)
+        return self._response_inputs(parts, cache)
+
+    def _response_inputs(self, parts: dict, cache) -> dict:
+        B, k = parts["resp_ids"].shape[0], self.config.num_virtual
+        start = parts["instr_len"][:, None] + k
+        return {"input_ids": parts["resp_ids"],
+                "attention_mask": torch.cat([parts["instr_mask"], parts["instr_mask"].new_ones(B, k),
+                                             parts["resp_mask"]], dim=1),
+                "position_ids": start + torch.arange(parts["resp_ids"].shape[1], device=start.device),
+                "past_key_values": cache}
+
+    def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
+        parts = self._parts(backbone, batch)
+        cache, _, prefill = self.prompts(backbone, parts)
+        h_resp = backbone.transformer(**self._response_inputs(parts, cache)).last_hidden_state  # (B, Tr, d)
+        h_instr = prefill.last_hidden_state  # (B, Ti, d), no grad: never scored
+        B, T = batch["input_ids"].shape
+        out = h_resp.new_zeros(B, T, h_resp.shape[-1])
+        for i, where in enumerate(parts["positions"]):
+            ti = int(parts["instr_len"][i])
+            out[i, where[:ti]] = h_instr[i, :ti].to(out.dtype)
+            out[i, where[ti:]] = h_resp[i, : len(where) - ti]
+        return out
+
+    def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
+        # The prompts are computed once here, at prefill, and then live in the cache while decoding.
+        parts = self._parts(backbone, batch)
+        with torch.no_grad():
+            cache, _, _ = self.prompts(backbone, parts)
+        if num_beams > 1:
+            cache.batch_repeat_interleave(num_beams)  # generate() repeats input_ids/mask, not a Cache
+        inputs = self._response_inputs(parts, cache)
+        del inputs["position_ids"]  # generate() derives them from the mask: the same values
+        return inputs
+
+    # ------------------------------------------------------------------------- counts, bi-level
+    def prompt_matrix(self) -> torch.Tensor:
+        """IAPT has no fixed prompt: the generators' up-projections (L·m, d) stand in for analysis."""
+        return torch.cat([g.up.weight.T for g in self.generators], dim=0)
+
+    def outer_parameters(self) -> list[nn.Parameter]:
+        if not self.config.bilevel:
+            return []
+        return [p for g in self.generators for p in g.act.parameters()]
+
+    def outer_lr(self) -> float:
+        return self.config.bilevel_lr
+
+    def virtual_positions(self) -> int:
+        return self.config.num_virtual
+
+    def parameter_formula(self) -> int:
+        c, d, L = self.config, self.dims["hidden_size"], self.dims["num_layers"]
+        per_layer = 2 * d * c.bottleneck + (c.num_virtual * c.bottleneck if c.pooling == "attention" else 0)
+        rational = 7 + 5 if c.activation == "rational" else 0
+        return L * (per_layer + rational)
+
+
+def _pad(seqs: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id tensors: (ids, mask), each (B, max length)."""
+    width = max(len(s) for s in seqs)
+    ids = seqs[0].new_full((len(seqs), width), pad)
+    mask = seqs[0].new_zeros((len(seqs), width))
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return ids, mask
