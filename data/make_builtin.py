@@ -311,7 +311,8 @@ def instruction_row(rng: random.Random, label: int = 0) -> dict:
     else:
         row = restaurant_row(rng)
         inp, out = row["mr"], row["references"][0]
-    return {"task": task, "instruction": instruction, "input": inp, "output": out}
+    answer_type = "free" if task == "describe" else "closed"  # closed: scored by exact match
+    return {"task": task, "instruction": instruction, "input": inp, "output": out, "answer_type": answer_type}
 
 
 # name -> (row maker, split sizes, number of classes: rows cycle through the labels so that

@@ -184,7 +184,9 @@ def read_e2e_csv(path: str | Path) -> list[Row]:
 
 
 def read_instruction_jsonl(path: str | Path) -> list[Row]:
-    """Instruction data: JSON lines with ``instruction``, ``input`` (may be empty) and ``output``."""
+    """Instruction data: JSON lines with ``instruction``, ``input`` (may be empty) and ``output``;
+    optional ``task`` (a name, for per-task scores) and ``answer_type`` ("closed": scored by exact
+    match, "free": by ROUGE-L; when absent, outputs of up to 3 words count as closed)."""
     path = _need(path)
     rows = []
     for i, obj in enumerate(read_jsonl(path), 1):
@@ -196,6 +198,10 @@ def read_instruction_jsonl(path: str | Path) -> list[Row]:
                "output": _text(obj["output"], path, i, "output")}
         if "task" in obj:
             row["task"] = str(obj["task"])
+        if "answer_type" in obj:
+            if obj["answer_type"] not in ("closed", "free"):
+                raise _fail(path, i, f"answer_type must be 'closed' or 'free', got {obj['answer_type']!r}")
+            row["answer_type"] = obj["answer_type"]
         rows.append(row)
     return rows
 

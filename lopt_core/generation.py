@@ -81,7 +81,39 @@ def evaluate_generation(method, backbone: Backbone, task, split: str = "test", l
     outputs = generate(method, backbone, [task.prompt(r) for r in rows], max_new_tokens, num_beams,
                        batch_size=batch_size, progress=progress)
     references = [r["references"] for r in rows]
-    return {"split": split, "n": len(rows), "num_beams": num_beams, "bleu": corpus_bleu(outputs, references),
-            "rouge_l": rouge_l(outputs, references),
-            "samples": [{"source": task.prompt(r), "output": o, "references": r["references"]}
-                        for r, o in zip(rows[:5], outputs[:5])]}
+    result = {"split": split, "n": len(rows), "num_beams": num_beams, "bleu": corpus_bleu(outputs, references),
+              "rouge_l": rouge_l(outputs, references),
+              "samples": [{"source": task.prompt(r), "output": o, "references": r["references"]}
+                          for r, o in zip(rows[:5], outputs[:5])]}
+    if rows and "instruction" in rows[0]:
+        result.update(instruction_scores(rows, outputs))
+    return result
+
+
+def answer_type(row: dict) -> str:
+    """"closed" (exact match) or "free" (ROUGE-L): the row's own field, else short answers are closed."""
+    return row.get("answer_type") or ("closed" if len(row["references"][0].split()) <= 3 else "free")
+
+
+def instruction_scores(rows: list[dict], outputs: list[str]) -> dict:
+    """Exact match on closed-form answers, ROUGE-L on free text, and a score per sub-task."""
+    from lopt_core.metrics import exact_match, rouge_l
+
+    closed = [i for i, r in enumerate(rows) if answer_type(r) == "closed"]
+    free = [i for i, r in enumerate(rows) if answer_type(r) == "free"]
+    out: dict = {}
+    if closed:
+        out["exact_match"] = exact_match([outputs[i] for i in closed], [rows[i]["references"][0] for i in closed])
+    if free:
+        out["rouge_l_free"] = rouge_l([outputs[i] for i in free], [rows[i]["references"] for i in free])
+    by_task: dict = {}
+    for name in sorted({r.get("task", "all") for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.get("task", "all") == name]
+        if answer_type(rows[idx[0]]) == "closed":
+            score = exact_match([outputs[i] for i in idx], [rows[i]["references"][0] for i in idx])
+            by_task[name] = {"metric": "exact_match", "score": score, "n": len(idx)}
+        else:
+            score = rouge_l([outputs[i] for i in idx], [rows[i]["references"] for i in idx])
+            by_task[name] = {"metric": "rouge_l", "score": score / 100, "n": len(idx)}
+    out["by_task"] = by_task
+    return out

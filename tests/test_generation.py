@@ -76,3 +76,16 @@ def test_evaluate_generation_scores_every_source_against_all_references(tiny_lla
     result = evaluate_generation(method, tiny_llama, task, "test", limit=3, max_new_tokens=4)
     assert result["n"] == 3 and 0 <= result["bleu"] <= 100 and 0 <= result["rouge_l"] <= 100
     assert len(result["samples"]) == 3 and len(result["samples"][0]["references"]) >= 2
+
+
+def test_instruction_scores_exact_match_closed_and_rouge_free():
+    from lopt_core.generation import answer_type, instruction_scores
+
+    rows = [{"task": "parity", "instruction": "i", "references": ["even"], "answer_type": "closed"},
+            {"task": "parity", "instruction": "i", "references": ["odd"], "answer_type": "closed"},
+            {"task": "describe", "instruction": "i", "references": ["a cosy pub by the river"], "answer_type": "free"}]
+    scores = instruction_scores(rows, ["Even.", "even", "a cosy pub by the river"])
+    assert scores["exact_match"] == 0.5 and scores["rouge_l_free"] == pytest.approx(100.0)
+    assert scores["by_task"]["parity"] == {"metric": "exact_match", "score": 0.5, "n": 2}
+    assert answer_type({"references": ["yes"]}) == "closed"
+    assert answer_type({"references": ["a much longer free answer"]}) == "free"

@@ -77,8 +77,8 @@ def test_cached_insertion_equals_the_naive_deep_prompt(tiny, pooling):
 
 def test_changing_the_response_does_not_change_the_prompts(tiny_llama):
     method = iapt(tiny_llama)
-    a = method._parts(tiny_llama, encode(tiny_llama, "Summarise: the cat sat.\nText:", " a cat"))
-    b = method._parts(tiny_llama, encode(tiny_llama, "Summarise: the cat sat.\nText:", " nothing like it at all"))
+    a = method.split(tiny_llama, encode(tiny_llama, "Summarise: the cat sat.\nText:", " a cat"))
+    b = method.split(tiny_llama, encode(tiny_llama, "Summarise: the cat sat.\nText:", " nothing like it at all"))
     _, pa, _ = method.prompts(tiny_llama, a)
     _, pb, _ = method.prompts(tiny_llama, b)
     for x, y in zip(pa, pb):
@@ -152,7 +152,7 @@ def test_parameter_count_closed_form(tiny_llama, embedded):
 
 def test_prompts_start_at_the_scale_of_real_hidden_states(embedded):
     method = build_method("iapt", embedded)
-    parts = method._parts(embedded, encode(embedded, "Classify the sentiment: a lovely film.\nAnswer:"))
+    parts = method.split(embedded, encode(embedded, "Classify the sentiment: a lovely film.\nAnswer:"))
     with torch.no_grad():
         _, prompts, out = method.prompts(embedded, parts)
     for layer in (1, 15, 29):
@@ -190,8 +190,8 @@ def test_bilevel_trains_the_rational_coefficients_on_dev_batches(tiny_llama, tmp
 
 def test_iapt_prompts_depend_on_the_instruction(tiny_llama):
     method = iapt(tiny_llama)
-    _, a, _ = method.prompts(tiny_llama, method._parts(tiny_llama, encode(tiny_llama, "Translate this.\nOut:")))
-    _, b, _ = method.prompts(tiny_llama, method._parts(tiny_llama, encode(tiny_llama, "Count the words.\nOut:")))
+    _, a, _ = method.prompts(tiny_llama, method.split(tiny_llama, encode(tiny_llama, "Translate this.\nOut:")))
+    _, b, _ = method.prompts(tiny_llama, method.split(tiny_llama, encode(tiny_llama, "Count the words.\nOut:")))
     assert not torch.allclose(a[1], b[1])
 
 

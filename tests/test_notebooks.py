@@ -22,7 +22,7 @@ def run(name, out_root):
 
 
 def test_every_numbered_notebook_has_a_test():
-    tested = {"00", "01", "02", "03", "04", "05"}
+    tested = {"00", "01", "02", "03", "04", "05", "06"}
     assert {p.name[:2] for p in list_notebooks()} <= tested
 
 
@@ -85,3 +85,18 @@ def test_04_rank_tradeoffs(out_root):
                                                               ("lopt2", 1)}
     assert m["front"] and all(0 <= p["accuracy"] <= 1 for p in m["front"])
     assert (out / "sweep" / "results.csv").is_file() and (out / "pareto.png").is_file()
+
+
+def test_06_iapt(out_root):
+    m, out = run("06", out_root)
+    assert m["hand_vs_library_max_abs_diff"] < 1e-4
+    budget = {row["method"]: row for row in m["comparison"]}
+    params = [budget[k]["trainable_parameters"] for k in ("iapt (m=1)", "prompt tuning (n=60)", "prefix, table (n=3)")]
+    assert max(params) / min(params) < 1.05  # the same budget, within 5%
+    for row in m["comparison"]:
+        assert 0 <= row["exact_match"] <= 1 and 0 <= row["rouge_l_free"] <= 100
+    for label, loss in m["loss"].items():
+        assert loss["last"] < loss["first"], label
+    n = len(m["instructions"])
+    assert n == 10 and len(m["instruction_similarity"]) == n
+    assert (out / "pooling_weights.png").is_file() and (out / "activations.png").is_file()

@@ -131,6 +131,10 @@ def test_instruction_jsonl(tmp_path):
     path = write(tmp_path / "i.jsonl", json.dumps({"instruction": "Add.", "input": "1 2", "output": "3"}) + "\n"
                  + json.dumps({"instruction": "Say hi.", "input": "", "output": "hi"}) + "\n")
     assert formats.read_instruction_jsonl(path)[1] == {"instruction": "Say hi.", "input": "", "output": "hi"}
+    bad_type = write(tmp_path / "t.jsonl", json.dumps({"instruction": "A.", "input": "", "output": "b",
+                                                        "answer_type": "maybe"}) + "\n")
+    with pytest.raises(DataError, match=r"t.jsonl:1: answer_type must be"):
+        formats.read_instruction_jsonl(bad_type)
     with pytest.raises(DataError, match=r"i.jsonl:1: empty text in column 'output'"):
         formats.read_instruction_jsonl(write(tmp_path / "i.jsonl", json.dumps(
             {"instruction": "Add.", "input": "1", "output": ""}) + "\n"))

@@ -84,6 +84,18 @@ class PromptMethod(nn.Module, ABC):
     def parameter_formula(self) -> int:
         """Closed-form count of trainable parameters (the tests check it against the count)."""
 
+    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer (K, V), each (n_kv, n, head_dim): the method's effect as a reusable cache prefix.
+
+        Serving computes this once per task and reuses it for every request (``lopt_core.serving``).
+        Input-dependent methods cannot, and say so.
+        """
+        raise NotImplementedError(f"{self.name} has no input-independent prompt to cache")
+
+    def prompt_kv_includes_bos(self, backbone: Backbone) -> bool:
+        """Whether ``prompt_kv`` starts with BOS (requests then drop their own)."""
+        return False
+
     def outer_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by a separate (bi-level) step on dev batches; none by default."""
         return []
@@ -131,6 +143,20 @@ class InputPromptMethod(PromptMethod):
             "inputs_embeds": torch.cat([embeds[:, :at], X, embeds[:, at:]], dim=1),  # (B, n+T, d)
             "attention_mask": torch.cat([mask[:, :at], ones, mask[:, at:]], dim=1),
         }
+
+    @torch.no_grad()
+    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Run the soft prompt alone through the model: its K/V at positions 0..n-1 are exactly what
+        every later token attends to (causal attention), so a request can start from them."""
+        X = self.prompt_matrix().to(backbone.dtype).unsqueeze(0)  # (1, n, d)
+        if adds_bos(backbone):  # [BOS][X]: the cache then holds BOS too, and requests drop theirs
+            bos = backbone.embed(torch.tensor([[backbone.tokenizer.bos_token_id]], device=backbone.device))
+            X = torch.cat([bos, X], dim=1)
+        cache = backbone.transformer(inputs_embeds=X, use_cache=True).past_key_values
+        return [(layer.keys[0], layer.values[0]) for layer in cache.layers]
+
+    def prompt_kv_includes_bos(self, backbone: Backbone) -> bool:
+        return adds_bos(backbone)
 
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
         h = super().hidden_states(backbone, batch)  # (B, n+T, d)

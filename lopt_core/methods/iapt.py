@@ -123,7 +123,7 @@ class IAPT(PromptMethod):
             gen.up.weight.mul_(rms / P.pow(2).mean().sqrt().clamp_min(1e-6))
 
     # ------------------------------------------------------------------------- split the batch
-    def _parts(self, backbone: Backbone, batch: dict) -> dict:
+    def split(self, backbone: Backbone, batch: dict) -> dict:
         """Per row: instruction = prompt minus its last token; response = the rest (any padding side)."""
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
         prompt = batch.get("prompt_mask", batch["attention_mask"]).bool() & mask
@@ -161,7 +161,7 @@ class IAPT(PromptMethod):
         return cache, generated, out
 
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
-        parts = self._parts(backbone, batch)
+        parts = self.split(backbone, batch)
         cache, _, _ = self.prompts(backbone, parts)
         return self._response_inputs(parts, cache)
 
@@ -175,7 +175,7 @@ class IAPT(PromptMethod):
                 "past_key_values": cache}
 
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
-        parts = self._parts(backbone, batch)
+        parts = self.split(backbone, batch)
         cache, _, prefill = self.prompts(backbone, parts)
         h_resp = backbone.transformer(**self._response_inputs(parts, cache)).last_hidden_state  # (B, Tr, d)
         h_instr = prefill.last_hidden_state  # (B, Ti, d), no grad: never scored
@@ -189,7 +189,7 @@ class IAPT(PromptMethod):
 
     def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
         # The prompts are computed once here, at prefill, and then live in the cache while decoding.
-        parts = self._parts(backbone, batch)
+        parts = self.split(backbone, batch)
         with torch.no_grad():
             cache, _, _ = self.prompts(backbone, parts)
         if num_beams > 1:

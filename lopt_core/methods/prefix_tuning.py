@@ -112,6 +112,10 @@ class PrefixTuning(PromptMethod):
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
         return backbone.transformer(**self.model_inputs(backbone, batch)).last_hidden_state  # (B, T, d)
 
+    @torch.no_grad()
+    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(k.to(backbone.dtype), v.to(backbone.dtype)) for k, v in split_table(self.prefix_table(), backbone)]
+
     def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
         # generate() repeats input_ids and the mask for each beam but not a Cache: size it here.
         return self.model_inputs(backbone, batch, cache_rows=batch["input_ids"].shape[0] * num_beams)

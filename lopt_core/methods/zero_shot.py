@@ -28,6 +28,11 @@ class ZeroShot(PromptMethod):
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
+    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        shape = (backbone.num_kv_heads, 0, backbone.head_dim)
+        empty = torch.zeros(shape, dtype=backbone.dtype, device=backbone.device)
+        return [(empty, empty)] * backbone.num_layers
+
     def prompt_matrix(self) -> torch.Tensor:
         return torch.zeros(0, self.dims["hidden_size"])
 
