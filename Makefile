@@ -9,7 +9,7 @@ NOTEBOOKS ?= 00 01 02
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: setup backbone demo test test-fast lab lint strip clean-outputs
+.PHONY: setup backbone demo test test-fast lab lint strip clean-outputs bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,7 @@ strip: setup  ## remove outputs from the committed notebooks
 
 clean-outputs:
 	rm -rf $(OUT)
+
+bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results/*.json, then one table
+	cd benchmarks && ../$(PY) train_step.py && ../$(PY) efficiency.py && ../$(PY) serving.py \
+		&& ../$(PY) notebook_series.py && ../$(PY) summary.py

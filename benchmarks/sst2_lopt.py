@@ -9,6 +9,7 @@ sentences, final score on the full dev set (872). Writes ``benchmarks/results/ss
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -33,16 +34,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the cpu profile's steps")
     parser.add_argument("--prompt-len", type=int, default=20)
     parser.add_argument("--out", default=str(HERE / "results" / "sst2_lopt.json"))
+    parser.add_argument("--append", action="store_true", help="add these seeds' runs to an existing --out file")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = parser.parse_args()
     profile = get_profile("cpu", steps=args.steps)
     backbone = load_backbone(profile.backbone)
     task = load_task("sst2", path=args.data)
     started = time.time()
-    zero = evaluate(build_method("zero_shot", backbone), backbone, task, "dev")
+    if args.append and Path(args.out).is_file():
+        zero = json.loads(Path(args.out).read_text())["zero_shot"]
+    else:
+        zero = evaluate(build_method("zero_shot", backbone), backbone, task, "dev")
     print(f"zero-shot dev accuracy {zero['accuracy']:.4f}", flush=True)
     runs = []
+    if args.append and Path(args.out).is_file():
+        previous = json.loads(Path(args.out).read_text())
+        runs = [r for r in previous["runs"] if r["seed"] not in args.seeds or r["method"] not in args.methods]
     for seed in args.seeds:
-        for name, options in METHODS.items():
+        for name in args.methods:
+            options = METHODS[name]
             method = build_method(name, backbone, prompt_len=args.prompt_len, seed=seed, **options)
             config = TrainConfig(steps=profile.steps, batch_size=profile.batch_size, eval_every=profile.eval_every,
                                  eval_limit=200, seed=seed, progress=False)
@@ -56,7 +66,7 @@ def main() -> None:
                          "seconds_per_step": result.metrics["seconds_per_step"]})
             print(runs[-1], flush=True)
     table = {}
-    for name in METHODS:
+    for name in sorted({r["method"] for r in runs}, key=list(METHODS).index):
         accs = [r["dev_accuracy"] for r in runs if r["method"] == name]
         table[name] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                        "trainable_parameters": next(r["trainable_parameters"] for r in runs if r["method"] == name)}

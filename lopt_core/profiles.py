@@ -28,7 +28,7 @@ class Profile:
 
 
 PROFILES = {
-    "ci": Profile("ci", steps=20, eval_every=10, eval_limit=64, train_limit=256),
+    "ci": Profile("ci", steps=16, eval_every=8, eval_limit=48, train_limit=256),
     "cpu": Profile("cpu", steps=120, eval_every=30, eval_limit=None, seeds=(0, 1, 2)),
     "gpu": Profile("gpu", backbone="gpt2-large", task="sst2", task_source="hf", steps=2000, batch_size=32,
                    eval_every=200, eval_limit=None, seeds=(0, 1, 2)),

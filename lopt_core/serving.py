@@ -127,7 +127,7 @@ class Server:
 
     @torch.inference_mode()
     def generate(self, requests: list[tuple[str, str]], max_new_tokens: int = 40, num_beams: int = 1,
-                 banned: tuple[str, ...] = ("\n",)) -> list[str]:
+                 banned: tuple[str, ...] = ("\n",), min_new_tokens: int = 0) -> list[str]:
         """Continue each (task, prompt text) request; rows may belong to different tasks."""
         tok = self.backbone.tokenizer
         batch = self._encode(requests, "left")
@@ -135,7 +135,8 @@ class Server:
         with self.backbone.autocast():
             out = self.backbone.model.generate(
                 input_ids=batch["input_ids"], attention_mask=torch.cat([prompt_mask, batch["attention_mask"]], 1),
-                past_key_values=cache, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                past_key_values=cache, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                num_beams=num_beams, do_sample=False,
                 suppress_tokens=banned_token_ids(self.backbone, banned) if banned else None,
                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new = out[:, batch["input_ids"].shape[1]:]

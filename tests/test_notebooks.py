@@ -4,6 +4,7 @@ import json
 import pytest
 
 from lopt_core.notebooks import execute_notebook, list_notebooks
+from lopt_core.profiles import get_profile
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
@@ -30,7 +31,7 @@ def test_00_tour_of_the_backbone(out_root):
     m, out = run("00", out_root)
     assert m["num_layers"] == 30 and m["hidden_size"] == 576
     assert m["top_next_token"].strip() == "Paris"
-    assert 0.0 <= m["zero_shot"]["accuracy"] <= 1.0 and m["zero_shot"]["n"] == 64
+    assert 0.0 <= m["zero_shot"]["accuracy"] <= 1.0 and m["zero_shot"]["n"] == get_profile("ci").eval_limit
     assert (out / "embedding_norms.png").stat().st_size > 10_000
 
 

@@ -1,0 +1,78 @@
+"""Shared helpers for the benchmarks: side-by-side timing in one process, peak memory in child
+processes, fixed batches, and result files (one JSON per benchmark under benchmarks/results/)."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lopt_core.utils import run_info, write_json
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def alternate(steps: dict[str, Callable[[], None]], rounds: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each callable ``rounds`` times, interleaved (A B C A B C …) after ``warmup`` calls each,
+    so that machine noise hits every contestant alike. Returns seconds per call."""
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_peak_memory(script: Path, name: str, extra: list[str] | None = None) -> dict:
+    """Run ``script --memory-child NAME`` in a fresh process; it prints a JSON line with its peak RSS."""
+    done = subprocess.run([sys.executable, str(script), "--memory-child", name, *(extra or [])],
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def word_batch(backbone, batch_size: int, length: int, seed: int = 0) -> torch.Tensor:
+    """(B, T) ids of common word tokens: a fixed, padding-free batch of realistic tokens."""
+    from lopt_core.methods.base import vocab_token_ids
+
+    pool = torch.tensor(vocab_token_ids(backbone, 2000, seed))
+    g = torch.Generator().manual_seed(seed)
+    return pool[torch.randint(len(pool), (batch_size, length), generator=g)]
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype=torch.float32) -> float:
+    """Measured dense matmul throughput (GFLOP/s) on this device: the hardware reference."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def save(name: str, payload: dict, device=None) -> Path:
+    path = RESULTS / f"{name}.json"
+    write_json(path, {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                      "run_info": run_info(None, device), "threads": torch.get_num_threads(), **payload})
+    return path
