@@ -2,6 +2,7 @@
 
   lopt-kit train --method lopt2 --task sentiment --prompt-len 20 --rank 2 --steps 60
   lopt-kit evaluate outputs/runs/lopt2-sentiment-... [--split test]
+  lopt-kit predict outputs/runs/lopt2-sentiment-... --row '{"text": "a lovely film"}'
   lopt-kit info
   lopt-kit prepare            # convert the embedded backbone once (make setup does this)
   lopt-kit notebooks 00 01 --profile ci --out outputs
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import string
 import sys
 import time
 from pathlib import Path
@@ -145,6 +148,49 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    """Serve saved runs: each run's prompt K/V are computed once, requests of all runs share a batch."""
+    from lopt_core.backbone import load_backbone
+    from lopt_core.methods import load_method
+    from lopt_core.serving import Server
+    from lopt_core.tasks import load_task
+    from lopt_core.train import load_run
+
+    configs = [load_run(run)["config"] for run in args.run_dir]
+    specs = {c["backbone_spec"] for c in configs}
+    if len(specs) != 1:
+        print(f"error: the runs use different backbones ({sorted(specs)}); serve them separately", file=sys.stderr)
+        return 2
+    backbone = load_backbone(args.backbone or specs.pop(), device=args.device)
+    server, requests, kinds = Server(backbone), [], {}
+    rows = [json.loads(row) for row in args.row]
+    used = set()
+    for run, cfg in zip(args.run_dir, configs):
+        name = Path(run).name
+        task = load_task(cfg["task"], path=cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
+        server.add(name, load_method(Path(run) / "method", backbone), task)
+        kinds[name] = task.kind
+        fields = {f for _, f, _, _ in string.Formatter().parse(task.template) if f}
+        fitting = [i for i, row in enumerate(rows) if fields <= set(row)]  # a row goes to the runs it fits
+        used.update(fitting)
+        requests += [(name, p) for p in args.prompt] + [(name, task.prompt(rows[i])) for i in fitting]
+    unused = [args.row[i] for i in range(len(rows)) if i not in used]
+    if unused:
+        print(f"error: no run's task template fits the row(s) {unused}", file=sys.stderr)
+        return 2
+    if not requests:
+        print("error: give at least one --prompt or --row", file=sys.stderr)
+        return 2
+    classify = [r for r in requests if kinds[r[0]] == "classification"]
+    generate = [r for r in requests if kinds[r[0]] == "generation"]
+    for (name, prompt), result in zip(classify, server.classify(classify) if classify else []):
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in result["probabilities"].items())
+        print(f"[{name}] {prompt!r} → {result['label']} ({probs})")
+    for (name, prompt), text in zip(generate, server.generate(generate, args.max_new_tokens) if generate else []):
+        print(f"[{name}] {prompt!r} → {text}")
+    return 0
+
+
 def cmd_info(args) -> int:
     import torch
 
@@ -232,6 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--generate", action="store_true", help="generation tasks: also decode and score BLEU/ROUGE-L")
     p_eval.add_argument("--num-beams", type=int, default=1)
     p_eval.set_defaults(func=cmd_evaluate)
+    p_pred = sub.add_parser("predict", help="serve saved runs on new inputs (cached prompts, one batch)")
+    p_pred.add_argument("run_dir", nargs="+")
+    p_pred.add_argument("--prompt", action="append", default=[], help="a full prompt text, as the template makes it")
+    p_pred.add_argument("--row", action="append", default=[],
+                        help='a JSON row for the task template, e.g. \'{"text": "…"}\'')
+    p_pred.add_argument("--max-new-tokens", type=int, default=40)
+    p_pred.add_argument("--backbone", default=None)
+    p_pred.add_argument("--device", default="auto")
+    p_pred.set_defaults(func=cmd_predict)
     sub.add_parser("info", help="versions, device, cache, methods and tasks").set_defaults(func=cmd_info)
     sub.add_parser("prepare", help="convert the embedded backbone into the cache").set_defaults(func=cmd_prepare)
     p_sw = sub.add_parser("sweep", help="run a notebook once per parameter set (papermill) and gather results")

@@ -78,8 +78,13 @@ def evaluate_generation(method, backbone: Backbone, task, split: str = "test", l
     from lopt_core.metrics import corpus_bleu, rouge_l
 
     rows = task.examples(split, limit)
-    outputs = generate(method, backbone, [task.prompt(r) for r in rows], max_new_tokens, num_beams,
+    prompts = [task.prompt(r) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))  # length bucketing: less left padding
+    ordered = generate(method, backbone, [prompts[i] for i in order], max_new_tokens, num_beams,
                        batch_size=batch_size, progress=progress)
+    outputs = [""] * len(rows)
+    for i, text in zip(order, ordered):
+        outputs[i] = text
     references = [r["references"] for r in rows]
     result = {"split": split, "n": len(rows), "num_beams": num_beams, "bleu": corpus_bleu(outputs, references),
               "rouge_l": rouge_l(outputs, references),

@@ -27,6 +27,7 @@ class TaskPrompt:
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     task: object
     drops_bos: bool
+    method: object = None
 
     @property
     def length(self) -> int:
@@ -44,7 +45,7 @@ class Server:
         """Register a trained method for a task; its K/V are computed here, once."""
         method.eval()
         entry = TaskPrompt(name, method.prompt_kv(self.backbone), task,
-                           drops_bos=method.prompt_kv_includes_bos(self.backbone))
+                           drops_bos=method.prompt_kv_includes_bos(self.backbone), method=method)
         self.prompts[name] = entry
         return entry
 
@@ -100,7 +101,20 @@ class Server:
         """Label probabilities for each (task, prompt text) request, in one forward pass.
 
         Label words of one token are scored at the answer position (the LM head's label rows only).
+        Tasks whose label words have several tokens are scored as sequences with the method's own
+        forward pass (no prompt cache: each class needs its own continuation).
         """
+        multi = {t for t, _ in requests
+                 if t in self.prompts and not self.prompts[t].task.verbalizer(self.backbone.tokenizer).single_token}
+        if multi:
+            single = [(i, r) for i, r in enumerate(requests) if r[0] not in multi]
+            results: list = [None] * len(requests)
+            for i, res in zip([i for i, _ in single], self.classify([r for _, r in single]) if single else []):
+                results[i] = res
+            for i, (name, text) in enumerate(requests):
+                if name in multi:
+                    results[i] = self._classify_sequences(name, text)
+            return results
         tasks = [t for t, _ in requests]
         batch = self._encode(requests, "right")
         cache, prompt_mask, lengths = self.cache_for(tasks)
@@ -115,15 +129,21 @@ class Server:
         for i, (name, _) in enumerate(requests):
             task = self.prompts[name].task
             verbalizer = task.verbalizer(self.backbone.tokenizer)
-            if not verbalizer.single_token:
-                raise ValueError(f"task {name!r} has label words of several tokens; score it with "
-                                 "lopt_core.scoring.class_scores instead")
             ids = torch.tensor([s[0] for s in verbalizer.token_ids], device=h.device)
             logits = self.backbone.logits(last[i:i + 1]).float()[0, ids]
-            probs = logits.softmax(-1)
-            results.append({"task": name, "label": task.label_names[int(probs.argmax())],
-                            "probabilities": dict(zip(task.label_names, probs.tolist()))})
+            results.append(_answer(name, task, logits.softmax(-1)))
         return results
+
+    def _classify_sequences(self, name: str, text: str) -> dict:
+        from lopt_core.scoring import class_scores
+
+        entry = self.prompts[name]
+        enc = self.backbone.tokenizer([text], return_tensors="pt")
+        batch = {k: v.to(self.backbone.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        batch["prompt_mask"] = batch["attention_mask"]
+        with self.backbone.autocast():
+            scores = class_scores(entry.method, self.backbone, batch, entry.task.verbalizer(self.backbone.tokenizer))
+        return _answer(name, entry.task, scores[0].float().softmax(-1))
 
     @torch.inference_mode()
     def generate(self, requests: list[tuple[str, str]], max_new_tokens: int = 40, num_beams: int = 1,
@@ -141,3 +161,8 @@ class Server:
                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new = out[:, batch["input_ids"].shape[1]:]
         return [text.strip() for text in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+def _answer(name: str, task, probs: torch.Tensor) -> dict:
+    return {"task": name, "label": task.label_names[int(probs.argmax())],
+            "probabilities": dict(zip(task.label_names, probs.tolist()))}

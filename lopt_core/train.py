@@ -70,8 +70,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def evaluate(method: PromptMethod, backbone: Backbone, task: Task, split: str = "dev",
              limit: int | None = None, batch_size: int = 32, max_length: int = 256,
              progress: bool = False) -> dict:
-    """Metrics of ``method`` on a split: accuracy and macro-F1 (classification) or target loss."""
+    """Metrics of ``method`` on a split: accuracy and macro-F1 (classification) or target loss.
+
+    Rows are batched in order of length (length bucketing: less padding); metrics do not depend
+    on the order.
+    """
     rows = task.examples(split, limit, expand_references=True)
+    rows = sorted(rows, key=lambda r: len(task.prompt(r)) + len(r.get("target", "")))
     was_training = method.training
     method.eval()
     total_loss, correct, count, preds, golds = 0.0, 0, 0, [], []

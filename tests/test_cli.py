@@ -70,3 +70,20 @@ def test_console_script_is_installed():
         pytest.skip("lopt-kit console script not on PATH (package not installed with pip)")
     done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "train" in done.stdout and "evaluate" in done.stdout
+
+
+def test_predict_serves_several_runs_in_one_batch(tmp_path, capsys):
+    code, first = run_train(tmp_path)
+    assert code == 0
+    second = tmp_path / "run2"
+    assert main(["train", "--method", "prefix_tuning", "--task", "restaurant", "--backbone", "tiny-llama",
+                 "--prompt-len", "2", "--reparam-dim", "8", "--steps", "2", "--batch-size", "2", "--eval-every", "2",
+                 "--eval-limit", "2", "--final-eval-limit", "2", "--train-limit", "4", "--no-progress",
+                 "--out", str(second)]) == 0
+    capsys.readouterr()
+    code = main(["predict", str(first), str(second), "--row", '{"text": "a lovely film"}',
+                 "--row", '{"table": "name : A | food : French", "mr": "name[A], food[French]"}',
+                 "--max-new-tokens", "3"])
+    out = capsys.readouterr().out
+    assert code == 0 and "[run]" in out and "[run2]" in out and ("negative" in out or "positive" in out)
+    assert main(["predict", str(first)]) == 2

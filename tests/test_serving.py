@@ -77,8 +77,17 @@ def test_unknown_task_is_a_clear_error(served):
         server.classify([("nope", "x =")])
 
 
-def test_multi_token_label_words_are_refused_with_a_pointer(tiny_llama):
+def test_multi_token_label_words_are_scored_as_sequences(tiny_llama):
+    task = load_task("sentiment")  # " negative" / " positive" are several byte tokens here
+    method = build_method("lopt1", tiny_llama, prompt_len=3, rank=2, seed=2)
     server = Server(tiny_llama)
-    server.add("s", build_method("zero_shot", tiny_llama), load_task("sentiment"))
-    with pytest.raises(ValueError, match="class_scores"):
-        server.classify([("s", "Review: good\nSentiment:")])
+    server.add("s", method, task)
+    server.add("t", build_method("prompt_tuning", tiny_llama, prompt_len=2), small_task("t"))
+    rows = task.examples("dev", 2)
+    got = server.classify([("s", task.prompt(rows[0])), ("t", "x ="), ("s", task.prompt(rows[1]))])
+    with torch.no_grad():
+        want = class_scores(method, tiny_llama, task.collate(rows, tiny_llama.tokenizer),
+                            task.verbalizer(tiny_llama.tokenizer)).softmax(-1)
+    for g, w in zip([got[0], got[2]], want):
+        torch.testing.assert_close(torch.tensor(list(g["probabilities"].values())), w, atol=1e-5, rtol=1e-4)
+    assert got[1]["task"] == "t"
