@@ -194,7 +194,8 @@ class Trainer:
         state = {"step": self.step, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "outer_optimizer": self.outer_optimizer.state_dict() if self.outer_optimizer else None,
                  "scheduler": self.scheduler.state_dict(), "history": self.history, "best": self.best,
-                 "best_state": self.best_state, "config": dataclasses.asdict(self.config)}
+                 "best_state": self.best_state, "config": dataclasses.asdict(self.config),
+                 "method_name": self.method.name, "method_config": self.method.config.to_dict()}
         with atomic_path(self._checkpoint_path()) as tmp:
             torch.save(state, tmp)
 
@@ -205,6 +206,10 @@ class Trainer:
         if saved != now:
             diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
             raise ValueError(f"cannot resume {path}: the training config differs (saved, now): {diff}")
+        mine = (self.method.name, self.method.config.to_dict())
+        if (state["method_name"], state["method_config"]) != mine:
+            raise ValueError(f"cannot resume {path}: it holds {state['method_name']} {state['method_config']}, "
+                             f"not {mine[0]} {mine[1]}")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.outer_optimizer is not None:
@@ -226,6 +231,8 @@ class Trainer:
             raise FileExistsError(f"{self.run_dir} already holds a run. Pass resume=True to continue it, "
                                   "overwrite=True to replace it, or choose another folder.")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("checkpoint.pt", "metrics.json", "history.csv", "loss.png"):  # overwrite=True
+            (self.run_dir / stale).unlink(missing_ok=True)
         write_json(self.run_dir / "config.json", self._config_record())
         write_json(self.run_dir / "run_info.json", run_info(self.config.seed, self.backbone.device))
 
@@ -333,6 +340,12 @@ class Trainer:
             with atomic_path(self.run_dir / "history.csv") as tmp:
                 history.to_csv(tmp, index=False)
             save_method(self.method, self.run_dir / "method", self.backbone.name)
+            if len(history):
+                from lopt_core import plots  # matplotlib only when there is a figure to write
+
+                fig = plots.loss_curves({self.method.name: history})
+                plots.save(fig, self.run_dir / "loss.png")
+                plots.plt.close(fig)
             write_json(self.run_dir / "metrics.json", metrics)
         return FitResult(history=history, metrics=metrics, run_dir=self.run_dir)
 

@@ -21,7 +21,8 @@ def test_run_folder_holds_config_info_metrics_history_and_method(tiny_llama, tmp
     method = build_method("lopt2", tiny_llama, prompt_len=4, rank=2)
     result = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, **FAST), run_dir=tmp_path).fit()
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"config.json", "run_info.json", "metrics.json", "history.csv", "method", "checkpoint.pt"} <= names
+    expected = {"config.json", "run_info.json", "metrics.json", "history.csv", "method", "checkpoint.pt", "loss.png"}
+    assert expected <= names
     assert not [n for n in names if n.endswith(".tmp")]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["method"] == "lopt2" and config["method_config"]["rank"] == 2 and config["train"]["steps"] == 6
@@ -83,6 +84,15 @@ def test_resume_refuses_a_changed_config(tiny_llama, tmp_path):
     other = TrainConfig(steps=3, **{**FAST, "batch_size": 2})
     with pytest.raises(ValueError, match="batch_size"):
         Trainer(method, tiny_llama, small_task(), other, run_dir=tmp_path).fit(resume=True)
+
+
+def test_resume_refuses_another_method_config(tiny_llama, tmp_path):
+    config = TrainConfig(steps=3, **FAST)
+    Trainer(build_method("lopt1", tiny_llama, prompt_len=4, rank=2), tiny_llama, small_task(), config,
+            run_dir=tmp_path).fit()
+    other = build_method("lopt1", tiny_llama, prompt_len=4, rank=3)
+    with pytest.raises(ValueError, match="holds lopt1"):
+        Trainer(other, tiny_llama, small_task(), config, run_dir=tmp_path).fit(resume=True)
 
 
 def test_an_existing_run_folder_is_not_overwritten(tiny_llama, tmp_path):
