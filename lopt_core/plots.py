@@ -21,6 +21,18 @@ def _axes(ax, size=(6.4, 4.0)):
     return ax.figure, ax
 
 
+def _baseline(ax, value: float) -> None:
+    ax.axhline(value, color="grey", linestyle=":", label=f"zero-shot ({value:.3f})")
+
+
+def _parameter_axis(ax) -> None:
+    """Log-scale x axis of parameter counts, labelled in plain numbers (1,192 not 10^3)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("trainable parameters (log scale)")
+
+
 def save(fig, path: str | Path, dpi: int = 120) -> Path:
     """Write ``fig`` as PNG (atomically) and return the path."""
     path = Path(path)
@@ -50,13 +62,10 @@ def accuracy_vs_parameters(table: pd.DataFrame, baseline: float | None = None, a
         yerr = row[err] if err and pd.notna(row[err]) else None
         ax.errorbar(row[x], row[y], yerr=yerr, fmt="o", ms=9, capsize=4, color=f"C{i}")
         ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(7, 5), fontsize=10)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _parameter_axis(ax)
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle=":", label=f"zero-shot ({baseline:.3f})")
+        _baseline(ax, baseline)
         ax.legend(loc="best")
-    ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(f"dev {y}")
     ax.set_title("Accuracy against parameter budget")
     return fig
@@ -131,7 +140,7 @@ def accuracy_vs_rank(table: pd.DataFrame, x: str = "rank", y: str = "accuracy", 
     if current is not None:
         ax.plot(*current, marker="*", ms=18, color="gold", markeredgecolor="k", label="current", zorder=5)
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle=":", label=f"zero-shot ({baseline:.3f})")
+        _baseline(ax, baseline)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("rank r (log scale)")
@@ -148,11 +157,8 @@ def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_paramet
     sns.scatterplot(data=table, x=x, y=y, hue=hue, style=hue, s=80, ax=ax)
     ax.step(front[x], front[y], where="post", color="k", linewidth=1.2, label="Pareto front")
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle=":", label=f"zero-shot ({baseline:.3f})")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("trainable parameters (log scale)")
+        _baseline(ax, baseline)
+    _parameter_axis(ax)
     ax.set_ylabel(f"dev {y}")
     ax.set_title("Accuracy against parameters, with the Pareto front")
     ax.legend(fontsize=9)
