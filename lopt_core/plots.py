@@ -28,8 +28,10 @@ def _baseline(ax, value: float) -> None:
 def _parameter_axis(ax) -> None:
     """Log-scale x axis of parameter counts, labelled in plain numbers (1,192 not 10^3)."""
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.margins(x=0.12)
     ax.set_xlabel("trainable parameters (log scale)")
 
 
