@@ -33,8 +33,8 @@ test: backbone  ## the whole test suite (unit, contract, learning, notebooks)
 test-fast: setup  ## unit tests on the tiny backbones only
 	$(PY) -m pytest -q -m "not slow and not notebook" $(PYTEST_ARGS)
 
-lab: backbone  ## JupyterLab on notebooks/
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+lab: backbone  ## JupyterLab on notebooks/ (as root, e.g. in a container, jupyter needs --allow-root)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lint: setup
 	$(VENV)/bin/ruff check lopt_core tests benchmarks data
