@@ -42,6 +42,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def step_memory_mb(step: Callable[[], None], calls: int = 3, every: float = 0.002) -> dict:
+    """Resident memory during ``calls`` calls of ``step``, sampled every ``every`` s by a thread:
+    the peak above the memory held before the first call (what the step itself allocates), and the
+    process's resident size at that peak. (The process-wide ru_maxrss is set by model loading.)"""
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(every)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        for _ in range(calls):
+            step()
+    finally:
+        done.set()
+        thread.join()
+    return {"step_peak_mb": (peak[0] - before) / 2**20, "resident_at_peak_mb": peak[0] / 2**20}
+
+
 def child_peak_memory(script: Path, name: str, extra: list[str] | None = None) -> dict:
     """Run ``script --memory-child NAME`` in a fresh process; it prints a JSON line with its peak RSS."""
     done = subprocess.run([sys.executable, str(script), "--memory-child", name, *(extra or [])],

@@ -82,6 +82,7 @@ def main() -> None:
             method, result = fit(backbone, mixture, profile, name, options, eval_limit=32)
             out["mixture"].append(score(label, method, result, mixture, budget))
             print(out["mixture"][-1], flush=True)
+            save("iapt_report", out, backbone.device)  # partial results survive an interrupted run
     if Path(args.sst2).is_dir():
         sst2 = sst2_as_instruction(args.sst2)
         for label, (name, options) in SST2_METHODS.items():
@@ -91,11 +92,17 @@ def main() -> None:
                                 "dev_accuracy": full["accuracy"],
                                 "seconds_per_step": result.metrics["seconds_per_step"]})
             print(out["sst2"][-1], flush=True)
+            save("iapt_report", out, backbone.device)
     if not args.skip_ablations:
         for label, options in ABLATIONS.items():
+            if not options:  # the default IAPT (m=32) was trained above, in the 1.1M budget: same run
+                default = next(r for r in out["mixture"] if r["method"] == "iapt (m=32)")
+                out["ablations"].append({**default, "method": label, "budget": None})
+                continue
             method, result = fit(backbone, mixture, profile, "iapt", {"bottleneck": 32, **options}, eval_limit=32)
             out["ablations"].append(score(label, method, result, mixture))
             print(out["ablations"][-1], flush=True)
+            save("iapt_report", out, backbone.device)
     prompts = [mixture.prompt(r) for r in mixture.examples("dev", 8)]
     iapt = build_method("iapt", backbone, bottleneck=32)
     bare = build_method("zero_shot", backbone)

@@ -19,11 +19,11 @@ def main() -> None:
                              ("lopt2", "peft_prompt_tuning"), ("prefix_tuning", "peft_prefix_tuning"),
                              ("iapt", "peft_lora_r8")):
             if ours in res and theirs in res:
-                mem = res[ours].get("memory", {}).get("peak_rss_mb")
-                mem_t = res[theirs].get("memory", {}).get("peak_rss_mb")
+                mem = res[ours].get("memory", {}).get("step_peak_mb")
+                mem_t = res[theirs].get("memory", {}).get("step_peak_mb")
                 a, b = res[ours]["median"], res[theirs]["median"]
                 rows.append((f"train step: {ours} vs {theirs}", f"{a:.2f} s vs {b:.2f} s", f"{b / a:.2f}x",
-                             f"peak {mem:.0f} vs {mem_t:.0f} MB" if mem and mem_t else ""))
+                             f"step memory {mem:.0f} vs {mem_t:.0f} MB" if mem and mem_t else ""))
         print(f"# measured {r['date']} on {r['run_info']['processor']}, {r['threads']} threads")
     if (r := load("efficiency")):
         for name, e in r["results"].items():

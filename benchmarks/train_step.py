@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from lopt_core.methods import build_method
 from lopt_core.scoring import loss_and_scores
 from lopt_core.tasks import Task
 
-from common import alternate, child_peak_memory, peak_rss_mb, save, summary, word_batch
+from common import alternate, child_peak_memory, peak_rss_mb, save, step_memory_mb, summary, word_batch
 
 OURS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}, "prefix_tuning": {}, "iapt": {}}
 PEFT = ("peft_prompt_tuning", "peft_prefix_tuning", "peft_lora_r8")
@@ -109,12 +110,10 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     backbone = load_backbone("embedded", device="cpu")
-    if args.memory_child:  # child process: load, 3 steps, report peak RSS
-        loaded = peak_rss_mb()
+    if args.memory_child:  # child process: one method only, memory of its training steps
         steps, _ = build_steps(backbone, args, [args.memory_child])
-        for _ in range(3):
-            steps[args.memory_child]()
-        print(f'{{"peak_rss_mb": {peak_rss_mb():.1f}, "after_load_mb": {loaded:.1f}}}')
+        steps[args.memory_child]()  # warm-up: allocator pools and optimizer state exist from here on
+        print(json.dumps({**step_memory_mb(steps[args.memory_child]), "ru_maxrss_mb": peak_rss_mb()}))
         return
     names = list(OURS) + list(PEFT)
     steps, params = build_steps(backbone, args, names)
@@ -134,9 +133,9 @@ def main() -> None:
     for ours, theirs in pairs.items():
         results[ours]["speedup_vs"] = {theirs: results[theirs]["median"] / results[ours]["median"]}
     path = save("train_step", {"config": vars(args), "results": results}, backbone.device)
-    print(f"{'method':22s} {'s/step':>8s} {'tokens/s':>9s} {'params':>11s} {'peak MB':>8s}  speed-up")
+    print(f"{'method':22s} {'s/step':>8s} {'tokens/s':>9s} {'params':>11s} {'step MB':>8s}  speed-up")
     for name, r in results.items():
-        peak = r.get("memory", {}).get("peak_rss_mb", float("nan"))
+        peak = r.get("memory", {}).get("step_peak_mb", float("nan"))
         ratio = ", ".join(f"{v:.2f}x vs {k}" for k, v in r.get("speedup_vs", {}).items())
         print(f"{name:22s} {r['median']:8.3f} {r['tokens_per_second']:9.0f} {r['trainable_parameters']:>11,} "
               f"{peak:8.0f}  {ratio}")
