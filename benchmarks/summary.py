@@ -19,11 +19,12 @@ def main() -> None:
                              ("lopt2", "peft_prompt_tuning"), ("prefix_tuning", "peft_prefix_tuning"),
                              ("iapt", "peft_lora_r8")):
             if ours in res and theirs in res:
-                mem = res[ours].get("memory", {}).get("step_peak_mb")
-                mem_t = res[theirs].get("memory", {}).get("step_peak_mb")
+                # resident size of a fresh process holding only this method, at the peak of its steps
+                mem = res[ours].get("memory", {}).get("resident_at_peak_mb")
+                mem_t = res[theirs].get("memory", {}).get("resident_at_peak_mb")
                 a, b = res[ours]["median"], res[theirs]["median"]
                 rows.append((f"train step: {ours} vs {theirs}", f"{a:.2f} s vs {b:.2f} s", f"{b / a:.2f}x",
-                             f"step memory {mem:.0f} vs {mem_t:.0f} MB" if mem and mem_t else ""))
+                             f"peak RSS {mem:.0f} vs {mem_t:.0f} MB" if mem and mem_t else ""))
         print(f"# measured {r['date']} on {r['run_info']['processor']}, {r['threads']} threads")
     if (r := load("efficiency")):
         for name, e in r["results"].items():
@@ -47,6 +48,58 @@ def main() -> None:
     print("| measurement | value | ratio | note |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    quality()
+
+
+def table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+    print(f"\n{title}\n\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(x) for x in row) + " |")
+
+
+def quality() -> None:
+    """The accuracy/quality reports: SST-2 (LoPT), E2E (prefix-tuning), IAPT."""
+    if (r := load("sst2_lopt")):
+        steps = r["profile"]["steps"]
+        rows = [(name, f"{v['mean']:.2%} ± {v['std']:.2%}", v["seeds"], f"{v['trainable_parameters']:,}")
+                for name, v in r["summary"].items()]
+        table(f"SST-2, full dev set ({r['dev_size']} sentences), n = {r['prompt_len']}, r = 2, {steps} steps",
+              ("method", "dev accuracy (mean ± std over seeds)", "seeds", "trainable parameters"), rows)
+        ranks = sorted({int(k) for s in r["spectra"] for k in s["truncated_accuracy"]})
+        lopt1 = {r_["rank"]: r_["dev_accuracy"] for r_ in r["runs"] if r_["method"] == "lopt1" and r_["seed"] == 0}
+        rows = []
+        for k in ranks:
+            trunc = [s["truncated_accuracy"][str(k)] for s in r["spectra"]]
+            rows.append((k, f"{sum(trunc) / len(trunc):.2%} ({len(trunc)} seeds)",
+                         f"{lopt1[k]:.2%}" if k in lopt1 else "-"))
+        eff = ", ".join(str(s["effective_rank_90"]) for s in r["spectra"])
+        table(f"Learned n = {r['prompt_len']} prompts: effective rank (90% energy) per seed {eff}",
+              ("rank r", "full prompt truncated to r", "LoPT-1 trained at r (seed 0)"), rows)
+    if (r := load("e2e_prefix")):
+        rows = [(name, f"{v['bleu']:.1f}", f"{v['rouge_l']:.1f}", f"{v['trainable_parameters']:,}",
+                 f"{v['stored_parameters']:,}", f"{v['seconds_per_step']:.2f}" if v["seconds_per_step"] else "-")
+                for name, v in r["results"].items()]
+        table(f"E2E: trained on devset.csv, first {r['test_mrs']} test MRs with all references, "
+              f"{r['profile']['steps']} steps, greedy",
+              ("method", "BLEU", "ROUGE-L", "trainable", "stored", "s/step"), rows)
+    if (r := load("iapt_report")):
+        fmt = lambda x: "-" if x is None else f"{x:.2f}"
+        rows = [(v["method"], v["budget"], fmt(v["exact_match"]), fmt(v["rouge_l_free"]),
+                 f"{v['trainable_parameters']:,}", f"{v['seconds_per_step']:.2f}") for v in r["mixture"]]
+        table("IAPT on the built-in instruction mixture (exact match on closed answers, ROUGE-L on free text)",
+              ("method", "budget", "exact match", "ROUGE-L", "trainable", "s/step"), rows)
+        if r.get("sst2"):
+            rows = [(v["method"], f"{v['dev_accuracy']:.2%}", f"{v['trainable_parameters']:,}",
+                     f"{v['seconds_per_step']:.2f}") for v in r["sst2"]]
+            table("SST-2 phrased as an instruction (full dev set)",
+                  ("method", "dev accuracy", "trainable", "s/step"), rows)
+        if r.get("ablations"):
+            rows = [(v["method"], fmt(v["exact_match"]), fmt(v["rouge_l_free"])) for v in r["ablations"]]
+            table("IAPT ablations (m = 32, instruction mixture)", ("variant", "exact match", "ROUGE-L"), rows)
+        if r.get("decode"):
+            d = r["decode"]
+            table("Greedy decode, 8 prompts × 32 new tokens", ("model", "tokens/s"),
+                  [(k, f"{v['tokens_per_second']:.1f}") for k, v in d.items()])
 
 
 if __name__ == "__main__":
