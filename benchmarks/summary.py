@@ -86,16 +86,19 @@ def quality() -> None:
         fmt = lambda x: "-" if x is None else f"{x:.2f}"
         rows = [(v["method"], v["budget"], fmt(v["exact_match"]), fmt(v["rouge_l_free"]),
                  f"{v['trainable_parameters']:,}", f"{v['seconds_per_step']:.2f}") for v in r["mixture"]]
-        table("IAPT on the built-in instruction mixture (exact match on closed answers, ROUGE-L on free text)",
+        steps, rows_ = r["profile"]["steps"], r["config"]["eval_rows"]
+        table(f"IAPT on the built-in instruction mixture, {steps} steps, {rows_} dev rows "
+              "(exact match on closed answers, ROUGE-L on free text)",
               ("method", "budget", "exact match", "ROUGE-L", "trainable", "s/step"), rows)
         if r.get("sst2"):
             rows = [(v["method"], f"{v['dev_accuracy']:.2%}", f"{v['trainable_parameters']:,}",
                      f"{v['seconds_per_step']:.2f}") for v in r["sst2"]]
-            table("SST-2 phrased as an instruction (full dev set)",
+            table(f"SST-2 phrased as an instruction (full dev set), {steps} steps",
                   ("method", "dev accuracy", "trainable", "s/step"), rows)
         if r.get("ablations"):
             rows = [(v["method"], fmt(v["exact_match"]), fmt(v["rouge_l_free"])) for v in r["ablations"]]
-            table("IAPT ablations (m = 32, instruction mixture)", ("variant", "exact match", "ROUGE-L"), rows)
+            table(f"IAPT ablations (m = 32, instruction mixture, {steps} steps)",
+                  ("variant", "exact match", "ROUGE-L"), rows)
         if r.get("decode"):
             d = r["decode"]
             table("Greedy decode, 8 prompts × 32 new tokens", ("model", "tokens/s"),
