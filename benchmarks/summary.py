@@ -86,8 +86,8 @@ def quality() -> None:
         fmt = lambda x: "-" if x is None else f"{x:.2f}"
         rows = [(v["method"], v["budget"], fmt(v["exact_match"]), fmt(v["rouge_l_free"]),
                  f"{v['trainable_parameters']:,}", f"{v['seconds_per_step']:.2f}") for v in r["mixture"]]
-        steps, rows_ = r["profile"]["steps"], r["config"]["eval_rows"]
-        table(f"IAPT on the built-in instruction mixture, {steps} steps, {rows_} dev rows "
+        steps, dev_rows = r["profile"]["steps"], r["config"]["eval_rows"]
+        table(f"IAPT on the built-in instruction mixture, {steps} steps, {dev_rows} dev rows "
               "(exact match on closed answers, ROUGE-L on free text)",
               ("method", "budget", "exact match", "ROUGE-L", "trainable", "s/step"), rows)
         if r.get("sst2"):

@@ -133,9 +133,9 @@ def main() -> None:
     for ours, theirs in pairs.items():
         results[ours]["speedup_vs"] = {theirs: results[theirs]["median"] / results[ours]["median"]}
     path = save("train_step", {"config": vars(args), "results": results}, backbone.device)
-    print(f"{'method':22s} {'s/step':>8s} {'tokens/s':>9s} {'params':>11s} {'step MB':>8s}  speed-up")
+    print(f"{'method':22s} {'s/step':>8s} {'tokens/s':>9s} {'params':>11s} {'peak MB':>8s}  speed-up")
     for name, r in results.items():
-        peak = r.get("memory", {}).get("step_peak_mb", float("nan"))
+        peak = r.get("memory", {}).get("resident_at_peak_mb", float("nan"))  # the figure summary.py reports
         ratio = ", ".join(f"{v:.2f}x vs {k}" for k, v in r.get("speedup_vs", {}).items())
         print(f"{name:22s} {r['median']:8.3f} {r['tokens_per_second']:9.0f} {r['trainable_parameters']:>11,} "
               f"{peak:8.0f}  {ratio}")
