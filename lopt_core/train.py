@@ -333,9 +333,17 @@ class Trainer:
                    "trainable_parameters": self.method.trainable_parameters(),
                    "stored_parameters": self.method.stored_parameters(),
                    "seconds_per_step": float(history["seconds"].median()) if len(history) else None}
+        c = self.config
         for split in ("dev", "test"):
-            if split in self.task.splits:
-                metrics[split] = self.evaluate(split, limit=self.config.final_eval_limit)
+            if split not in self.task.splits:
+                continue
+            if (split == c.eval_split and c.final_eval_limit == c.eval_limit and self.best_state is not None
+                    and self.best["metrics"] is not None):
+                # The best state was scored on exactly these rows when it was selected, and scoring is
+                # deterministic: reuse that instead of running the same evaluation again.
+                metrics[split] = copy.deepcopy(self.best["metrics"])
+            else:
+                metrics[split] = self.evaluate(split, limit=c.final_eval_limit)
         if self.run_dir is not None:
             with atomic_path(self.run_dir / "history.csv") as tmp:
                 history.to_csv(tmp, index=False)

@@ -47,6 +47,26 @@ def test_best_checkpoint_is_restored(tiny_llama):
     assert again["accuracy"] == trainer.best["metrics"]["accuracy"]
 
 
+def test_final_dev_metrics_reuse_the_best_evaluation_and_equal_a_fresh_one(tiny_llama, monkeypatch):
+    method = build_method("lopt1", tiny_llama, prompt_len=4, rank=2)
+    trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, lr=0.3, final_eval_limit=8, **FAST))
+    calls, original = [], trainer.evaluate
+
+    def counting(split=None, limit=None):
+        calls.append(split)
+        return original(split, limit)
+
+    monkeypatch.setattr(trainer, "evaluate", counting)
+    result = trainer.fit()
+    assert calls == [None, None, "test"]  # steps 3 and 6; the final dev scores are the best step's
+    fresh = evaluate(method, tiny_llama, trainer.task, "dev", limit=8)
+    assert result.metrics["dev"] == fresh
+    # a different final limit is scored afresh
+    other = Trainer(build_method("lopt1", tiny_llama, prompt_len=4, rank=2), tiny_llama, small_task(),
+                    TrainConfig(steps=3, final_eval_limit=4, **FAST)).fit()
+    assert other.metrics["dev"]["n"] == 4
+
+
 class Interrupt:
     def __init__(self, at):
         self.at = at
