@@ -45,6 +45,12 @@ def main() -> None:
     if (r := load("notebook_series")):
         rows.append((f"notebook series, profile {r['profile']}", f"{r['total_seconds'] / 60:.1f} min",
                      f"{len(r['runs'])} notebooks", ""))
+    if (r := load("compile")):
+        for name, c in r["runs"].items():
+            even = f"pays back after {c['break_even_steps']:.0f} steps" if c["break_even_steps"] else "no gain"
+            rows.append((f"torch.compile: {name} step, eager vs compiled",
+                         f"{c['eager']['median']:.2f} s vs {c['compiled']['median']:.2f} s", f"{c['speedup']:.2f}x",
+                         f"compile {c['compile_seconds']:.0f} s once; {even}"))
     print("| measurement | value | ratio | note |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
