@@ -27,14 +27,15 @@ from lopt_core.train import TrainConfig, Trainer, evaluate
 from common import alternate, save, summary
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_IAPT = "iapt (m=32)"  # trained in the 1.1M budget; also the "attention + rational" ablation row
 BUDGETS = {
     "35k": {"iapt (m=1)": ("iapt", {"bottleneck": 1}), "prompt tuning (n=60)": ("prompt_tuning", {"prompt_len": 60}),
             "prefix, table (n=3)": ("prefix_tuning", {"prompt_len": 3, "reparam": False, "init": "text",
                                                       "init_text": "Answer:"})},
-    "1.1M": {"iapt (m=32)": ("iapt", {"bottleneck": 32}),
+    "1.1M": {DEFAULT_IAPT: ("iapt", {"bottleneck": 32}),
              "prefix, MLP (n=10, k=92)": ("prefix_tuning", {"prompt_len": 10, "reparam_dim": 92})},
 }
-SST2_METHODS = {"iapt (m=32)": ("iapt", {"bottleneck": 32}), "prompt tuning (n=20)": ("prompt_tuning", {}),
+SST2_METHODS = {DEFAULT_IAPT: ("iapt", {"bottleneck": 32}), "prompt tuning (n=20)": ("prompt_tuning", {}),
                 "prefix, MLP (n=10)": ("prefix_tuning", {"prompt_len": 10})}
 ABLATIONS = {"attention + rational": {}, "mean pooling": {"pooling": "mean"}, "last-token pooling": {"pooling": "last"},
              "GELU": {"activation": "gelu"}, "ReLU": {"activation": "relu"}}
@@ -96,7 +97,7 @@ def main() -> None:
     if not args.skip_ablations:
         for label, options in ABLATIONS.items():
             if not options:  # the default IAPT (m=32) was trained above, in the 1.1M budget: same run
-                default = next(r for r in out["mixture"] if r["method"] == "iapt (m=32)")
+                default = next(r for r in out["mixture"] if r["method"] == DEFAULT_IAPT)
                 out["ablations"].append({**default, "method": label, "budget": None})
                 continue
             method, result = fit(backbone, mixture, profile, "iapt", {"bottleneck": 32, **options}, eval_limit=32)
