@@ -257,7 +257,8 @@ def cmd_notebooks(args) -> int:
     from lopt_core.notebooks import run_series
     from lopt_core.utils import write_json
 
-    results = run_series(args.out, args.profile, args.only or None)
+    timeout = "auto" if args.cell_timeout is None else (args.cell_timeout or None)
+    results = run_series(args.out, args.profile, args.only or None, timeout=timeout)
     write_json(Path(args.out) / "notebooks.json", {"profile": args.profile, "runs": results})
     return 0
 
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p_nb.add_argument("only", nargs="*", help="notebook number prefixes, e.g. 00 01 (default: all)")
     p_nb.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"])
     p_nb.add_argument("--out", default="outputs")
+    p_nb.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
+                      help="limit for one cell (0: none; default: 1800 under ci, none under cpu/gpu)")
     p_nb.set_defaults(func=cmd_notebooks)
     args = parser.parse_args(argv)
     try:

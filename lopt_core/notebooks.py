@@ -24,13 +24,26 @@ def list_notebooks(only: list[str] | None = None) -> list[Path]:
     return books
 
 
+CI_CELL_TIMEOUT = 1800  # seconds; under profile ci every cell takes well under a minute
+
+
+def cell_timeout(profile: str, timeout: int | None | str = "auto") -> int | None:
+    """Seconds one cell may run: ``timeout`` itself unless it is ``"auto"``, which means 30 min under
+    ``ci`` (a hung cell fails the run instead of blocking it) and no limit under ``cpu``/``gpu``, whose
+    training cells legitimately run for tens of minutes (notebook 02 trains 9 runs in one cell)."""
+    if timeout != "auto":
+        return timeout
+    return CI_CELL_TIMEOUT if profile == "ci" else None
+
+
 def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci",
-                     parameters: dict | None = None, timeout: int = 1800, progress: bool = False,
+                     parameters: dict | None = None, timeout: int | None | str = "auto", progress: bool = False,
                      run_name: str | None = None) -> dict:
     """Run one notebook top to bottom in a fresh kernel; return where it wrote and how long it took.
 
     The notebook gets ``profile`` and ``out_dir`` (= ``out_root/<run_name or notebook name>``) as
     parameters, plus any ``parameters`` given; the executed copy is saved in ``out_dir`` too.
+    ``timeout`` limits each cell (see ``cell_timeout``; None: no limit).
     """
     import papermill as pm
 
@@ -40,7 +53,8 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
     params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
     start = time.perf_counter()
     pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
-                        kernel_name="python3", progress_bar=progress, execution_timeout=timeout,
+                        kernel_name="python3", progress_bar=progress,
+                        execution_timeout=cell_timeout(profile, timeout),
                         report_mode=False)
     return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
 
@@ -74,12 +88,13 @@ def is_stripped(path: str | Path) -> bool:
                for c in nb.cells if c.cell_type == "code") and "papermill" not in nb.metadata
 
 
-def run_series(out_root: str | Path, profile: str = "ci", only: list[str] | None = None) -> list[dict]:
+def run_series(out_root: str | Path, profile: str = "ci", only: list[str] | None = None,
+               timeout: int | None | str = "auto") -> list[dict]:
     """Execute the numbered notebooks in order; print each one's wall time; stop at the first failure."""
     results = []
     for path in list_notebooks(only):
         print(f"running {path.name} (profile {profile}) ...", flush=True)
-        info = execute_notebook(path, out_root, profile, progress=True)
+        info = execute_notebook(path, out_root, profile, timeout=timeout, progress=True)
         print(f"  done in {info['seconds']:.0f} s → {info['out_dir']}", flush=True)
         results.append(info)
     total = sum(r["seconds"] for r in results)

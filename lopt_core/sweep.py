@@ -46,7 +46,7 @@ def flatten(metrics: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _run_one(notebook: Path, out: Path, point: dict, profile: str, fixed: dict, timeout: int) -> dict:
+def _run_one(notebook: Path, out: Path, point: dict, profile: str, fixed: dict, timeout: int | None | str) -> dict:
     folder = out / run_key(point)
     status_path = folder / "status.json"
     if status_path.is_file():
@@ -76,7 +76,7 @@ def _last_line(err: Exception) -> str:
 
 def run_sweep(notebook: str | Path, params: dict[str, list] | list[dict], out: str | Path,
               seeds: list[int] | None = None,
-              profile: str = "ci", jobs: int = 1, fixed: dict | None = None, timeout: int = 3600,
+              profile: str = "ci", jobs: int = 1, fixed: dict | None = None, timeout: int | None | str = "auto",
               progress: bool = True) -> pd.DataFrame:
     """Execute ``notebook`` once per point of the grid and return the gathered results.
 
@@ -86,6 +86,7 @@ def run_sweep(notebook: str | Path, params: dict[str, list] | list[dict], out: s
         seeds: added as a ``seed`` parameter.
         jobs: runs at once (each is its own kernel process).
         fixed: parameters passed unchanged to every run.
+        timeout: seconds one cell may run (``"auto"``: 30 min under ``ci``, no limit otherwise).
     """
     notebook, out = Path(notebook).resolve(), Path(out).resolve()
     if not notebook.is_file():

@@ -70,3 +70,20 @@ def test_cli_sweep_writes_results_and_a_tradeoff_plot(tiny_notebook, tmp_path, c
 def test_missing_notebook_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="notebook not found"):
         run_sweep(tmp_path / "nope.ipynb", {"x": [1]}, tmp_path)
+
+
+def test_cell_timeout_is_30_min_under_ci_and_none_for_long_profiles(tmp_path):
+    from lopt_core.notebooks import cell_timeout, execute_notebook
+
+    assert cell_timeout("ci") == 1800 and cell_timeout("cpu") is None and cell_timeout("gpu") is None
+    assert cell_timeout("cpu", 5) == 5 and cell_timeout("ci", None) is None
+    nb = new_notebook()
+    params = new_code_cell('profile = "ci"\nout_dir = "."\nwait = 0.0')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell("import time\ntime.sleep(wait)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "sleepy.ipynb"
+    nbformat.write(nb, path)
+    assert execute_notebook(path, tmp_path / "out", "cpu", {"wait": 3.0})["seconds"] >= 3  # no limit
+    with pytest.raises(Exception, match="(?i)timed out|timeout"):
+        execute_notebook(path, tmp_path / "out", "cpu", {"wait": 30.0}, timeout=2)
