@@ -3,7 +3,7 @@
     python benchmarks/compile.py [--rounds 5] [--methods prompt_tuning lopt2] [--mode default]
 
 The decoder stack (``backbone.transformer``) is compiled with inductor; the method, the scoring of
-the label logits and AdamW are the same code as in train_step.py, on the same batch (8 × 64 word
+the label logits and AdamW are the same step as train_step.py (`our_step`), on the same batch (8 × 64 word
 tokens + 20 virtual tokens). The first compiled call (tracing + code generation) is timed apart and
 reported as the one-off compile cost, with the number of steps it takes for the gain to pay it back.
 The kit uses ``torch.compile`` only if this shows a gain. Writes benchmarks/results/compile.json.
@@ -18,11 +18,9 @@ import warnings
 import torch
 
 from lopt_core.backbone import Backbone, load_backbone
-from lopt_core.methods import build_method
-from lopt_core.scoring import loss_and_scores
 
 from common import alternate, save, summary
-from train_step import make_batch
+from train_step import make_batch, our_step
 
 
 def compiled_backbone(backbone: Backbone, mode: str) -> Backbone:
@@ -35,22 +33,6 @@ def compiled_backbone(backbone: Backbone, mode: str) -> Backbone:
             return compiled
 
     return Compiled(**{f.name: getattr(backbone, f.name) for f in dataclasses.fields(backbone)})
-
-
-def make_step(name: str, backbone: Backbone, task, batch, virtual: int):
-    options = {"prompt_len": virtual}
-    if name.startswith("lopt"):
-        options["rank"] = 2
-    method = build_method(name, backbone, seed=0, **options)
-    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-3)
-
-    def step():
-        loss, _ = loss_and_scores(method, backbone, batch, task)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss)
-    return step
 
 
 def main() -> None:
@@ -68,10 +50,10 @@ def main() -> None:
     fast = compiled_backbone(backbone, args.mode)
     steps, compile_seconds, first_losses = {}, {}, {}
     for name in args.methods:
-        steps[name] = make_step(name, backbone, task, batch, args.virtual)
-        compiled = make_step(name, fast, task, batch, args.virtual)
+        steps[name] = our_step(name, backbone, task, batch, args.virtual)[0]
+        compiled = our_step(name, fast, task, batch, args.virtual)[0]
         start = time.perf_counter()
-        first_losses[name] = (steps[name](), compiled())  # same init, same batch: the losses must agree
+        first_losses[name] = (float(steps[name]()), float(compiled()))  # same init, same batch: the losses must agree
         compile_seconds[name] = time.perf_counter() - start
         steps[f"{name}+compile"] = compiled
         print(f"{name}: first compiled step (with compilation) {compile_seconds[name]:.1f} s; "

@@ -57,6 +57,7 @@ def our_step(name: str, backbone, task, batch, virtual: int):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
     return step, method.trainable_parameters()
 
 
