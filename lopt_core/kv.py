@@ -63,24 +63,13 @@ def text_kv(backbone: Backbone, text: str) -> list[tuple[torch.Tensor, torch.Ten
     return [(cache.layers[i].keys[0].float(), cache.layers[i].values[0].float()) for i in range(backbone.num_layers)]
 
 
-def rotary_tables(backbone: Backbone, position_ids: torch.Tensor):
-    """The rotary (cos, sin) at ``position_ids`` in the backbone's dtype (the same in every layer), or
-    None without RoPE. Compute them once and pass them to ``project_kv`` for each layer."""
-    model = backbone.transformer
-    if hasattr(model, "layers") and hasattr(model, "rotary_emb"):
-        like = torch.empty(0, dtype=backbone.dtype, device=position_ids.device)  # rotary_emb reads its dtype
-        return model.rotary_emb(like, position_ids)
-    return None
-
-
 def project_kv(backbone: Backbone, layer: int, hidden: torch.Tensor,
-               position_ids: torch.Tensor, rotary=None) -> tuple[torch.Tensor, torch.Tensor]:
+               position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The keys and values layer ``layer`` computes for hidden states at its input.
 
     Runs the layer's own frozen pre-attention norm, key/value projections and (RoPE models)
     rotary embedding at ``position_ids``. Shapes: hidden (B, n, d), position_ids (B, n) →
-    K, V (B, n_kv, n, head_dim), ready to append to that layer's cache. ``rotary``: the
-    ``rotary_tables`` for these positions, when the caller already has them.
+    K, V (B, n_kv, n, head_dim), ready to append to that layer's cache.
     """
     import sys
 
@@ -94,7 +83,7 @@ def project_kv(backbone: Backbone, layer: int, hidden: torch.Tensor,
         if hasattr(attn, "k_norm"):  # Qwen3-style per-head norm, before the rotation
             k = attn.k_norm(k)
         k, v = k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = rotary if rotary is not None else model.rotary_emb(x, position_ids)
+        cos, sin = model.rotary_emb(x, position_ids)
         rotate = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         _, k = rotate(k, k, cos, sin)
         return k, v

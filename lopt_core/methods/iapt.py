@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from lopt_core.backbone import Backbone
-from lopt_core.kv import project_kv, rotary_tables
+from lopt_core.kv import project_kv
 from lopt_core.methods import register
 from lopt_core.methods.base import MethodConfig, PromptMethod
-from lopt_core.methods.rational import RationalActivation, rational
+from lopt_core.methods.rational import RationalActivation
 
 POOLINGS = ("attention", "mean", "last")
 ACTIVATIONS = ("rational", "gelu", "relu")
@@ -72,31 +72,23 @@ class PromptGenerator(nn.Module):
 
     def pool_weights(self, Z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """A (B, T, k): a distribution over the instruction tokens for each soft token."""
-        return pool_weights(Z, mask, self.pooling, self.query, self.k)
+        B, T, _ = Z.shape
+        if self.pooling == "attention":
+            scores = Z @ self.query  # (B, T, k)
+        elif self.pooling == "mean":
+            scores = Z.new_zeros(B, T, self.k)
+        else:  # last instruction token
+            last = mask.long().cumsum(1).argmax(1)  # (B,)
+            scores = torch.full((B, T, self.k), -1e4, device=Z.device, dtype=Z.dtype)
+            scores[torch.arange(B, device=Z.device), last] = 0.0
+        scores = scores.masked_fill(~mask.bool()[..., None], float("-inf"))
+        return scores.softmax(dim=1)
 
     def forward(self, H: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         Z = self.down(H)  # (B, T, m)
         A = self.pool_weights(Z, mask)  # (B, T, k)
         p = A.transpose(1, 2) @ Z  # (B, k, m)
         return self.up(self.act(p))  # (B, k, d)
-
-
-def pool_weights(Z: torch.Tensor, mask: torch.Tensor, pooling: str, query: torch.Tensor | None,
-                 k: int) -> torch.Tensor:
-    """Pooling weights (..., B, T, k) over the instruction tokens, for Z (..., B, T, m) and mask (B, T).
-
-    Leading dims (e.g. one per layer) need ``query`` shaped to broadcast: (m, k) or (L, 1, m, k)."""
-    *lead, T, _ = Z.shape
-    if pooling == "attention":
-        scores = Z @ query  # (..., B, T, k)
-    elif pooling == "mean":
-        scores = Z.new_zeros(*lead, T, k)
-    else:  # last instruction token
-        last = mask.long().cumsum(1).argmax(1)  # (B,)
-        scores = torch.full((*lead, T, k), -1e4, device=Z.device, dtype=Z.dtype)
-        scores[..., torch.arange(len(last), device=Z.device), last, :] = 0.0
-    scores = scores.masked_fill(~mask.bool()[..., None], float("-inf"))
-    return scores.softmax(dim=-2)
 
 
 @register("iapt")
@@ -160,36 +152,13 @@ class IAPT(PromptMethod):
         cache = out.past_key_values
         k = self.config.num_virtual
         pos = parts["instr_len"][:, None] + torch.arange(k, device=parts["instr_ids"].device)  # (B, k)
-        L = len(self.generators)
-        generated = self.generate(torch.stack(out.hidden_states[:L]).float(), parts["instr_mask"])  # (L, B, k, d)
-        rotary = rotary_tables(backbone, pos)  # the same positions in every layer: once
-        for layer in range(L):
-            key, value = project_kv(backbone, layer, generated[layer].to(backbone.dtype), pos, rotary)
+        generated = []
+        for layer, gen in enumerate(self.generators):
+            P = gen(out.hidden_states[layer].float(), parts["instr_mask"])  # (B, k, d)
+            key, value = project_kv(backbone, layer, P.to(backbone.dtype), pos)
             cache.update(key, value, layer)
-        return cache, list(generated.unbind(0)), out
-
-    def generate(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Every layer's soft tokens at once: H (L, B, T, d) → P (L, B, k, d).
-
-        The same arithmetic as ``self.generators[l](hidden[l], mask)`` for each l, with each layer's
-        weights stacked so that one batched matmul serves all L layers (a step then runs a few dozen
-        small ops instead of a few dozen per layer)."""
-        gens, c = self.generators, self.config
-        L, B, T, d = hidden.shape
-        down = torch.stack([g.down.weight for g in gens])  # (L, m, d)
-        Z = (hidden.reshape(L, B * T, d) @ down.transpose(1, 2)).view(L, B, T, -1)  # (L, B, T, m)
-        query = torch.stack([g.query for g in gens])[:, None] if c.pooling == "attention" else None  # (L, 1, m, k)
-        A = pool_weights(Z, mask, c.pooling, query, c.num_virtual)  # (L, B, T, k)
-        p = A.transpose(-1, -2) @ Z  # (L, B, k, m)
-        if c.activation == "rational":
-            shape = (-1, L, 1, 1, 1)
-            a = torch.stack([g.act.numerator for g in gens], dim=1).view(shape)  # (M+1, L, 1, 1, 1)
-            b = torch.stack([g.act.denominator for g in gens], dim=1).view(shape)
-            p = rational(p, a, b)
-        else:
-            p = gens[0].act(p)  # GELU / ReLU: no parameters
-        up = torch.stack([g.up.weight for g in gens])  # (L, d, m)
-        return (p.reshape(L, B * c.num_virtual, -1) @ up.transpose(1, 2)).view(L, B, c.num_virtual, d)
+            generated.append(P)
+        return cache, generated, out
 
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
         parts = self.split(backbone, batch)

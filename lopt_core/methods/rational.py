@@ -27,19 +27,6 @@ def fit_rational(fn, num_degree: int = 6, den_degree: int = 5, interval=(-3.0, 3
     return sol[: num_degree + 1], sol[num_degree + 1:]
 
 
-def rational(x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """R(x) with coefficients along dim 0: ``numerator`` (M+1, *S), ``denominator`` (N, *S), where S
-    broadcasts against x. One set of coefficients: S = (). Several layers at once: x (L, ...) and
-    S = (L, 1, …, 1), so that layer l's coefficients meet x[l]."""
-    P = torch.zeros_like(x)
-    for coef in numerator.flip(0):  # Horner: ((a_M x + a_{M-1}) x + …) x + a_0
-        P = P * x + coef
-    B = torch.zeros_like(x)
-    for coef in denominator.flip(0):  # B = x (b_1 + x (b_2 + …))
-        B = (B + coef) * x
-    return P / (1 + B.abs())
-
-
 class RationalActivation(nn.Module):
     """R(x) = P(x) / (1 + |Σ_k b_k x^k|), element-wise, with learnable coefficients."""
 
@@ -53,7 +40,13 @@ class RationalActivation(nn.Module):
         self.denominator = nn.Parameter(b.float().clone())  # b_1 … b_N
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rational(x, self.numerator, self.denominator)
+        P = torch.zeros_like(x)
+        for coef in self.numerator.flip(0):  # Horner: ((a_M x + a_{M-1}) x + …) x + a_0
+            P = P * x + coef
+        B = torch.zeros_like(x)
+        for coef in self.denominator.flip(0):  # B = x (b_1 + x (b_2 + …))
+            B = (B + coef) * x
+        return P / (1 + B.abs())
 
     def extra_repr(self) -> str:
         return f"num_degree={len(self.numerator) - 1}, den_degree={len(self.denominator)}"
