@@ -58,6 +58,23 @@ def test_gradients_reach_only_the_methods_parameters(name, task_name, tiny):
     assert all(not b.requires_grad for b in method.buffers())
 
 
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_the_config_seed_alone_decides_the_initial_parameters(name, tiny):
+    """Same seed: the same start whatever the global RNG did before; another seed: another start."""
+    torch.manual_seed(1)
+    a = make(name, tiny, seed=3).state_dict()
+    torch.manual_seed(2)
+    torch.randn(7)
+    b = make(name, tiny, seed=3).state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    state = torch.random.get_rng_state()
+    c = make(name, tiny, seed=4).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state), "building a method must not consume the global RNG"
+    assert any(not torch.equal(a[key], c[key]) for key in a), "another seed should give another start"
+
+
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_counted_parameters_equal_the_closed_form(name, tiny):
     method = make(name, tiny)

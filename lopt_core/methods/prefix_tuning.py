@@ -59,8 +59,10 @@ class PrefixTuning(PromptMethod):
         self.dims["width"] = self.width
         target = self._initial_table(backbone) if config.init == "text" else None
         if config.reparam:
-            self.embedding = nn.Embedding(n, d)  # P' (n, d)
-            self.mlp = nn.Sequential(nn.Linear(d, k), nn.Tanh(), nn.Linear(k, self.width))
+            with torch.random.fork_rng(devices=[]):  # the config's seed decides the start, not the global RNG
+                torch.manual_seed(config.seed)
+                self.embedding = nn.Embedding(n, d)  # P' (n, d)
+                self.mlp = nn.Sequential(nn.Linear(d, k), nn.Tanh(), nn.Linear(k, self.width))
             if config.init == "zero":
                 nn.init.zeros_(self.mlp[2].weight)
                 nn.init.zeros_(self.mlp[2].bias)
