@@ -36,10 +36,11 @@ def _parameter_axis(ax) -> None:
 
 
 def save(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as PNG (atomically) and return the path."""
+    """Write ``fig`` as PNG (atomically) and return the path. The image is cropped to what the figure
+    draws (``bbox_inches="tight"``), so labels of figures made without a layout engine are not cut off."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     return path
 
 
