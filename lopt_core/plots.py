@@ -155,10 +155,12 @@ def accuracy_vs_rank(table: pd.DataFrame, x: str = "rank", y: str = "accuracy", 
 
 def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_parameters", y: str = "accuracy",
            hue: str = "method", baseline: float | None = None, ax=None):
-    """Every run as a point (coloured by ``hue``) and the Pareto front as a step line."""
+    """Every run as a point (coloured by ``hue``) and the Pareto front as a step line through ringed points
+    (the rings keep a front of a single run visible)."""
     fig, ax = _axes(ax, size=(7, 4.4))
     sns.scatterplot(data=table, x=x, y=y, hue=hue, style=hue, s=80, ax=ax)
-    ax.step(front[x], front[y], where="post", color="k", linewidth=1.2, label="Pareto front")
+    ax.step(front[x], front[y], where="post", color="k", linewidth=1.2, marker="o", markersize=14,
+            markerfacecolor="none", label="Pareto front")
     if baseline is not None:
         _baseline(ax, baseline)
     _parameter_axis(ax)
