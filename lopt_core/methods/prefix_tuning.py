@@ -19,6 +19,7 @@ from lopt_core.backbone import Backbone
 from lopt_core.kv import join_layers, kv_width, prefix_cache, split_table, text_kv
 from lopt_core.methods import register
 from lopt_core.methods.base import MethodConfig, PromptMethod
+from lopt_core.utils import seeded
 
 INITS = ("random", "zero", "text")
 
@@ -59,8 +60,7 @@ class PrefixTuning(PromptMethod):
         self.dims["width"] = self.width
         target = self._initial_table(backbone) if config.init == "text" else None
         if config.reparam:
-            with torch.random.fork_rng(devices=[]):  # the config's seed decides the start, not the global RNG
-                torch.manual_seed(config.seed)
+            with seeded(config.seed):  # the config's seed decides the start, not the global RNG
                 self.embedding = nn.Embedding(n, d)  # P' (n, d)
                 self.mlp = nn.Sequential(nn.Linear(d, k), nn.Tanh(), nn.Linear(k, self.width))
             if config.init == "zero":
