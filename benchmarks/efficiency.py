@@ -1,5 +1,10 @@
 """Hardware efficiency: FLOPs of one training step (counted by torch.utils.flop_counter) divided by
-its time, as a fraction of this machine's dense fp32 matmul throughput measured in the same run.
+its time, as a fraction of this machine's dense fp32 matmul throughput (2048² products), measured in
+the same run, interleaved with the steps; both are medians over the rounds.
+
+One extra row, ``iapt_prompts_only``, is the first half of IAPT's step on its own: the no-grad prefill
+of the instruction and the 30 generators, without the response pass and its backward. The IAPT step is
+this plus a forward and backward pass of the one-token response; the row shows what each half costs.
 
     python benchmarks/efficiency.py [--rounds 5]
 
@@ -8,13 +13,27 @@ Writes benchmarks/results/efficiency.json.
 from __future__ import annotations
 
 import argparse
+import statistics
 import warnings
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import alternate, matmul_peak_gflops, save, summary
-from train_step import build_steps
+from train_step import build_steps, make_batch
+
+
+def iapt_prompts_only(backbone, args):
+    """IAPT's instruction prefill and generators, no grad: the part of its step that has no backward."""
+    from lopt_core.methods import build_method
+
+    _, batch, _ = make_batch(backbone, args.batch, args.length)
+    method = build_method("iapt", backbone, bottleneck=32)  # the configuration of train_step.our_step
+
+    def step():
+        with torch.no_grad():
+            method.prompts(backbone, method.split(backbone, batch))
+    return step
 
 
 def main() -> None:
@@ -30,21 +49,28 @@ def main() -> None:
     backbone = load_backbone("embedded", device="cpu")
     names = ["prompt_tuning", "lopt2", "prefix_tuning", "iapt", "peft_prompt_tuning"]
     steps, _ = build_steps(backbone, args, names)
+    steps["iapt_prompts_only"] = iapt_prompts_only(backbone, args)
+    names.insert(names.index("iapt") + 1, "iapt_prompts_only")
     flops = {}
     for name, step in steps.items():
         with FlopCounterMode(display=False) as counter:
             step()
         flops[name] = counter.get_total_flops()
-    peak_before = matmul_peak_gflops()
+    # The peak is one more contestant in the interleaved rounds: this shared machine's speed drifts
+    # by 10-20% within minutes, and the median peak then sees the same drift as the median step.
+    peaks: list[float] = []
+    steps["matmul_peak"] = lambda: peaks.append(matmul_peak_gflops())
     times = alternate(steps, rounds=args.rounds)
-    peak = max(peak_before, matmul_peak_gflops())
+    del times["matmul_peak"]
+    peak = statistics.median(peaks[-args.rounds:])  # the warm-up call excluded
     results = {}
     for name in names:
         t = summary(times[name])["median"]
         achieved = flops[name] / t / 1e9
         results[name] = {"gflop_per_step": flops[name] / 1e9, "seconds_per_step": t, "achieved_gflops": achieved,
                          "fraction_of_matmul_peak": achieved / peak}
-    path = save("efficiency", {"config": vars(args), "matmul_peak_gflops": peak, "results": results},
+    path = save("efficiency", {"config": vars(args), "matmul_peak_gflops": peak,
+                               "matmul_peak_runs": peaks[-args.rounds:], "results": results},
                 backbone.device)
     print(f"fp32 matmul peak (2048², {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
     for name, r in results.items():
