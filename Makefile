@@ -46,5 +46,6 @@ clean-outputs:
 	rm -rf $(OUT)
 
 bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results/*.json, then one table
-	cd benchmarks && ../$(PY) train_step.py && ../$(PY) efficiency.py && ../$(PY) serving.py \
+	cd benchmarks && ../$(PY) train_step.py && ../$(PY) efficiency.py && ../$(PY) small_batch_matmul.py \
+		&& ../$(PY) serving.py \
 		&& ../$(PY) notebook_series.py && ../$(PY) summary.py

@@ -29,7 +29,18 @@ def main() -> None:
     if (r := load("efficiency")):
         for name, e in r["results"].items():
             peak = f"{e['fraction_of_matmul_peak']:.0%} of the {r['matmul_peak_gflops']:.0f} GFLOP/s matmul peak"
-            rows.append((f"FLOP/s of a {name} step", f"{e['achieved_gflops']:.1f} GFLOP/s", peak, ""))
+            what = ("iapt's no-grad half (prefill + generators)" if name == "iapt_prompts_only"
+                    else f"a {name} step")
+            rows.append((f"FLOP/s of {what}", f"{e['achieved_gflops']:.1f} GFLOP/s", peak,
+                         f"{e['seconds_per_step']:.2f} s"))
+    if (r := load("small_batch_matmul")):
+        res, mb = r["results"], r["weight_megabytes"]
+        for key in ("forward", "backward"):
+            a = res[f"aten_{key}"]
+            rows.append((f"{r['config']['rows']}-row matmuls through all {mb:.0f} MB of weights, {key}",
+                         f"{a['median'] * 1e3:.1f} ms ({a['gb_per_second']:.1f} GB/s)",
+                         f"{res['read']['median'] / a['median']:.0%} of the memory bandwidth",
+                         f"reading them once: {res['read']['median'] * 1e3:.1f} ms"))
     if (r := load("serving")):
         lat = r["latency"]
         ms = (lat["kit_cached_prompt"]["median"] * 1e3, lat["bare_backbone"]["median"] * 1e3)
