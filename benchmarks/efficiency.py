@@ -68,7 +68,7 @@ def main() -> None:
         t = summary(times[name])["median"]
         achieved = flops[name] / t / 1e9
         results[name] = {"gflop_per_step": flops[name] / 1e9, "seconds_per_step": t, "achieved_gflops": achieved,
-                         "fraction_of_matmul_peak": achieved / peak}
+                         "fraction_of_matmul_peak": achieved / peak, "runs": times[name]}
     path = save("efficiency", {"config": vars(args), "matmul_peak_gflops": peak,
                                "matmul_peak_runs": peaks[-args.rounds:], "results": results},
                 backbone.device)
