@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from common import alternate, matmul_peak_gflops, save, summary
-from train_step import build_steps, make_batch
+from train_step import build_steps, make_batch, our_method
 
 
 def _cpu_attention_flop(query, key, value, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs) -> int:
@@ -40,10 +40,8 @@ CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cp
 
 def iapt_prompts_only(backbone, args):
     """IAPT's instruction prefill and generators, no grad: the part of its step that has no backward."""
-    from lopt_core.methods import build_method
-
     _, batch, _ = make_batch(backbone, args.batch, args.length)
-    method = build_method("iapt", backbone, bottleneck=32)  # the configuration of train_step.our_step
+    method = our_method("iapt", backbone, args.virtual)
 
     def step():
         with torch.no_grad():
@@ -77,7 +75,8 @@ def main() -> None:
     steps["matmul_peak"] = lambda: peaks.append(matmul_peak_gflops())
     times = alternate(steps, rounds=args.rounds)
     del times["matmul_peak"]
-    peak = statistics.median(peaks[-args.rounds:])  # the warm-up call excluded
+    peaks = peaks[-args.rounds:]  # the warm-up call excluded
+    peak = statistics.median(peaks)
     results = {}
     for name in names:
         t = summary(times[name])["median"]
@@ -85,7 +84,7 @@ def main() -> None:
         results[name] = {"gflop_per_step": flops[name] / 1e9, "seconds_per_step": t, "achieved_gflops": achieved,
                          "fraction_of_matmul_peak": achieved / peak, "runs": times[name]}
     path = save("efficiency", {"config": vars(args), "matmul_peak_gflops": peak,
-                               "matmul_peak_runs": peaks[-args.rounds:], "results": results},
+                               "matmul_peak_runs": peaks, "results": results},
                 backbone.device)
     print(f"fp32 matmul peak (2048², {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
     for name, r in results.items():

@@ -43,13 +43,18 @@ def make_batch(backbone, batch: int, length: int):
     return task, ours, {"input_ids": peft_ids, "attention_mask": torch.ones_like(ids), "labels": peft_labels}
 
 
-def our_step(name: str, backbone, task, batch, virtual: int):
+def our_method(name: str, backbone, virtual: int):
+    """The kit's method ``name`` as every benchmark step builds it (IAPT: m = 32; others: ``virtual`` tokens)."""
     options = dict(OURS[name])
     if name == "iapt":
         options["bottleneck"] = 32
     else:
         options["prompt_len"] = virtual
-    method = build_method(name, backbone, **options)
+    return build_method(name, backbone, **options)
+
+
+def our_step(name: str, backbone, task, batch, virtual: int):
+    method = our_method(name, backbone, virtual)
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-3)
 
     def step():
