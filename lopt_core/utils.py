@@ -9,11 +9,19 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+
+def option(default: Any, help: str):
+    """A config field with its help text, written once: ``--help`` of the CLI shows it."""
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 def seed_everything(seed: int) -> None:
@@ -34,6 +42,10 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+class DeviceUnavailable(RuntimeError):
+    """A device was asked for that this machine does not have."""
+
+
 def get_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``"auto"`` to cuda → mps → cpu; refuse a device this machine does not have."""
     if isinstance(device, torch.device):
@@ -46,13 +58,13 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     kind = device.split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise DeviceUnavailable(
             f"device={device!r} was asked for but CUDA is not available on this machine "
             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}). "
             "Use device='auto' or device='cpu'."
         )
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device={device!r} was asked for but MPS is not available. Use device='auto'.")
+        raise DeviceUnavailable(f"device={device!r} was asked for but MPS is not available. Use device='auto'.")
     if kind not in {"cpu", "cuda", "mps"}:
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     return torch.device(device)
