@@ -1,16 +1,28 @@
-"""Key/value caches for methods that write into attention (prefix-tuning, IAPT).
+"""Key/value caches for methods that write into attention (prefix-tuning, IAPT), and for serving.
 
 Every layer's attention keeps keys and values of shape (B, n_kv_heads, length, head_dim):
 ``num_key_value_heads`` heads (fewer than the query heads under grouped-query attention) and,
 for RoPE models, keys stored *after* rotation. A prefix is just a cache that already holds n
 positions when the real tokens arrive; the model then gives the tokens positions n, n+1, ...
+
+The kit's caches keep every position in every layer (``new_cache``): transformers' sliding-window
+layers (Gemma, Mistral) would otherwise drop a prefix longer than the window from the cache, while
+the attention masks, which transformers builds from cache indices, already apply the window.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
 from lopt_core.backbone import Backbone
+
+
+def new_cache() -> DynamicCache:
+    """An empty cache that keeps all positions of every layer (no sliding-window truncation)."""
+    return DynamicCache()
 
 
 def kv_width(backbone: Backbone) -> int:
@@ -39,17 +51,56 @@ def join_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor
 
 
 def prefix_cache(backbone: Backbone, layers: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> DynamicCache:
-    """A DynamicCache holding the same prefix for ``batch_size`` rows (expanded, not copied).
+    """A cache holding the same prefix for ``batch_size`` rows (expanded, not copied), in the dtype the
+    backbone computes in (so bf16 requests attend to bf16 keys).
 
     Shapes: each K, V (n_kv, n, head_dim) → (B, n_kv, n, head_dim) in layer l of the cache.
     """
-    cache = DynamicCache(config=backbone.config)
-    dtype = backbone.dtype
+    cache = new_cache()
+    dtype = backbone.compute_dtype
     for layer, (k, v) in enumerate(layers):
         k = k.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         v = v.to(dtype).unsqueeze(0).expand(batch_size, -1, -1, -1)
         cache.update(k, v, layer)
     return cache
+
+
+def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (K, V), each (B, n_kv, length, head_dim)."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def rebuild(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    cache = new_cache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
+
+
+def left_align(cache, mask: torch.Tensor, drop_last: int = 0, repeat: int = 1) -> tuple[DynamicCache, torch.Tensor]:
+    """Move each row's padding to the front of a filled cache, so that every row ends at the same column.
+
+    Keys were rotated at their own positions when they were computed, so moving them changes nothing
+    but the cache index, which is what transformers' causal and sliding-window masks count: with the
+    padding in front, every row's next token is the same distance from each of its real entries as in
+    the right-padded pass that filled the cache. ``drop_last`` columns are removed (to be recomputed by
+    the decoder), and the cache's rows are repeated ``repeat`` times (beams; ``generate`` repeats the mask
+    and input ids itself). Returns the new cache and its (unrepeated) mask.
+    """
+    from lopt_core.batching import left_align_order
+
+    order = left_align_order(mask)  # (B, T)
+    keep = order.shape[1] - drop_last
+    order = order[:, :keep]
+    new_mask = mask.gather(1, order)
+    layers = []
+    for k, v in cache_layers(cache):
+        idx = order[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        k, v = k.gather(2, idx), v.gather(2, idx)
+        if repeat > 1:
+            k, v = k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)
+        layers.append((k, v))
+    return rebuild(layers), new_mask
 
 
 @torch.no_grad()
@@ -58,9 +109,83 @@ def text_kv(backbone: Backbone, text: str) -> list[tuple[torch.Tensor, torch.Ten
     ids = backbone.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(backbone.device)
     if ids.shape[1] == 0:
         raise ValueError("init_text tokenises to nothing; give a non-empty text")
-    out = backbone.transformer(input_ids=ids, use_cache=True)
-    cache = out.past_key_values
-    return [(cache.layers[i].keys[0].float(), cache.layers[i].values[0].float()) for i in range(backbone.num_layers)]
+    if backbone.context_length is not None and ids.shape[1] > backbone.context_length:
+        raise ValueError(f"the text has {ids.shape[1]} tokens, more than {backbone.name}'s context of "
+                         f"{backbone.context_length}; give a shorter one")
+    out = backbone.transformer(input_ids=ids, use_cache=True, past_key_values=new_cache())
+    return [(k[0].float(), v[0].float()) for k, v in cache_layers(out.past_key_values)]
+
+
+# ------------------------------------------------------------------------------- per-layer K/V projection
+@dataclass(frozen=True)
+class RopeDecoder:
+    """How a RoPE decoder family turns a layer's input into keys and values (``model.layers[l]``)."""
+
+    rotate: Callable  # the family's apply_rotary_pos_emb(q, k, cos, sin)
+    k_norm: bool = False  # a per-head norm on keys before the rotation (Qwen3, Gemma 3)
+    layer_typed: bool = False  # rotary_emb(x, positions, layer_type) (Gemma 3: local and global bases)
+
+    def __call__(self, backbone: Backbone, layer: int, hidden: torch.Tensor, position_ids: torch.Tensor):
+        model = backbone.transformer
+        block = model.layers[layer]
+        attn = block.self_attn
+        x = block.input_layernorm(hidden)
+        shape = (*x.shape[:-1], -1, attn.head_dim)
+        k, v = attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)  # (B, n, n_kv, hd); Qwen2 adds biases here
+        if self.k_norm:
+            k = attn.k_norm(k)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv, n, hd)
+        extra = (backbone.config.layer_types[layer],) if self.layer_typed else ()
+        cos, sin = model.rotary_emb(x, position_ids, *extra)
+        _, k = self.rotate(k, k, cos, sin)
+        return k, v
+
+
+def _gpt2(backbone: Backbone, layer: int, hidden: torch.Tensor, position_ids: torch.Tensor):
+    """GPT-2: learned absolute positions live in the input, not in K; one fused c_attn projection."""
+    block = backbone.transformer.h[layer]
+    x = block.ln_1(hidden)
+    _, k, v = block.attn.c_attn(x).split(block.attn.split_size, dim=2)
+    shape = (*x.shape[:-1], -1, block.attn.head_dim)
+    return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
+
+
+def _decoders() -> dict[str, Callable]:
+    from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb as gemma
+    from transformers.models.gemma2.modeling_gemma2 import apply_rotary_pos_emb as gemma2
+    from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb as gemma3
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as llama
+    from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb as mistral
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb as qwen2
+    from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb as qwen3
+
+    return {
+        "llama": RopeDecoder(llama),  # Llama 2/3, SmolLM2 (the embedded model)
+        "mistral": RopeDecoder(mistral),
+        "qwen2": RopeDecoder(qwen2),
+        "qwen3": RopeDecoder(qwen3, k_norm=True),
+        "gemma": RopeDecoder(gemma),
+        "gemma2": RopeDecoder(gemma2),
+        "gemma3_text": RopeDecoder(gemma3, k_norm=True, layer_typed=True),
+        "gpt2": _gpt2,
+    }
+
+
+_DECODERS: dict[str, Callable] | None = None
+
+
+def kv_projector(backbone: Backbone) -> Callable:
+    """The function that computes a layer's K/V from hidden states on this backbone (keyed by model_type)."""
+    global _DECODERS
+    if _DECODERS is None:
+        _DECODERS = _decoders()
+    kind = backbone.model_type
+    if kind not in _DECODERS:
+        raise NotImplementedError(
+            f"the kit does not know how layers of model_type {kind!r} ({type(backbone.transformer).__name__}) "
+            f"compute keys and values; known: {', '.join(sorted(_DECODERS))}. Add an entry to lopt_core.kv._decoders "
+            "(its input norm, k/v projections and rotary embedding) to use IAPT on it.")
+    return _DECODERS[kind]
 
 
 def project_kv(backbone: Backbone, layer: int, hidden: torch.Tensor,
@@ -71,28 +196,4 @@ def project_kv(backbone: Backbone, layer: int, hidden: torch.Tensor,
     rotary embedding at ``position_ids``. Shapes: hidden (B, n, d), position_ids (B, n) →
     K, V (B, n_kv, n, head_dim), ready to append to that layer's cache.
     """
-    import sys
-
-    model = backbone.transformer
-    if hasattr(model, "layers") and hasattr(model, "rotary_emb"):  # Llama, Mistral, Qwen2/3, SmolLM2
-        block = model.layers[layer]
-        attn = block.self_attn
-        x = block.input_layernorm(hidden)
-        shape = (*x.shape[:-1], -1, attn.head_dim)
-        k, v = attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
-        if hasattr(attn, "k_norm"):  # Qwen3-style per-head norm, before the rotation
-            k = attn.k_norm(k)
-        k, v = k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = model.rotary_emb(x, position_ids)
-        rotate = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        _, k = rotate(k, k, cos, sin)
-        return k, v
-    if hasattr(model, "h"):  # GPT-2 family: learned absolute positions live in the input, not in K
-        block = model.h[layer]
-        x = block.ln_1(hidden)
-        _, k, v = block.attn.c_attn(x).split(block.attn.split_size, dim=2)
-        shape = (*x.shape[:-1], -1, block.attn.head_dim)
-        return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
-    raise NotImplementedError(
-        f"project_kv knows Llama-style (layers + rotary_emb) and GPT-2-style (h) decoders, not "
-        f"{type(model).__name__}; add its norm and k/v projections here")
+    return kv_projector(backbone)(backbone, layer, hidden, position_ids)
