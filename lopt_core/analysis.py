@@ -106,8 +106,7 @@ def prompt_similarity(X1: torch.Tensor, X2: torch.Tensor, r: int | None = None) 
 
 def kv_bytes_per_request(method, backbone, bytes_per_value: int = 2) -> int:
     """Bytes of cache a request carries for the method's virtual positions (bf16 by default)."""
-    positions = getattr(method, "virtual_positions", None)
-    n = positions() if callable(positions) else method.config.prompt_len
+    n = method.extra_positions
     return n * backbone.num_layers * 2 * backbone.num_kv_heads * backbone.head_dim * bytes_per_value
 
 

@@ -13,27 +13,31 @@ import torch
 import torch.nn.functional as F
 
 from lopt_core.backbone import Backbone
+from lopt_core.batching import last_positions, pad, pad_id
 from lopt_core.tasks import Verbalizer
 
+__all__ = ["label_logits", "class_scores", "sequence_scores", "target_loss", "loss_and_scores", "last_positions"]
 
-def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each right-padded row. (B, T) → (B,)"""
-    return attention_mask.sum(dim=1) - 1
+
+def label_logits(backbone: Backbone, h_last: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """The LM head's logits for ``token_ids`` only, from final hidden states (B, d) → (B, C): the label rows
+    of the head, its bias and the model's final softcap, exactly what the full head would give there."""
+    ids = torch.tensor(token_ids, device=h_last.device)
+    head = backbone.model.get_output_embeddings()
+    logits = h_last @ head.weight[ids].T.to(h_last.dtype)  # (B, C)
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[ids].to(logits.dtype)
+    cap = getattr(backbone.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def class_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbalizer) -> torch.Tensor:
-    """Class scores (B, C); their softmax over classes is p(class | prompt)."""
+    """Class scores (B, C) of a right-padded batch; their softmax over classes is p(class | prompt)."""
     if verbalizer.single_token:
         h = method.hidden_states(backbone, batch)  # (B, T, d)
         rows = torch.arange(h.shape[0], device=h.device)
         h_last = h[rows, last_positions(batch["attention_mask"])]  # (B, d)
-        ids = torch.tensor([seq[0] for seq in verbalizer.token_ids], device=h.device)
-        head = backbone.model.get_output_embeddings()
-        logits = h_last @ head.weight[ids].T.to(h_last.dtype)  # (B, C)
-        if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[ids]
-        cap = getattr(backbone.config, "final_logit_softcapping", None)
-        return torch.tanh(logits / cap) * cap if cap else logits
+        return label_logits(backbone, h_last, [seq[0] for seq in verbalizer.token_ids])
     return sequence_scores(method, backbone, batch, verbalizer)
 
 
@@ -45,23 +49,19 @@ def sequence_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbali
     """
     ids, mask = batch["input_ids"], batch["attention_mask"]
     B, C = ids.shape[0], len(verbalizer.token_ids)
-    lengths = mask.sum(dim=1).tolist()
-    width = max(lengths) + max(len(s) for s in verbalizer.token_ids)
-    new_ids = torch.zeros((B * C, width), dtype=ids.dtype, device=ids.device)
-    new_mask = torch.zeros((B * C, width), dtype=mask.dtype, device=ids.device)
-    prompt_mask = torch.zeros_like(new_mask)
-    rows, pos, targets = [], [], []
+    lengths = (last_positions(mask) + 1).tolist()
+    seqs, prompts, rows, pos, targets = [], [], [], [], []
     for i in range(B):
         for c, word in enumerate(verbalizer.token_ids):
             k, n = i * C + c, lengths[i]
-            new_ids[k, :n] = ids[i, :n]
-            new_ids[k, n:n + len(word)] = torch.tensor(word, device=ids.device)
-            new_mask[k, :n + len(word)] = 1
-            prompt_mask[k, :n] = 1
+            seqs.append(ids[i, :n].tolist() + list(word))
+            prompts.append([1] * n + [0] * len(word))
             for j, tok in enumerate(word):  # hidden at n-1+j predicts token j of the word
                 rows.append(k)
                 pos.append(n - 1 + j)
                 targets.append(tok)
+    new_ids, new_mask = pad(seqs, pad_id(backbone.tokenizer), "right", ids.device)
+    prompt_mask, _ = pad(prompts, 0, "right", ids.device)
     expanded = {**batch, "input_ids": new_ids, "attention_mask": new_mask, "prompt_mask": prompt_mask}
     h = method.hidden_states(backbone, expanded)  # (B·C, W, d)
     rows_t = torch.tensor(rows, device=h.device)
@@ -73,6 +73,7 @@ def sequence_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbali
 
 def target_loss(method, backbone: Backbone, batch: dict) -> torch.Tensor:
     """Mean token cross-entropy over target positions only (generation tasks)."""
+    last_positions(batch["attention_mask"])  # refuses a left-padded batch
     h = method.hidden_states(backbone, batch)  # (B, T, d)
     predict = batch["target_mask"][:, 1:].bool()  # position t-1 predicts token t
     logits = backbone.logits(h[:, :-1][predict])  # (N, V): only the target positions

@@ -6,32 +6,38 @@ depends on the text after it; its keys and values at every layer are therefore t
 request. ``Server`` computes them once per task (``method.prompt_kv``) and starts each request from
 them, so a request costs what the bare backbone costs on its own tokens, plus attention over n cached
 positions. Prefixes are already K/V. Rows of one batch may use different tasks (prompts of different
-lengths are left-padded inside the cache and masked).
+lengths are left-padded inside the cache and masked); requests are scored with the same label scorer
+as training (``scoring.label_logits``) and continued with the same decoder (``generation.decode``).
+
+Requests that do not fit the backbone's context (with their task's prompt and the tokens to generate)
+are refused with an error naming the request; empty requests too. Nothing is cut silently.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
 from lopt_core.backbone import Backbone
-from lopt_core.generation import banned_token_ids
+from lopt_core.batching import check_text, pad, pad_id
+from lopt_core.generation import DecodeConfig, decode
+from lopt_core.kv import new_cache
+from lopt_core.methods import CachedPrompt
+from lopt_core.scoring import label_logits
 
 
 @dataclass
 class TaskPrompt:
-    """One task's cached prompt: per-layer (K, V), each (n_kv, n, head_dim), plus its task."""
+    """One task's cached prompt (per-layer K, V, each (n_kv, n, head_dim)) and its task."""
 
     name: str
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    prompt: CachedPrompt
     task: object
-    drops_bos: bool
     method: object = None
 
     @property
     def length(self) -> int:
-        return self.layers[0][0].shape[1]
+        return self.prompt.length
 
 
 class Server:
@@ -42,58 +48,76 @@ class Server:
         self.prompts: dict[str, TaskPrompt] = {}
 
     def add(self, name: str, method, task) -> TaskPrompt:
-        """Register a trained method for a task; its K/V are computed here, once."""
+        """Register a trained method for a task; its K/V are computed here, once, in the dtype requests run in."""
         method.eval()
-        entry = TaskPrompt(name, method.prompt_kv(self.backbone), task,
-                           drops_bos=method.prompt_kv_includes_bos(self.backbone), method=method)
+        entry = TaskPrompt(name, method.prompt_kv(self.backbone), task, method=method)
         self.prompts[name] = entry
         return entry
 
     # ------------------------------------------------------------------------------- batching
-    def _encode(self, requests: list[tuple[str, str]], padding_side: str) -> dict:
+    def _encode(self, requests: list[tuple[str, str]], new_tokens: int = 0) -> list[list[int]]:
         unknown = sorted({t for t, _ in requests} - set(self.prompts))
         if unknown:
             raise KeyError(f"unknown task(s) {unknown}; served tasks: {sorted(self.prompts)}")
-        tok, dev = self.backbone.tokenizer, self.backbone.device
+        if not requests:
+            raise ValueError("no requests: give at least one (task, text) pair")
+        tok, context = self.backbone.tokenizer, self.backbone.context_length
         seqs = []
-        for task, text in requests:
-            ids = tok(text)["input_ids"]
-            if self.prompts[task].drops_bos and ids[:1] == [tok.bos_token_id]:
+        for i, (task, text) in enumerate(requests):
+            ids = tok(check_text(text, f"request {i} ({task!r})"))["input_ids"]
+            entry = self.prompts[task]
+            if entry.prompt.includes_bos and ids[:1] == [tok.bos_token_id]:
                 ids = ids[1:]  # BOS is already inside the cached prompt
+            if not ids:
+                raise ValueError(f"request {i} ({task!r}) holds no token after BOS: give it some text")
+            total = entry.length + len(ids) + new_tokens
+            if context is not None and total > context:
+                raise ValueError(f"request {i} ({task!r}) needs {total} positions ({entry.length} of its task's "
+                                 f"prompt, "
+                                 f"{len(ids)} of text, {new_tokens} to generate); {self.backbone.name} has "
+                                 f"{context}. Shorten the text or ask for fewer new tokens.")
             seqs.append(ids)
-        width, B = max(len(s) for s in seqs), len(seqs)
-        ids = torch.full((B, width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((B, width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            span = slice(0, len(s)) if padding_side == "right" else slice(width - len(s), width)
-            ids[i, span] = torch.tensor(s)
-            mask[i, span] = 1
-        return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev)}
+        return seqs
 
-    def cache_for(self, tasks: list[str], repeat: int = 1) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    def cache_for(self, tasks: list[str]):
         """A fresh cache whose row i holds task i's prompt (left-padded to the longest), its mask
         (B, N) and each row's prompt length (B,)."""
         entries = [self.prompts[t] for t in tasks]
         N = max(e.length for e in entries)
         B = len(entries)
-        dev, dtype = self.backbone.device, self.backbone.dtype
+        dev, dtype = self.backbone.device, self.backbone.compute_dtype
         mask = torch.zeros((B, N), dtype=torch.long, device=dev)
         for i, e in enumerate(entries):
             mask[i, N - e.length:] = 1
-        cache = DynamicCache(config=self.backbone.config)
+        cache = new_cache()
         for layer in range(self.backbone.num_layers):
-            k0, _ = entries[0].layers[layer]
+            k0, _ = entries[0].prompt.layers[layer]
             K = torch.zeros((B, k0.shape[0], N, k0.shape[2]), dtype=dtype, device=dev)
             V = torch.zeros_like(K)
             for i, e in enumerate(entries):
-                k, v = e.layers[layer]
+                k, v = e.prompt.layers[layer]
                 K[i, :, N - e.length:] = k
                 V[i, :, N - e.length:] = v
-            if repeat > 1:
-                K, V = K.repeat_interleave(repeat, 0), V.repeat_interleave(repeat, 0)
             cache.update(K, V, layer)
         lengths = torch.tensor([e.length for e in entries], device=dev)
         return cache, mask, lengths
+
+    def _forward(self, requests: list[tuple[str, str]], new_tokens: int = 0):
+        """Requests right-padded after their tasks' cached prompts, through the frozen model.
+
+        Returns (last hidden state of each request (B, d), the cache, its mask, each request's last token)."""
+        seqs = self._encode(requests, new_tokens)
+        ids, mask = pad(seqs, pad_id(self.backbone.tokenizer), "right", self.backbone.device)
+        cache, prompt_mask, lengths = self.cache_for([t for t, _ in requests])
+        T = ids.shape[1]
+        positions = lengths[:, None] + torch.arange(T, device=lengths.device)  # text continues after the prompt
+        full_mask = torch.cat([prompt_mask, mask], 1)
+        with self.backbone.autocast():
+            h = self.backbone.transformer(input_ids=ids, past_key_values=cache, position_ids=positions,
+                                          attention_mask=full_mask, use_cache=True).last_hidden_state
+        rows = torch.arange(len(seqs), device=h.device)
+        last = mask.sum(1) - 1
+        return h[rows, last], cache, full_mask, ids[rows, last]
 
     # ------------------------------------------------------------------------------- requests
     @torch.inference_mode()
@@ -104,40 +128,30 @@ class Server:
         Tasks whose label words have several tokens are scored as sequences with the method's own
         forward pass (no prompt cache: each class needs its own continuation).
         """
+        tok = self.backbone.tokenizer
         multi = {t for t, _ in requests
-                 if t in self.prompts and not self.prompts[t].task.verbalizer(self.backbone.tokenizer).single_token}
-        if multi:
-            single = [(i, r) for i, r in enumerate(requests) if r[0] not in multi]
-            results: list = [None] * len(requests)
-            for i, res in zip([i for i, _ in single], self.classify([r for _, r in single]) if single else []):
-                results[i] = res
-            for i, (name, text) in enumerate(requests):
-                if name in multi:
-                    results[i] = self._classify_sequences(name, text)
-            return results
-        tasks = [t for t, _ in requests]
-        batch = self._encode(requests, "right")
-        cache, prompt_mask, lengths = self.cache_for(tasks)
-        T = batch["input_ids"].shape[1]
-        positions = lengths[:, None] + torch.arange(T, device=lengths.device)  # text continues after the prompt
-        with self.backbone.autocast():
-            h = self.backbone.transformer(input_ids=batch["input_ids"], past_key_values=cache, position_ids=positions,
-                                          attention_mask=torch.cat([prompt_mask, batch["attention_mask"]], 1)
-                                          ).last_hidden_state
-        last = h[torch.arange(len(requests), device=h.device), batch["attention_mask"].sum(1) - 1]  # (B, d)
-        results = []
-        for i, (name, _) in enumerate(requests):
-            task = self.prompts[name].task
-            verbalizer = task.verbalizer(self.backbone.tokenizer)
-            ids = torch.tensor([s[0] for s in verbalizer.token_ids], device=h.device)
-            logits = self.backbone.logits(last[i:i + 1]).float()[0, ids]
-            results.append(_answer(name, task, logits.softmax(-1)))
+                 if t in self.prompts and not self.prompts[t].task.verbalizer(tok).single_token}
+        results: list = [None] * len(requests)
+        single = [i for i, (t, _) in enumerate(requests) if t not in multi]
+        if single:
+            h_last, _, _, _ = self._forward([requests[i] for i in single])
+            for row, i in enumerate(single):
+                task = self.prompts[requests[i][0]].task
+                ids = [s[0] for s in task.verbalizer(tok).token_ids]
+                with self.backbone.autocast():
+                    logits = label_logits(self.backbone, h_last[row:row + 1], ids)
+                results[i] = _answer(requests[i][0], task, logits[0].float().softmax(-1))
+        for i, (name, text) in enumerate(requests):
+            if name in multi:
+                results[i] = self._classify_sequences(name, check_text(text, f"request {i} ({name!r})"))
         return results
 
     def _classify_sequences(self, name: str, text: str) -> dict:
         from lopt_core.scoring import class_scores
 
         entry = self.prompts[name]
+        longest = max(len(s) for s in entry.task.verbalizer(self.backbone.tokenizer).token_ids)
+        self._encode([(name, text)], new_tokens=longest)  # the label word follows the text: check it fits
         enc = self.backbone.tokenizer([text], return_tensors="pt")
         batch = {k: v.to(self.backbone.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         batch["prompt_mask"] = batch["attention_mask"]
@@ -147,20 +161,12 @@ class Server:
 
     @torch.inference_mode()
     def generate(self, requests: list[tuple[str, str]], max_new_tokens: int = 40, num_beams: int = 1,
-                 banned: tuple[str, ...] = ("\n",), min_new_tokens: int = 0) -> list[str]:
+                 banned: tuple[str, ...] = ("\n",), min_new_tokens: int = 0, length_penalty: float = 1.0) -> list[str]:
         """Continue each (task, prompt text) request; rows may belong to different tasks."""
-        tok = self.backbone.tokenizer
-        batch = self._encode(requests, "left")
-        cache, prompt_mask, _ = self.cache_for([t for t, _ in requests], repeat=num_beams)
-        with self.backbone.autocast():
-            out = self.backbone.model.generate(
-                input_ids=batch["input_ids"], attention_mask=torch.cat([prompt_mask, batch["attention_mask"]], 1),
-                past_key_values=cache, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                num_beams=num_beams, do_sample=False,
-                suppress_tokens=banned_token_ids(self.backbone, banned) if banned else None,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
-        return [text.strip() for text in tok.batch_decode(new, skip_special_tokens=True)]
+        config = DecodeConfig(max_new_tokens, num_beams, tuple(banned), min_new_tokens, length_penalty)
+        _, cache, mask, last = self._forward(requests, new_tokens=max_new_tokens)
+        new = decode(self.backbone, cache, mask, last, config)
+        return [text.strip() for text in self.backbone.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 def _answer(name: str, task, probs: torch.Tensor) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lopt_core import formats
+from lopt_core.batching import LengthPolicy, pad, pad_id
 from lopt_core.formats import DataError  # noqa: F401  (re-exported for users)
 
 BUILTIN_DIR = Path(os.environ.get("LOPT_BUILTIN_DATA", Path(__file__).resolve().parent.parent / "data"))
@@ -74,8 +76,22 @@ class Task:
     def num_classes(self) -> int:
         return len(self.label_words)
 
+    @property
+    def fields(self) -> list[str]:
+        """The row fields the template reads."""
+        return [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
+
     def prompt(self, row: dict) -> str:
-        """The prompt text for a row (the "instruction" part, before any label or target)."""
+        """The prompt text for a row (the "instruction" part, before any label or target).
+
+        A row whose template fields are all empty (or only whitespace) is an error: the model would be
+        asked about nothing."""
+        missing = [f for f in self.fields if f not in row]
+        if missing:
+            raise KeyError(f"task {self.name!r}: the row has no {', '.join(map(repr, missing))} "
+                           f"(its template reads {self.fields}): {_short(row)}")
+        if self.fields and not any(str(row[f]).strip() for f in self.fields):
+            raise ValueError(f"task {self.name!r}: empty text in the row {_short(row)}")
         text = self.template.format(**row)
         return re.sub(r"[ \t]+(\n|$)", r"\1", re.sub(r"[ \t]{2,}", " ", text))
 
@@ -91,47 +107,52 @@ class Task:
         return rows
 
     def verbalizer(self, tokenizer) -> Verbalizer:
-        key = id(tokenizer)
+        key = (id(tokenizer), tuple(self.label_words))  # label words changed: a new verbaliser
         if key not in self._verbalizers:
             self._verbalizers[key] = Verbalizer.build(self.label_words, tokenizer)
         return self._verbalizers[key]
 
-    def collate(self, rows: list[dict], tokenizer, max_length: int = 256) -> dict[str, torch.Tensor]:
-        """Right-padded batch.
+    def answer_tokens(self, tokenizer) -> int:
+        """Positions scoring adds after a prompt: the longest label word when words have several tokens
+        (they are scored as sequences), else none."""
+        if self.kind != "classification":
+            return 0
+        verbalizer = self.verbalizer(tokenizer)
+        return 0 if verbalizer.single_token else max(len(ids) for ids in verbalizer.token_ids)
+
+    def encode(self, row: dict, tokenizer, policy: LengthPolicy | None = None, index=None) -> tuple[list, list]:
+        """Token ids (prompt, target) of one row; the target (generation rows) ends with EOS. With a
+        ``policy``, the pair is fitted to its limit (``lopt_core.batching.LengthPolicy``)."""
+        p = tokenizer(self.prompt(row), add_special_tokens=True)["input_ids"]
+        t = []
+        if self.kind == "generation" and "target" in row:
+            if not str(row["target"]).strip():
+                raise ValueError(f"task {self.name!r}: empty target in the row {_short(row)}")
+            t = tokenizer(self.target_template.format(target=row["target"]), add_special_tokens=False)["input_ids"]
+            t = t + [tokenizer.eos_token_id]
+        return policy.fit(p, t, index) if policy is not None else (p, t)
+
+    def collate(self, rows: list[dict], tokenizer, max_length: int = 256,
+                policy: LengthPolicy | None = None) -> dict[str, torch.Tensor]:
+        """Right-padded batch, each row fitted to ``max_length`` tokens (or to ``policy``'s limit; a
+        ``policy`` passed in collects what was cut, for one warning per call of its owner).
 
         Shapes: input_ids, attention_mask, prompt_mask (B, T); labels (B,) for classification;
         target_mask (B, T) marks the target tokens (and EOS) for generation rows with a target.
         """
-        seqs, prompt_lens, target_lens = [], [], []
-        for row in rows:
-            p = tokenizer(self.prompt(row), add_special_tokens=True)["input_ids"]
-            t = []
-            if self.kind == "generation" and "target" in row:
-                t = tokenizer(self.target_template.format(target=row["target"]), add_special_tokens=False)["input_ids"]
-                t = t + [tokenizer.eos_token_id]
-            excess = len(p) + len(t) - max_length
-            if excess > 0:  # cut the prompt's start first (its end holds the cue)
-                cut = min(excess, max(len(p) - 1, 0))
-                p, t = p[cut:], t[: max_length - (len(p) - cut)]
-            seqs.append(p + t)
-            prompt_lens.append(len(p))
-            target_lens.append(len(t))
-        width = max(len(s) for s in seqs)
-        B = len(seqs)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((B, width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((B, width), dtype=torch.long)
-        prompt_mask = torch.zeros((B, width), dtype=torch.long)
-        target_mask = torch.zeros((B, width), dtype=torch.long)
-        for i, (s, pl, tl) in enumerate(zip(seqs, prompt_lens, target_lens)):
-            input_ids[i, : len(s)] = torch.tensor(s)
-            attention_mask[i, : len(s)] = 1
-            prompt_mask[i, :pl] = 1
-            target_mask[i, pl: pl + tl] = 1
+        own = policy is None
+        if own:
+            policy = LengthPolicy(max_length, where=f"task {self.name!r}", bos_id=tokenizer.bos_token_id)
+        pairs = [self.encode(row, tokenizer, policy, i) for i, row in enumerate(rows)]
+        if own:
+            policy.warn()
+        input_ids, attention_mask = pad([p + t for p, t in pairs], pad_id(tokenizer))
+        prompt_mask, _ = pad([[1] * len(p) + [0] * len(t) for p, t in pairs], 0)
+        target_mask, _ = pad([[0] * len(p) + [1] * len(t) for p, t in pairs], 0)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "prompt_mask": prompt_mask}
         if self.kind == "classification":
             batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
-        elif any(target_lens):
+        elif any(t for _, t in pairs):
             batch["target_mask"] = target_mask
         return batch
 
@@ -142,6 +163,11 @@ class Task:
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+def _short(row: dict, width: int = 120) -> str:
+    text = repr({k: v for k, v in row.items() if k != "references"})
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # ------------------------------------------------------------------------------------- registry

@@ -20,10 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from lopt_core.backbone import Backbone
+from lopt_core.batching import LengthPolicy, input_limit
 from lopt_core.methods import PromptMethod, save_method
 from lopt_core.scoring import loss_and_scores
 from lopt_core.tasks import Task
-from lopt_core.utils import atomic_path, read_json, run_info, write_json
+from lopt_core.utils import atomic_path, option, read_json, run_info, write_json
 
 
 class TrainingDiverged(FloatingPointError):
@@ -32,21 +33,21 @@ class TrainingDiverged(FloatingPointError):
 
 @dataclass
 class TrainConfig:
-    steps: int = 60
-    batch_size: int = 8
-    lr: float | None = None  # None: the method's recommended learning rate
-    weight_decay: float = 0.0
-    warmup: float = 0.1  # fraction of steps (< 1) or a number of steps
-    max_grad_norm: float = 1.0
-    eval_every: int = 20
-    eval_split: str = "dev"
-    eval_limit: int | None = 200  # rows of the eval split used during training (None: all)
-    eval_batch_size: int = 32
-    final_eval_limit: int | None = None  # rows of dev/test scored at the end (None: all)
-    max_length: int = 256
-    patience: int | None = None  # evaluations without improvement before stopping early
-    seed: int = 0
-    progress: bool = True
+    steps: int = option(60, "optimiser steps")
+    batch_size: int = option(8, "training rows per step")
+    lr: float | None = option(None, "learning rate (default: the method's recommended rate)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup: float = option(0.1, "linear warmup: a fraction of the steps (below 1) or a number of steps")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    eval_every: int = option(20, "steps between evaluations (the best one is kept)")
+    eval_split: str = option("dev", "split scored during training")
+    eval_limit: int | None = option(200, "rows of the eval split scored during training (default: all)")
+    eval_batch_size: int = option(32, "rows per evaluation batch")
+    final_eval_limit: int | None = option(None, "rows of each split scored at the end (default: all)")
+    max_length: int = option(256, "tokens per row at most (also bounded by the backbone's context)")
+    patience: int | None = option(None, "evaluations without improvement before stopping early")
+    seed: int = option(0, "seed of the data order")
+    progress: bool = option(True, "show progress bars")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "max_length"):
@@ -77,13 +78,14 @@ def evaluate(method: PromptMethod, backbone: Backbone, task: Task, split: str = 
     """
     rows = task.examples(split, limit, expand_references=True)
     rows = sorted(rows, key=lambda r: len(task.prompt(r)) + len(r.get("target", "")))
+    policy = length_policy(backbone, method, task, max_length, f"evaluate {task.name}/{split}")
     was_training = method.training
     method.eval()
     total_loss, correct, count, preds, golds = 0.0, 0, 0, [], []
     starts = range(0, len(rows), batch_size)
     for start in tqdm(starts, desc=f"eval {task.name}/{split}", disable=not progress, leave=False):
         chunk = rows[start:start + batch_size]
-        batch = to_device(task.collate(chunk, backbone.tokenizer, max_length), backbone.device)
+        batch = to_device(task.collate(chunk, backbone.tokenizer, policy=policy), backbone.device)
         with backbone.autocast():
             loss, scores = loss_and_scores(method, backbone, batch, task)
         weight = len(chunk) if scores is not None else int(batch["target_mask"][:, 1:].sum())
@@ -93,6 +95,7 @@ def evaluate(method: PromptMethod, backbone: Backbone, task: Task, split: str = 
             preds += scores.argmax(-1).tolist()
             golds += batch["labels"].tolist()
     method.train(was_training)
+    policy.warn()
     out = {"split": split, "n": len(rows), "loss": total_loss / max(count, 1)}
     if task.kind == "classification":
         correct = sum(p == g for p, g in zip(preds, golds))
@@ -102,6 +105,14 @@ def evaluate(method: PromptMethod, backbone: Backbone, task: Task, split: str = 
         out["perplexity"] = math.exp(min(out["loss"], 50.0))
         out["target_tokens"] = count
     return out
+
+
+def length_policy(backbone: Backbone, method: PromptMethod, task: Task, max_length: int, where: str) -> LengthPolicy:
+    """Rows of at most ``max_length`` tokens, and never more than the backbone's context leaves beside
+    the method's extra positions (and label words of several tokens, scored after the prompt); longer
+    ones are cut (prompt from the left, BOS kept)."""
+    limit = input_limit(backbone, method, max_length, new_tokens=task.answer_tokens(backbone.tokenizer))
+    return LengthPolicy(limit, where, backbone.tokenizer.bos_token_id)
 
 
 def warmup_then_linear(step: int, warm: int, total: int) -> float:
@@ -159,8 +170,21 @@ class Trainer:
             raise ValueError(f"bi-level training needs a {self.config.eval_split!r} split for its outer step")
         warm, total = self.config.warmup_steps(), self.config.steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_then_linear(s, warm, total))
+        self.policy = self._check_lengths()
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
+        self.scaler = torch.amp.GradScaler(backbone.device.type, enabled=backbone.precision == "fp16")
         self.step, self.history, self.best = 0, [], {"score": -math.inf, "step": None, "metrics": None}
         self.best_state = None
+
+    def _check_lengths(self) -> LengthPolicy:
+        """Before step 1: every training row is fitted once (an error names a row with no room for its
+        prompt), and one warning says how many rows will be cut to the context."""
+        policy = length_policy(self.backbone, self.method, self.task, self.config.max_length,
+                               f"training {self.task.name}")
+        for i, row in enumerate(self.train_rows):
+            self.task.encode(row, self.backbone.tokenizer, policy, index=i)
+        policy.warn()
+        return LengthPolicy(policy.limit, policy.where, policy.bos_id, record=False)  # steps cut the same rows
 
     # ------------------------------------------------------------------------------ batches
     def batch_indices(self, step: int) -> list[int]:
@@ -180,7 +204,7 @@ class Trainer:
     def _config_record(self) -> dict:
         return {"method": self.method.name, "method_config": self.method.config.to_dict(),
                 "task": self.task.name, "task_source": self.task.source, "backbone": self.backbone.name,
-                "backbone_spec": self.backbone.spec,
+                "backbone_spec": self.backbone.spec, "precision": self.backbone.precision,
                 "train": {**dataclasses.asdict(self.config), "lr": self.lr},
                 "trainable_parameters": self.method.trainable_parameters(),
                 "stored_parameters": self.method.stored_parameters(), **self.extra_config}
@@ -240,7 +264,7 @@ class Trainer:
     def train_step(self) -> dict:
         c = self.config
         rows = [self.train_rows[i] for i in self.batch_indices(self.step)]
-        batch = to_device(self.task.collate(rows, self.backbone.tokenizer, c.max_length), self.backbone.device)
+        batch = to_device(self.task.collate(rows, self.backbone.tokenizer, policy=self.policy), self.backbone.device)
         self.method.train()
         start = time.perf_counter()
         with self.backbone.autocast():
@@ -251,11 +275,13 @@ class Trainer:
                 "Lower the learning rate (lr=...), check the method's initialisation and the data; "
                 + (f"the last good checkpoint is {self._checkpoint_path()}." if self.run_dir
                    else "no checkpoint was kept."))
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         params = self.optimizer.param_groups[0]["params"]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         record = {"step": self.step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
@@ -270,7 +296,7 @@ class Trainer:
         rows = self.task.examples(c.eval_split, expand_references=True)
         g = torch.Generator().manual_seed(c.seed * 7_919 + self.step)
         pick = torch.randint(len(rows), (min(c.batch_size, len(rows)),), generator=g).tolist()
-        batch = to_device(self.task.collate([rows[i] for i in pick], self.backbone.tokenizer, c.max_length),
+        batch = to_device(self.task.collate([rows[i] for i in pick], self.backbone.tokenizer, policy=self.policy),
                           self.backbone.device)
         self.method.zero_grad(set_to_none=True)
         with self.backbone.autocast():

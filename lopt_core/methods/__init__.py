@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lopt_core.backbone import Backbone
-from lopt_core.methods.base import MethodConfig, PromptMethod
+from lopt_core.methods.base import CachedPrompt, MethodConfig, PromptMethod
 from lopt_core.utils import atomic_path, read_json, write_json
 
 _METHODS: dict[str, type[PromptMethod]] = {}
@@ -92,7 +92,10 @@ def load_method(folder: str | Path, backbone: Backbone) -> PromptMethod:
                          f"d={backbone.hidden_size} ({backbone.name})")
     if meta.get("backbone") and meta["backbone"] != backbone.name:
         warnings.warn(f"loading a method trained on {meta['backbone']} onto {backbone.name}", stacklevel=2)
-    method = build_method(meta["method"], backbone, **meta["config"])
+    name = meta["method"]
+    # initialise=False: no data-dependent start (the prefix text fit, IAPT's calibration) for a state that
+    # is overwritten on the next line
+    method = method_class(name)(make_config(name, **meta["config"]), backbone, initialise=False).to(backbone.device)
     state = load_file(str(folder / METHOD_WEIGHTS), device=str(backbone.device))
     method.load_state_dict(state, strict=True)
     return method
@@ -105,5 +108,5 @@ def _discover() -> None:
 
 
 _discover()
-__all__ = ["MethodConfig", "PromptMethod", "register", "build_method", "list_methods", "method_class",
+__all__ = ["CachedPrompt", "MethodConfig", "PromptMethod", "register", "build_method", "list_methods", "method_class",
            "make_config", "save_method", "load_method", "torch"]

@@ -17,14 +17,18 @@ import torch
 from torch import nn
 
 from lopt_core.backbone import Backbone
+from lopt_core.batching import check_context, check_right_padded
+from lopt_core.utils import option
+
+PROMPT_LEN = "n: soft tokens of an input prompt, prefix positions (prefix-tuning) or tokens generated per layer (IAPT)"
 
 
 @dataclass
 class MethodConfig:
     """Fields shared by every method. ``prompt_len`` is n (also the prefix length)."""
 
-    prompt_len: int = 20
-    seed: int = 0
+    prompt_len: int = option(20, PROMPT_LEN)
+    seed: int = option(0, "seed of the method's initial parameters")
 
     def __post_init__(self):
         if not isinstance(self.prompt_len, int) or self.prompt_len < 1:
@@ -41,8 +45,9 @@ INITS = ("vocab", "text", "random")
 class PromptInitConfig(MethodConfig):
     """How an input prompt starts: sampled vocabulary words, a text, or random vectors."""
 
-    init: str = "vocab"  # "vocab" (sampled word embeddings), "text" (init_text), "random"
-    init_text: str = "Classify the sentiment of the text."
+    init: str = option("vocab", "start: 'vocab' (embeddings of sampled common words), 'text' (of init_text), "
+                                "'random' (Gaussian at the embeddings' scale)")
+    init_text: str = option("Classify the sentiment of the text.", "the text of init='text'")
 
     def __post_init__(self):
         super().__post_init__()
@@ -50,8 +55,28 @@ class PromptInitConfig(MethodConfig):
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
 
 
+@dataclass
+class CachedPrompt:
+    """A method's effect as a reusable cache prefix: per layer (K, V), each (n_kv, n, head_dim).
+
+    ``includes_bos``: the prefix starts with the backbone's BOS, so requests go in without theirs.
+    """
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    includes_bos: bool = False
+
+    @property
+    def length(self) -> int:
+        return self.layers[0][0].shape[1] if self.layers else 0
+
+
 class PromptMethod(nn.Module, ABC):
-    """Base class: a parameter-efficient method attached to a frozen backbone."""
+    """Base class: a parameter-efficient method attached to a frozen backbone.
+
+    Subclasses take ``(config, backbone, initialise=True)``; ``initialise=False`` skips any costly
+    data-dependent start (a fit, a calibration pass) because a saved state is about to be loaded.
+    Every batch a method sees is right-padded (``lopt_core.batching``).
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
@@ -65,16 +90,18 @@ class PromptMethod(nn.Module, ABC):
 
     @abstractmethod
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
-        """Keyword arguments for ``backbone.transformer`` built from the batch."""
+        """Keyword arguments for ``backbone.transformer`` built from a right-padded batch; the
+        ``attention_mask`` returned covers every position the forward pass ends up caching."""
 
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
         """Final hidden states (B, T, d) at the batch's own token positions."""
         out = backbone.transformer(**self.model_inputs(backbone, batch), use_cache=False)
         return out.last_hidden_state
 
-    def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
-        """Keyword arguments for ``backbone.model.generate`` from a left-padded batch."""
-        return self.model_inputs(backbone, batch)
+    @property
+    def extra_positions(self) -> int:
+        """Positions the method adds in front of (or inside) every input: they count against the context."""
+        return self.config.prompt_len
 
     @abstractmethod
     def prompt_matrix(self) -> torch.Tensor:
@@ -84,17 +111,13 @@ class PromptMethod(nn.Module, ABC):
     def parameter_formula(self) -> int:
         """Closed-form count of trainable parameters (the tests check it against the count)."""
 
-    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer (K, V), each (n_kv, n, head_dim): the method's effect as a reusable cache prefix.
+    def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
+        """The method's effect as a cache prefix that every request can start from.
 
         Serving computes this once per task and reuses it for every request (``lopt_core.serving``).
         Input-dependent methods cannot, and say so.
         """
         raise NotImplementedError(f"{self.name} has no input-independent prompt to cache")
-
-    def prompt_kv_includes_bos(self, backbone: Backbone) -> bool:
-        """Whether ``prompt_kv`` starts with BOS (requests then drop their own)."""
-        return False
 
     def outer_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by a separate (bi-level) step on dev batches; none by default."""
@@ -120,16 +143,23 @@ class PromptMethod(nn.Module, ABC):
 class InputPromptMethod(PromptMethod):
     """Methods whose prompt X (n, d) is prepended to the input embeddings (Lester et al.).
 
-    The sequence becomes ``[X; E(x)]`` (after BOS for tokenizers that add one, e.g. Gemma),
-    the attention mask gets n ones, and positions run on from the prompt. Subclasses define
-    only how X is parameterised, in ``prompt_matrix``.
+    The sequence becomes ``[X; E(x)]``, or ``[BOS; X; E(x)]`` when the tokenizer adds BOS (Llama-3,
+    Gemma: the model expects BOS first), the attention mask gets n ones, and positions run on from the
+    prompt. Subclasses define only how X is parameterised, in ``prompt_matrix``.
     """
 
     def _insert_at(self, backbone: Backbone, batch: dict) -> int:
-        ids = batch["input_ids"]
+        """1 after a BOS the tokenizer put first, else 0 (the same for every row of a right-padded batch)."""
+        check_right_padded(batch["attention_mask"])
         bos = backbone.tokenizer.bos_token_id
-        if adds_bos(backbone) and bos is not None and bool((ids[:, 0] == bos).all()):
+        if not adds_bos(backbone) or bos is None:
+            return 0
+        starts = batch["input_ids"][:, 0] == bos
+        if bool(starts.all()):
             return 1
+        if bool(starts.any()):
+            raise ValueError("some rows start with BOS and some do not: encode every row the same way "
+                             "(the tokenizer adds BOS; Task.collate keeps it)")
         return 0
 
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
@@ -138,6 +168,7 @@ class InputPromptMethod(PromptMethod):
         X = self.prompt_matrix().to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
         at = self._insert_at(backbone, batch)
         mask = batch["attention_mask"]
+        check_context(backbone, X.shape[1] + mask.shape[1], f"{self.name}'s soft prompt plus the batch")
         ones = mask.new_ones(B, X.shape[1])
         return {
             "inputs_embeds": torch.cat([embeds[:, :at], X, embeds[:, at:]], dim=1),  # (B, n+T, d)
@@ -145,18 +176,19 @@ class InputPromptMethod(PromptMethod):
         }
 
     @torch.no_grad()
-    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Run the soft prompt alone through the model: its K/V at positions 0..n-1 are exactly what
-        every later token attends to (causal attention), so a request can start from them."""
-        X = self.prompt_matrix().to(backbone.dtype).unsqueeze(0)  # (1, n, d)
-        if adds_bos(backbone):  # [BOS][X]: the cache then holds BOS too, and requests drop theirs
-            bos = backbone.embed(torch.tensor([[backbone.tokenizer.bos_token_id]], device=backbone.device))
-            X = torch.cat([bos, X], dim=1)
-        cache = backbone.transformer(inputs_embeds=X, use_cache=True).past_key_values
-        return [(layer.keys[0], layer.values[0]) for layer in cache.layers]
+    def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
+        """Run the soft prompt alone through the model (under the backbone's precision, as requests run):
+        its K/V at positions 0..n-1 are exactly what every later token attends to (causal attention)."""
+        from lopt_core.kv import cache_layers, new_cache
 
-    def prompt_kv_includes_bos(self, backbone: Backbone) -> bool:
-        return adds_bos(backbone)
+        X = self.prompt_matrix().to(backbone.dtype).unsqueeze(0)  # (1, n, d)
+        bos = adds_bos(backbone)
+        if bos:  # [BOS][X]: the cache then holds BOS too, and requests drop theirs
+            first = backbone.embed(torch.tensor([[backbone.tokenizer.bos_token_id]], device=backbone.device))
+            X = torch.cat([first, X], dim=1)
+        with backbone.autocast():
+            cache = backbone.transformer(inputs_embeds=X, use_cache=True, past_key_values=new_cache()).past_key_values
+        return CachedPrompt([(k[0], v[0]) for k, v in cache_layers(cache)], includes_bos=bos)
 
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
         h = super().hidden_states(backbone, batch)  # (B, n+T, d)

@@ -5,11 +5,12 @@ For layer l, from the instruction's hidden states H^l (the input of layer l):
     A = softmax_T(Z W_q)                 (B, T, k)      k = 4 learned queries; only instruction tokens
     p = Aᵀ Z                             (B, k, m)
     P^l = g_l(p) W_up                    (B, k, d)      g_l: a learned rational activation per layer
-Insertion (exact and cheap): the k virtual tokens sit right **after** the instruction, so the
-instruction's hidden states do not depend on them. One no-grad prefill of the instruction gives every
-H^l and its K/V cache; each P^l goes through layer l's frozen norm, k/v projections and rotary
-embedding (positions right after the instruction) and is appended to layer l's cache; the response
-then runs on that cache. Backprop touches only the response pass and the generators.
+Insertion (the kit's choice; the paper does not say where the tokens go): the k virtual tokens sit right
+**after** the instruction, so the instruction's hidden states do not depend on them (the instruction
+never attends to its prompts). One no-grad prefill of the instruction gives every H^l and its K/V
+cache; each P^l goes through layer l's frozen norm, k/v projections and rotary embedding (positions
+right after the instruction) and is appended to layer l's cache; the response then runs on that
+cache. Backprop touches only the response pass and the generators.
 
 The prompt's last token (the cue, e.g. "Answer:" or "Text:") belongs to the response: the position that
 predicts the first answer token must come after the virtual tokens to see them.
@@ -24,11 +25,12 @@ import torch
 from torch import nn
 
 from lopt_core.backbone import Backbone
-from lopt_core.kv import project_kv
+from lopt_core.batching import check_context, check_right_padded, pad, pad_id, positions
+from lopt_core.kv import new_cache, project_kv
 from lopt_core.methods import register
-from lopt_core.methods.base import MethodConfig, PromptMethod
-from lopt_core.methods.rational import RationalActivation
-from lopt_core.utils import seeded
+from lopt_core.methods.base import PROMPT_LEN, MethodConfig, PromptMethod
+from lopt_core.methods.rational import RationalActivation, full_precision
+from lopt_core.utils import option, seeded
 
 POOLINGS = ("attention", "mean", "last")
 ACTIVATIONS = ("rational", "gelu", "relu")
@@ -37,12 +39,12 @@ CALIBRATION = "The quick brown fox jumps over the lazy dog while the band plays 
 
 @dataclass
 class IAPTConfig(MethodConfig):
-    prompt_len: int = 4  # k = num_virtual: soft tokens generated per layer
-    bottleneck: int = 32  # m
-    pooling: str = "attention"  # "attention" (k learned queries), "mean", "last" (paper ablations)
-    activation: str = "rational"  # "rational" (learned, init GELU), "gelu", "relu"
-    bilevel: bool = False  # rational coefficients trained on dev batches with their own lr
-    bilevel_lr: float = 1e-3
+    prompt_len: int = option(4, PROMPT_LEN)
+    bottleneck: int = option(32, "m: the generators' bottleneck width")
+    pooling: str = option("attention", "'attention' (one learned query per soft token), 'mean' or 'last'")
+    activation: str = option("rational", "'rational' (learned per layer, starts as GELU), 'gelu' or 'relu'")
+    bilevel: bool = option(False, "train the rational coefficients in an outer step of their own")
+    bilevel_lr: float = option(1e-3, "learning rate of the outer step (bilevel=True)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -71,24 +73,30 @@ class PromptGenerator(nn.Module):
         self.act = {"rational": RationalActivation, "gelu": nn.GELU, "relu": nn.ReLU}[activation]()
         self.up = nn.Linear(m, d, bias=False)  # W_up
 
+    @full_precision
     def pool_weights(self, Z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """A (B, T, k): a distribution over the instruction tokens for each soft token."""
+        """A (B, T, k): a distribution over the instruction tokens for each soft token (in fp32, also
+        under autocast)."""
         B, T, _ = Z.shape
+        Z = Z.float()
         if self.pooling == "attention":
-            scores = Z @ self.query  # (B, T, k)
+            scores = Z @ self.query.float()  # (B, T, k)
         elif self.pooling == "mean":
             scores = Z.new_zeros(B, T, self.k)
         else:  # last instruction token
-            last = mask.long().cumsum(1).argmax(1)  # (B,)
-            scores = torch.full((B, T, self.k), -1e4, device=Z.device, dtype=Z.dtype)
+            last = (mask.long() * torch.arange(1, T + 1, device=Z.device)).argmax(1)  # (B,) any padding side
+            scores = torch.full((B, T, self.k), -1e4, device=Z.device)
             scores[torch.arange(B, device=Z.device), last] = 0.0
         scores = scores.masked_fill(~mask.bool()[..., None], float("-inf"))
         return scores.softmax(dim=1)
 
+    @full_precision
     def forward(self, H: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """In fp32 under any autocast: the generator is small (2·d·m per layer), and in bf16 its output
+        drifted by 3.5× the backbone's own bf16 error on tiny-gemma3 (0.66× in fp32)."""
         Z = self.down(H)  # (B, T, m)
-        A = self.pool_weights(Z, mask)  # (B, T, k)
-        p = A.transpose(1, 2) @ Z  # (B, k, m)
+        A = self.pool_weights(Z, mask)  # (B, T, k), fp32
+        p = A.transpose(1, 2) @ Z.float()  # (B, k, m)
         return self.up(self.act(p))  # (B, k, d)
 
 
@@ -99,20 +107,22 @@ class IAPT(PromptMethod):
     Config = IAPTConfig
     recommended_lr = 1e-3
 
-    def __init__(self, config: IAPTConfig, backbone: Backbone):
+    def __init__(self, config: IAPTConfig, backbone: Backbone, initialise: bool = True):
         super().__init__(config, backbone)
         d, m, k = backbone.hidden_size, config.bottleneck, config.num_virtual
         with seeded(config.seed):
             self.generators = nn.ModuleList(PromptGenerator(d, m, k, config.pooling, config.activation)
                                             for _ in range(backbone.num_layers))
-            self._calibrate(backbone)
+            if initialise:
+                self._calibrate(backbone)
 
     @torch.no_grad()
     def _calibrate(self, backbone: Backbone) -> None:
         """Scale W_down so Z has unit variance, and W_up so P^l has the RMS of real hidden states
         at layer l, measured on a calibration sentence (layers differ by orders of magnitude)."""
         ids = backbone.tokenizer(CALIBRATION, return_tensors="pt")["input_ids"].to(backbone.device)
-        hidden = backbone.transformer(input_ids=ids, output_hidden_states=True).hidden_states
+        ids = ids[:, : backbone.context_length or None]  # a short context (GPT-2's 1,024; tiny-gpt2's 64)
+        hidden = backbone.transformer(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
         mask = torch.ones_like(ids)
         for gen, H in zip(self.generators, hidden):
             H = H.float().cpu()
@@ -124,22 +134,29 @@ class IAPT(PromptMethod):
 
     # ------------------------------------------------------------------------- split the batch
     def split(self, backbone: Backbone, batch: dict) -> dict:
-        """Per row: instruction = prompt minus its last token; response = the rest (any padding side)."""
+        """Per row: instruction = prompt minus its last token; response = the rest.
+
+        Instructions are left-padded and responses right-padded, so that each row's real positions are
+        contiguous in the cache ([pad… instruction][k virtual][response …pad]): sliding-window layers
+        (Gemma, Mistral) count distances in cache columns.
+        """
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+        check_right_padded(batch["attention_mask"])
+        check_context(backbone, int(mask.sum(1).max()) + self.config.num_virtual,
+                      "the batch plus IAPT's virtual tokens")
         prompt = batch.get("prompt_mask", batch["attention_mask"]).bool() & mask
-        pad = backbone.tokenizer.pad_token_id or 0
-        rows, instr, resp = [], [], []
+        instr, resp, lengths = [], [], []
         for i in range(ids.shape[0]):
-            where = mask[i].nonzero().squeeze(1)  # original positions of the real tokens
-            n_prompt = int(prompt[i].sum())
+            n_real, n_prompt = int(mask[i].sum()), int(prompt[i].sum())
             if n_prompt < 2:
-                raise ValueError("IAPT needs prompts of at least 2 tokens: an instruction and a cue token")
-            rows.append(where)
-            instr.append(ids[i, where[: n_prompt - 1]])
-            resp.append(ids[i, where[n_prompt - 1:]])
-        instr_ids, instr_mask = _pad(instr, pad)
-        resp_ids, resp_mask = _pad(resp, pad)
-        return {"positions": rows, "instr_ids": instr_ids, "instr_mask": instr_mask, "instr_len": instr_mask.sum(1),
+                raise ValueError(f"row {i}: IAPT needs prompts of at least 2 tokens: an instruction and a cue token")
+            instr.append(ids[i, : n_prompt - 1].tolist())
+            resp.append(ids[i, n_prompt - 1: n_real].tolist())
+            lengths.append(n_real)
+        pad_token, device = pad_id(backbone.tokenizer), ids.device
+        instr_ids, instr_mask = pad(instr, pad_token, "left", device)
+        resp_ids, resp_mask = pad(resp, pad_token, "right", device)
+        return {"lengths": lengths, "instr_ids": instr_ids, "instr_mask": instr_mask, "instr_len": instr_mask.sum(1),
                 "resp_ids": resp_ids, "resp_mask": resp_mask}
 
     def prompts(self, backbone: Backbone, parts: dict):
@@ -148,15 +165,16 @@ class IAPT(PromptMethod):
         Returns (cache with instruction + virtual K/V, [P^l (B, k, d)], prefill output)."""
         with torch.no_grad():
             out = backbone.transformer(input_ids=parts["instr_ids"], attention_mask=parts["instr_mask"],
+                                       position_ids=positions(parts["instr_mask"]), past_key_values=new_cache(),
                                        use_cache=True, output_hidden_states=True)
         cache = out.past_key_values
         k = self.config.num_virtual
         pos = parts["instr_len"][:, None] + torch.arange(k, device=parts["instr_ids"].device)  # (B, k)
         generated = []
         for layer, gen in enumerate(self.generators):
-            P = gen(out.hidden_states[layer].float(), parts["instr_mask"])  # (B, k, d)
+            P = gen(out.hidden_states[layer].float(), parts["instr_mask"])  # (B, k, d), fp32
             key, value = project_kv(backbone, layer, P.to(backbone.dtype), pos)
-            cache.update(key, value, layer)
+            cache.update(key.to(backbone.compute_dtype), value.to(backbone.compute_dtype), layer)
             generated.append(P)
         return cache, generated, out
 
@@ -178,25 +196,15 @@ class IAPT(PromptMethod):
         parts = self.split(backbone, batch)
         cache, _, prefill = self.prompts(backbone, parts)
         h_resp = backbone.transformer(**self._response_inputs(parts, cache)).last_hidden_state  # (B, Tr, d)
-        h_instr = prefill.last_hidden_state  # (B, Ti, d), no grad: never scored
+        h_instr = prefill.last_hidden_state  # (B, Ti, d), left-padded, no grad: never scored
         B, T = batch["input_ids"].shape
+        Ti = h_instr.shape[1]
         out = h_resp.new_zeros(B, T, h_resp.shape[-1])
-        for i, where in enumerate(parts["positions"]):
+        for i, n_real in enumerate(parts["lengths"]):
             ti = int(parts["instr_len"][i])
-            out[i, where[:ti]] = h_instr[i, :ti].to(out.dtype)
-            out[i, where[ti:]] = h_resp[i, : len(where) - ti]
+            out[i, :ti] = h_instr[i, Ti - ti:].to(out.dtype)
+            out[i, ti:n_real] = h_resp[i, : n_real - ti]
         return out
-
-    def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
-        # The prompts are computed once here, at prefill, and then live in the cache while decoding.
-        parts = self.split(backbone, batch)
-        with torch.no_grad():
-            cache, _, _ = self.prompts(backbone, parts)
-        if num_beams > 1:
-            cache.batch_repeat_interleave(num_beams)  # generate() repeats input_ids/mask, not a Cache
-        inputs = self._response_inputs(parts, cache)
-        del inputs["position_ids"]  # generate() derives them from the mask: the same values
-        return inputs
 
     # ------------------------------------------------------------------------- counts, bi-level
     def prompt_matrix(self) -> torch.Tensor:
@@ -211,8 +219,9 @@ class IAPT(PromptMethod):
     def outer_lr(self) -> float:
         return self.config.bilevel_lr
 
-    def virtual_positions(self) -> int:
-        return self.config.num_virtual
+    @property
+    def extra_positions(self) -> int:
+        return self.config.num_virtual  # the virtual tokens sit between instruction and response
 
     def parameter_formula(self) -> int:
         c, d, L = self.config, self.dims["hidden_size"], self.dims["num_layers"]
@@ -220,13 +229,3 @@ class IAPT(PromptMethod):
         rational = 7 + 5 if c.activation == "rational" else 0
         return L * (per_layer + rational)
 
-
-def _pad(seqs: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D id tensors: (ids, mask), each (B, max length)."""
-    width = max(len(s) for s in seqs)
-    ids = seqs[0].new_full((len(seqs), width), pad)
-    mask = seqs[0].new_zeros((len(seqs), width))
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        mask[i, : len(s)] = 1
-    return ids, mask

@@ -4,11 +4,16 @@ LoPT-1: X = U V,        U ∈ R^{n×r}, V ∈ R^{r×d}      r(n + d) trainable p
 LoPT-2: X = σ(X0 U) V,  U ∈ R^{d×r}, V ∈ R^{r×d}      2·r·d trainable parameters; X0 ∈ R^{n×d}
         is frozen: the embeddings of n vocabulary tokens, stored as their ids (+ the seed).
 LoPT-1 is also DPT (Xiao et al., 2023, "Decomposed Prompt Tuning via Low-Rank Reparameterization").
+
+The paper's text could not be read in full (``shared/research/papers.md`` §3.3): what X0 is, which σ
+and how U, V start are the kit's choices, not the paper's: X0 = embeddings of n common words (ids
+stored, never trained), σ = ReLU by default, and the inits below.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +28,12 @@ from lopt_core.methods.base import (
     initial_prompt,
     vocab_token_ids,
 )
+from lopt_core.utils import option
 
 
 @dataclass
 class LoPTConfig(MethodConfig):
-    rank: int = 2  # r
+    rank: int = option(2, "r: the rank of the factorised prompt")
 
     def __post_init__(self):
         super().__post_init__()
@@ -67,11 +73,14 @@ class LoPT1(InputPromptMethod):
     Config = LoPT1Config
     recommended_lr = 3e-2
 
-    def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None):
+    def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None,
+                 initialise: bool = True):
         super().__init__(config, backbone)
         n, r, d = config.prompt_len, config.rank, backbone.hidden_size
         _check_rank(r, d, r * (n + d), n * d, "lopt1")
-        if prompt is None:
+        if prompt is None and not initialise:
+            prompt = torch.zeros(n, d)
+        elif prompt is None:
             prompt = initial_prompt(backbone, n, config.init, config.init_text, config.seed)
         U, V = svd_factors(prompt.float().cpu(), r)
         self.U = nn.Parameter(U)  # (n, r)
@@ -100,9 +109,9 @@ ACTIVATIONS = ("relu", "soft_threshold", "tanh", "gelu")
 
 @dataclass
 class LoPT2Config(LoPTConfig):
-    activation: str = "relu"  # σ: "relu", "soft_threshold", "tanh", "gelu"
-    threshold: float = 0.1  # τ of the soft threshold sign(x)·max(|x| − τ, 0)
-    x0_token_ids: list[int] | None = field(default=None)  # X0 = E[ids]; drawn with `seed` if None
+    activation: str = option("relu", "σ: 'relu', 'soft_threshold', 'tanh' or 'gelu'")
+    threshold: float = option(0.1, "τ of the soft threshold sign(x)·max(|x| − τ, 0)")
+    x0_token_ids: list[int] | None = option(None, "X0 = E[ids], frozen; drawn with the seed when not given")
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,22 +139,26 @@ class LoPT2(InputPromptMethod):
     Config = LoPT2Config
     recommended_lr = 1e-2
 
-    def __init__(self, config: LoPT2Config, backbone: Backbone):
-        super().__init__(config, backbone)
+    def __init__(self, config: LoPT2Config, backbone: Backbone, initialise: bool = True):
         n, r, d = config.prompt_len, config.rank, backbone.hidden_size
+        if config.x0_token_ids is None:  # a copy of the caller's config, with the ids it drew
+            config = dataclasses.replace(config, x0_token_ids=vocab_token_ids(backbone, n, config.seed))
+        super().__init__(config, backbone)
         _check_rank(r, d, 2 * r * d, n * d, "lopt2")
-        if config.x0_token_ids is None:
-            config.x0_token_ids = vocab_token_ids(backbone, n, config.seed)
         with torch.no_grad():
             X0 = backbone.embed(torch.tensor(config.x0_token_ids, device=backbone.device)).float().cpu()
         self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
-        U, V = self._init_factors(X0, r)
+        U, V = self._init_factors(X0, r) if initialise else (torch.zeros(d, r), torch.zeros(r, d))
         self.U = nn.Parameter(U)  # (d, r)
         self.V = nn.Parameter(V)  # (r, d)
 
     def _init_factors(self, X0: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """U: X0's top-r right singular directions, signs flipped so most pre-activations are
-        positive (fewer dead ReLU rows); V: least squares so that σ(X0 U) V ≈ X0 at the start."""
+        """The kit's choice (the paper gives no init): U holds X0's top-r right singular vectors, each
+        signed so that its pre-activations X0 U sum to a positive value (fewer dead ReLU rows); V is the
+        least-squares solution of σ(X0 U) V = X0, the closest a rank-r bottleneck gets to X0. That is
+        not close: vocabulary embeddings are not low rank (relative error ‖X0 − σ(X0 U) V‖ / ‖X0‖ ≈ 0.72–0.75 at
+        n = 20, r = 2 on the embedded model, every σ), so LoPT-2 starts near the best rank-r summary of X0,
+        not at X0."""
         _, _, Bt = torch.linalg.svd(X0.double(), full_matrices=False)
         U = Bt[:r].T  # (d, r)
         U = U * torch.sign((X0.double() @ U).sum(0) + 1e-12)

@@ -10,28 +10,30 @@ Stored per task: n·W.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lopt_core.backbone import Backbone
+from lopt_core.batching import check_context, check_right_padded
 from lopt_core.kv import join_layers, kv_width, prefix_cache, split_table, text_kv
 from lopt_core.methods import register
-from lopt_core.methods.base import MethodConfig, PromptMethod
-from lopt_core.utils import seeded
+from lopt_core.methods.base import PROMPT_LEN, CachedPrompt, MethodConfig, PromptMethod
+from lopt_core.utils import option, seeded
 
 INITS = ("random", "zero", "text")
 
 
 @dataclass
 class PrefixTuningConfig(MethodConfig):
-    prompt_len: int = 10  # n, the prefix length
-    reparam: bool = True  # train through the MLP (materialise() drops it)
-    reparam_dim: int = 512  # k, the MLP's hidden width
-    init: str = "random"  # "random", "zero" (table = 0), "text" (the model's own K/V of init_text)
-    init_text: str = "table-to-text:"
-    init_steps: int = 500  # Adam steps that fit the MLP to the text's K/V (init="text", reparam=True)
+    prompt_len: int = option(10, PROMPT_LEN)
+    reparam: bool = option(True, "train through the MLP reparameterisation (materialise() drops it)")
+    reparam_dim: int = option(512, "k: the MLP's hidden width (the paper's 512 for table-to-text)")
+    init: str = option("random", "start: 'random', 'zero' (table = 0) or 'text' (the model's own K/V of init_text)")
+    init_text: str = option("table-to-text:", "the text of init='text'")
+    init_steps: int = option(500, "Adam steps that fit the MLP to the text's K/V (init='text' with reparam)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -53,12 +55,13 @@ class PrefixTuning(PromptMethod):
         # a raw table needs larger steps (1e-2; 1e-3 barely moved it on the instruction mixture).
         return 1e-3 if self.config.reparam else 1e-2
 
-    def __init__(self, config: PrefixTuningConfig, backbone: Backbone):
+    def __init__(self, config: PrefixTuningConfig, backbone: Backbone, initialise: bool = True):
         super().__init__(config, backbone)
         n, d, k = config.prompt_len, backbone.hidden_size, config.reparam_dim
         self.width = backbone.num_layers * 2 * kv_width(backbone)  # W = L·2·n_kv·head_dim
         self.dims["width"] = self.width
-        target = self._initial_table(backbone) if config.init == "text" else None
+        # initialise=False (a saved state follows): skip the text's K/V and the 500-step fit
+        target = self._initial_table(backbone) if config.init == "text" and initialise else None
         if config.reparam:
             with seeded(config.seed):  # the config's seed decides the start, not the global RNG
                 self.embedding = nn.Embedding(n, d)  # P' (n, d)
@@ -71,8 +74,8 @@ class PrefixTuning(PromptMethod):
         else:
             if target is None:
                 target = torch.zeros(n, self.width)
-                if config.init == "random":  # a tenth of real K/V's spread: full-scale random keys
-                    g = torch.Generator().manual_seed(config.seed)  # swamp attention (loss 11.7 vs 2.7)
+                if config.init == "random" and initialise:  # a tenth of real K/V's spread: full-scale random
+                    g = torch.Generator().manual_seed(config.seed)  # keys swamp attention (loss 11.7 vs 2.7)
                     target = torch.randn(n, self.width, generator=g) * 0.1 * self._kv_scale(backbone)
             self.table = nn.Parameter(target.clone())  # (n, W)
 
@@ -88,7 +91,8 @@ class PrefixTuning(PromptMethod):
         return join_layers(text_kv(backbone, "The quick brown fox jumps over the lazy dog.")).std().item()
 
     def _fit_mlp(self, target: torch.Tensor, steps: int) -> None:
-        """Official low-data init: regress the MLP output onto real-word K/V (MSE, Adam)."""
+        """The official low-data init: regress the MLP output onto real-word K/V (MSE, Adam). The kit's
+        choice: lr 1e-3 and a per-value mean loss, where the official code uses lr 1e-4."""
         opt = torch.optim.Adam(self.parameters(), lr=1e-3)
         for _ in range(steps):
             loss = nn.functional.mse_loss(self.prefix_table(), target)
@@ -106,26 +110,29 @@ class PrefixTuning(PromptMethod):
     def prompt_matrix(self) -> torch.Tensor:
         return self.prefix_table()
 
-    def model_inputs(self, backbone: Backbone, batch: dict, cache_rows: int | None = None) -> dict:
+    def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        mask = batch["attention_mask"]
+        check_right_padded(mask)  # the tokens take positions n, n+1, ... from the cache length
+        check_context(backbone, self.config.prompt_len + mask.shape[1], "the prefix plus the batch")
         B = batch["input_ids"].shape[0]
         layers = split_table(self.prefix_table(), backbone)  # L × (n_kv, n, head_dim) for K and V
-        mask = batch["attention_mask"]
         return {
             "input_ids": batch["input_ids"],
             "attention_mask": torch.cat([mask.new_ones(B, self.config.prompt_len), mask], dim=1),  # (B, n+T)
-            "past_key_values": prefix_cache(backbone, layers, cache_rows or B),
+            "past_key_values": prefix_cache(backbone, layers, B),
         }
 
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
         return backbone.transformer(**self.model_inputs(backbone, batch)).last_hidden_state  # (B, T, d)
 
     @torch.no_grad()
-    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(k.to(backbone.dtype), v.to(backbone.dtype)) for k, v in split_table(self.prefix_table(), backbone)]
-
-    def generation_inputs(self, backbone: Backbone, batch: dict, num_beams: int = 1) -> dict:
-        # generate() repeats input_ids and the mask for each beam but not a Cache: size it here.
-        return self.model_inputs(backbone, batch, cache_rows=batch["input_ids"].shape[0] * num_beams)
+    def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
+        """The table as the forward pass makes it (the MLP under the backbone's autocast), in the dtype
+        requests run in."""
+        with backbone.autocast():
+            layers = split_table(self.prefix_table(), backbone)
+        dtype = backbone.compute_dtype
+        return CachedPrompt([(k.to(dtype), v.to(dtype)) for k, v in layers])
 
     # ---------------------------------------------------------------------------- counts
     @torch.no_grad()
@@ -134,7 +141,7 @@ class PrefixTuning(PromptMethod):
         if self.config.reparam:
             table = self.prefix_table().detach().clone()
             del self.embedding, self.mlp
-            self.config.reparam = False
+            self.config = dataclasses.replace(self.config, reparam=False)
             self.table = nn.Parameter(table)
         return self
 

@@ -26,11 +26,13 @@ class PromptTuning(InputPromptMethod):
     Config = PromptTuningConfig
     recommended_lr = 3e-2
 
-    def __init__(self, config: PromptTuningConfig, backbone: Backbone, prompt: torch.Tensor | None = None):
+    def __init__(self, config: PromptTuningConfig, backbone: Backbone, prompt: torch.Tensor | None = None,
+                 initialise: bool = True):
         super().__init__(config, backbone)
         c = config
         if prompt is None:
-            prompt = initial_prompt(backbone, c.prompt_len, c.init, c.init_text, c.seed)
+            prompt = (initial_prompt(backbone, c.prompt_len, c.init, c.init_text, c.seed) if initialise
+                      else torch.zeros(c.prompt_len, backbone.hidden_size))
         if prompt.shape != (c.prompt_len, backbone.hidden_size):
             raise ValueError(f"prompt must have shape (n, d) = ({c.prompt_len}, {backbone.hidden_size}), "
                              f"got {tuple(prompt.shape)}")

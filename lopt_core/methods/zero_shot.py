@@ -6,13 +6,15 @@ from dataclasses import dataclass
 import torch
 
 from lopt_core.backbone import Backbone
+from lopt_core.batching import check_context, check_right_padded
 from lopt_core.methods import register
-from lopt_core.methods.base import MethodConfig, PromptMethod
+from lopt_core.methods.base import PROMPT_LEN, CachedPrompt, MethodConfig, PromptMethod
+from lopt_core.utils import option
 
 
 @dataclass
 class ZeroShotConfig(MethodConfig):
-    prompt_len: int = 0
+    prompt_len: int = option(0, PROMPT_LEN)
 
     def __post_init__(self):
         if self.prompt_len != 0:
@@ -25,13 +27,18 @@ class ZeroShot(PromptMethod):
 
     Config = ZeroShotConfig
 
+    def __init__(self, config: ZeroShotConfig, backbone: Backbone, initialise: bool = True):
+        super().__init__(config, backbone)
+
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        check_right_padded(batch["attention_mask"])
+        check_context(backbone, batch["attention_mask"].shape[1])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    def prompt_kv(self, backbone: Backbone) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
         shape = (backbone.num_kv_heads, 0, backbone.head_dim)
-        empty = torch.zeros(shape, dtype=backbone.dtype, device=backbone.device)
-        return [(empty, empty)] * backbone.num_layers
+        empty = torch.zeros(shape, dtype=backbone.compute_dtype, device=backbone.device)
+        return CachedPrompt([(empty, empty)] * backbone.num_layers)
 
     def prompt_matrix(self) -> torch.Tensor:
         return torch.zeros(0, self.dims["hidden_size"])
