@@ -1,38 +1,99 @@
+"""The test matrix: every registered method (``METHODS``, one table of tiny options) × every tiny
+backbone (``lopt_core.backbone.TINY_SPECS``), plus small tasks whose rows fit the smallest context
+(tiny-gpt2's 64 positions) with room for a prompt and generated tokens."""
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+import functools
 from pathlib import Path
 
 import pytest
 import torch
 
-from lopt_core.backbone import load_backbone
+from lopt_core.backbone import TINY_SPECS, load_backbone
+from lopt_core.methods import build_method
+from lopt_core.tasks import Task
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LOPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+ATOL, RTOL = 1e-5, 1e-4  # fp32 on CPU
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# label → (registered method, tiny options). A new method joins the matrix here, in one line.
+METHODS = {
+    "zero_shot": ("zero_shot", {}),
+    "prompt_tuning": ("prompt_tuning", {"prompt_len": 5}),
+    "lopt1": ("lopt1", {"prompt_len": 5, "rank": 2}),
+    "lopt2": ("lopt2", {"prompt_len": 6, "rank": 2}),
+    "prefix_tuning": ("prefix_tuning", {"prompt_len": 5, "reparam_dim": 16}),
+    "prefix_tuning_raw": ("prefix_tuning", {"prompt_len": 5, "reparam": False}),
+    "iapt": ("iapt", {"bottleneck": 8}),
+    "iapt_bilevel": ("iapt", {"bottleneck": 8, "bilevel": True, "bilevel_lr": 0.05}),
+}
+TRAINABLE = [m for m in METHODS if m != "zero_shot"]
+CACHEABLE = [m for m in METHODS if not m.startswith("iapt")]  # input-independent: served from a cached prompt
+
+
+def make(label: str, backbone, perturb: float = 0.0, **extra):
+    """Build a method of the table; ``perturb`` adds noise to its parameters, as if it were trained."""
+    name, options = METHODS[label]
+    method = build_method(name, backbone, **{**options, **extra})
+    if perturb:
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for p in method.parameters():
+                p.add_(perturb * torch.randn(p.shape, generator=g).to(p.device))
+    return method
+
+
+@functools.cache
+def backbone(spec: str):
+    return load_backbone(spec, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session", params=TINY_SPECS)
+def tiny(request):
+    """Each tiny backbone in turn (see ``lopt_core.backbone.TINY`` for what each one is there to test)."""
+    return backbone(request.param)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    return load_backbone("tiny-llama", device="cpu")
+    return backbone("tiny-llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    return load_backbone("tiny-gpt2", device="cpu")
-
-
-@pytest.fixture(scope="session", params=["tiny-llama", "tiny-gpt2"])
-def tiny(request):
-    """Each tiny backbone in turn (Llama: RoPE + grouped-query attention; GPT-2: learned positions)."""
-    return load_backbone(request.param, device="cpu")
+    return backbone("tiny-gpt2")
 
 
 @pytest.fixture(scope="session")
 def embedded():
-    return load_backbone("embedded", device="cpu")
+    return load_backbone("embedded", device="cpu", precision="fp32")
+
+
+TEXTS = ["a fine film", "dull and long", "loved it!", "not for me", "so funny", "a bore", "great cast",
+         "weak plot", "moving", "flat", "a gem", "too slow"]
+TABLES = ["name : A | food : French", "name : Bo | area : riverside", "name : C", "food : Thai | price : low"]
+
+
+def short_task(label_words=("a", "b"), name="short") -> Task:
+    """Classification with short rows; ("a", "b") are one byte-token each, (" good", " bad") several."""
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(TEXTS)]
+    return Task(name, "classification", "{text} =", {"train": rows[:8], "dev": rows[8:], "test": rows[8:]},
+                label_words=label_words, label_names=("pos", "neg"))
+
+
+def short_generation_task(name="short_gen") -> Task:
+    rows = [{"table": t, "references": [f"{t.split(' : ')[1].split(' |')[0]} is nice.", "It is good."]}
+            for t in TABLES]
+    return Task(name, "generation", "Table: {table}\nText:", {"train": rows[:3], "dev": rows[3:],
+                                                              "test": rows[3:]})
+
+
+def batch_of(task: Task, backbone, n: int = 4, split: str = "train") -> dict:
+    return task.collate(task.examples(split, n, expand_references=True)[:n], backbone.tokenizer)
 
 
 def shared_data(name: str) -> Path:

@@ -1,7 +1,10 @@
 import pytest
 import torch
+from conftest import backbone
 
-from lopt_core.backbone import Backbone, load_backbone
+from lopt_core.backbone import TINY_SPECS, Backbone, load_backbone
+from lopt_core.kv import new_cache, project_kv
+from lopt_core.methods.base import adds_bos
 from lopt_core.utils import get_device
 
 
@@ -19,8 +22,42 @@ def test_tiny_llama_uses_grouped_query_attention(tiny_llama):
     assert tiny_llama.num_kv_heads == 2 < tiny_llama.num_heads == 4
 
 
-def test_tiny_backbones_are_seeded():
-    a, b = load_backbone("tiny-llama"), load_backbone("tiny-llama")
+def test_the_tiny_matrix_has_the_layouts_users_bring():
+    assert TINY_SPECS == ("tiny-llama", "tiny-llama-bos", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2")
+    assert [adds_bos(backbone(s)) for s in TINY_SPECS] == [False, True, False, True, False]
+    gpt2 = backbone("tiny-gpt2")
+    assert gpt2.context_length == 64 and gpt2.tokenizer.pad_token_id == gpt2.tokenizer.eos_token_id  # pad = EOS
+    gemma = backbone("tiny-gemma3")
+    assert gemma.config.layer_types == ["sliding_attention", "full_attention"] and gemma.config.sliding_window == 8
+    assert gemma.config.final_logit_softcapping == 30
+    qwen = backbone("tiny-qwen2")
+    attn = qwen.transformer.layers[0].self_attn
+    assert attn.q_proj.bias is not None and attn.k_proj.bias is not None and attn.v_proj.bias is not None
+    assert qwen.model.get_output_embeddings().weight.data_ptr() != qwen.model.get_input_embeddings().weight.data_ptr()
+    assert torch.equal(backbone("tiny-llama").model.lm_head.weight, backbone("tiny-llama-bos").model.lm_head.weight)
+
+
+def test_project_kv_equals_what_each_layer_caches(tiny):
+    """The per-layer K/V projection (a table keyed by model_type) reproduces the model's own cache."""
+    ids = tiny.tokenizer(["a fine film today"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = tiny.transformer(input_ids=ids, use_cache=True, output_hidden_states=True, past_key_values=new_cache())
+        pos = torch.arange(ids.shape[1])[None]
+        for layer in range(tiny.num_layers):
+            k, v = project_kv(tiny, layer, out.hidden_states[layer], pos)
+            torch.testing.assert_close(k, out.past_key_values.layers[layer].keys, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(v, out.past_key_values.layers[layer].values, atol=1e-5, rtol=1e-4)
+
+
+def test_an_unknown_architecture_is_a_clear_error(tiny_llama, monkeypatch):
+    monkeypatch.setattr(type(tiny_llama.config), "model_type", "mamba")
+    with pytest.raises(NotImplementedError, match="model_type 'mamba'.*known: gemma, gemma2, gemma3_text, gpt2, llama"):
+        project_kv(tiny_llama, 0, torch.zeros(1, 2, 64), torch.zeros(1, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("spec", TINY_SPECS)
+def test_tiny_backbones_are_seeded(spec):
+    a, b = load_backbone(spec), load_backbone(spec)
     for (_, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
         assert torch.equal(p, q)
 
@@ -32,13 +69,18 @@ def test_logits_match_the_model_head(tiny):
     torch.testing.assert_close(tiny.logits(h), full, atol=1e-5, rtol=1e-4)
 
 
-def test_local_folder_loads_like_the_original(tmp_path, tiny_llama):
-    tiny_llama.model.save_pretrained(tmp_path)
-    tiny_llama.tokenizer.save_pretrained(tmp_path)
+@pytest.mark.parametrize("spec", TINY_SPECS)
+def test_local_folder_loads_like_the_original(tmp_path, spec):
+    """The real loading code (from_pretrained of a folder), on every layout: same logits, same tokenizer."""
+    tiny = backbone(spec)
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
     again = load_backbone(str(tmp_path), device="cpu")
     ids = torch.tensor([[5, 6, 7]])
-    torch.testing.assert_close(again.model(input_ids=ids).logits, tiny_llama.model(input_ids=ids).logits)
-    assert again.spec == str(tmp_path)
+    torch.testing.assert_close(again.model(input_ids=ids).logits, tiny.model(input_ids=ids).logits)
+    assert again.spec == str(tmp_path) and again.model_type == tiny.model_type
+    assert again.tokenizer("a b")["input_ids"] == tiny.tokenizer("a b")["input_ids"]
+    assert again.context_length == tiny.context_length
 
 
 def test_unreachable_hub_id_says_so_and_names_embedded():

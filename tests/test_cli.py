@@ -60,7 +60,8 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys):
 def test_info_lists_methods_tasks_and_versions(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for word in ("torch", "transformers", "lopt1", "lopt2", "prompt_tuning", "sentiment", "sst2", "cache"):
+    for word in ("torch", "transformers", "lopt1", "lopt2", "prompt_tuning", "sentiment", "sst2", "cache",
+                 "tiny-llama-bos", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2", "sliding window"):
         assert word in out
 
 
@@ -87,3 +88,32 @@ def test_predict_serves_several_runs_in_one_batch(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "[run]" in out and "[run2]" in out and ("negative" in out or "positive" in out)
     assert main(["predict", str(first)]) == 2
+
+
+def test_every_method_and_training_flag_shows_its_help_and_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("--rank INT r: the rank of the factorised prompt (default: 2)",
+                 "--bottleneck INT m: the generators' bottleneck width (default: 32)",
+                 "--reparam BOOL train through the MLP reparameterisation",
+                 "--lr FLOAT learning rate (default: the method's recommended rate)",
+                 "--steps INT optimiser steps (default: 60)",
+                 "--precision {auto,fp32,bf16,fp16}", "--backbone BACKBONE embedded | tiny-llama | tiny-llama-bos"):
+        assert text in out, text
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_one_line_error(tmp_path, capsys):
+    code = main(["train", "--method", "lopt2", "--task", "sentiment", "--backbone", "tiny-llama", "--device", "cuda",
+                 "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: device='cuda' was asked for but CUDA is not available")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_errors_print_without_keyerror_quotes(tmp_path, capsys):
+    assert main(["train", "--method", "lopt9", "--task", "sentiment", "--backbone", "tiny-llama"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown method 'lopt9'; registered methods:")
+    assert main(["train", "--method", "lopt1", "--task", "sentimant", "--backbone", "tiny-llama"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown task 'sentimant'")

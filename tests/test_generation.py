@@ -1,48 +1,41 @@
-"""Generation with every method: the first token is the forward pass's argmax, batching and
-left padding change nothing, beams and banned tokens work; BLEU/ROUGE-L on known answers."""
+"""Generation specifics: beam search against transformers' own, banned tokens, decoding an IAPT cache
+against a full recompute, BLEU/ROUGE-L on known answers. (Batching, padding and the first token, for
+every method on every backbone, are in test_contract.py.)"""
 import pytest
 import torch
+from conftest import backbone, make, short_generation_task
 
 from lopt_core.generation import banned_token_ids, evaluate_generation, generate, generate_ids
 from lopt_core.methods import build_method
+from lopt_core.methods.base import adds_bos
 from lopt_core.metrics import corpus_bleu, exact_match, rouge_l
-from lopt_core.scoring import last_positions
-from lopt_core.tasks import load_task
 
-PROMPTS = ["Table: name : A | food : French\nText:", "Hi", "A longer prompt, about food and a restaurant\nText:"]
-METHODS = {"zero_shot": {}, "prompt_tuning": {"prompt_len": 4}, "lopt1": {"prompt_len": 4, "rank": 2},
-           "lopt2": {"prompt_len": 4, "rank": 2}, "prefix_tuning": {"prompt_len": 4, "reparam_dim": 8},
-           "iapt": {"bottleneck": 8}}
+PROMPTS = ["Table: name : A | food : French\nText:", "Hi", "A longer prompt, about food\nText:"]
 
 
-@pytest.mark.parametrize("name", list(METHODS))
-def test_first_generated_token_is_the_forward_argmax(name, tiny):
-    method = build_method(name, tiny, **METHODS[name])
-    enc = tiny.tokenizer(PROMPTS, return_tensors="pt", padding=True)  # right padding, as in training
-    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-             "prompt_mask": enc["attention_mask"]}
-    with torch.no_grad():
-        h = method.hidden_states(tiny, batch)
-        want = tiny.logits(h[torch.arange(len(PROMPTS)), last_positions(enc["attention_mask"])]).argmax(-1)
-    got = generate_ids(method, tiny, PROMPTS, max_new_tokens=3, banned=())
-    assert [g[0] for g in got] == want.tolist()
-
-
-@pytest.mark.parametrize("name", list(METHODS))
-def test_batched_generation_equals_one_by_one(name, tiny):
-    method = build_method(name, tiny, **METHODS[name])
-    together = generate_ids(method, tiny, PROMPTS, max_new_tokens=6, banned=())
-    alone = [generate_ids(method, tiny, [p], max_new_tokens=6, banned=())[0] for p in PROMPTS]
-    assert together == alone
-
-
-@pytest.mark.parametrize("name", ["prompt_tuning", "prefix_tuning"])
-def test_beam_search_runs_and_one_beam_is_greedy(name, tiny_llama):
-    method = build_method(name, tiny_llama, **METHODS[name])
-    greedy = generate(method, tiny_llama, PROMPTS, max_new_tokens=5, banned=())
-    assert generate(method, tiny_llama, PROMPTS, max_new_tokens=5, num_beams=1, banned=()) == greedy
-    beams = generate(method, tiny_llama, PROMPTS, max_new_tokens=5, num_beams=5, banned=())
-    assert len(beams) == len(PROMPTS) and all(isinstance(b, str) for b in beams)
+@pytest.mark.parametrize("label", ["zero_shot", "prompt_tuning"])
+@pytest.mark.parametrize("beams", [1, 4])
+def test_decoding_equals_transformers_generate_on_the_same_inputs_embeds(label, beams, tiny):
+    """The reference is transformers' own generate, given the full sequence as inputs_embeds
+    ([BOS][X][text] for a BOS tokenizer) and left to build its own cache (sliding layers included)."""
+    method = make(label, tiny, perturb=0.3)
+    for prompt in PROMPTS:
+        ours = generate_ids(method, tiny, [prompt], max_new_tokens=6, num_beams=beams, banned=(), length_penalty=1.0)[0]
+        ids = torch.tensor([tiny.tokenizer(prompt)["input_ids"]])
+        embeds = tiny.embed(ids)
+        if label == "prompt_tuning":
+            X = method.prompt_matrix().detach()[None]
+            at = 1 if adds_bos(tiny) else 0
+            embeds = torch.cat([embeds[:, :at], X, embeds[:, at:]], dim=1)
+        tok = tiny.tokenizer
+        with torch.no_grad():
+            theirs = tiny.model.generate(
+                inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long), max_new_tokens=6,
+                num_beams=beams, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            theirs = theirs[0].tolist()
+        if tok.eos_token_id in theirs:
+            theirs = theirs[: theirs.index(tok.eos_token_id) + 1]
+        assert ours == theirs, prompt
 
 
 def test_banned_tokens_are_never_generated(tiny_llama):
@@ -59,6 +52,26 @@ def test_newline_tokens_of_the_embedded_model(embedded):
     assert all("\n" in embedded.tokenizer.decode([i]) for i in ids)
 
 
+def test_iapt_decoding_equals_a_full_recompute_at_every_step(tiny):
+    """The generated prompts are computed once at prefill and then live in the cache: each new token
+    must be what re-running everything (prompts included) on the sequence so far predicts."""
+    method = make("iapt", tiny, perturb=0.3)
+    tok = tiny.tokenizer
+    for prompt in ["Say something about food\nText:", "Hi:"]:
+        got = generate_ids(method, tiny, [prompt], max_new_tokens=5, banned=())[0]
+        p = tok(prompt)["input_ids"]
+        tokens = []
+        for _ in range(5):
+            ids = torch.tensor([p + tokens])
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                     "prompt_mask": torch.tensor([[1] * len(p) + [0] * len(tokens)])}
+            with torch.no_grad():
+                tokens.append(int(tiny.logits(method.hidden_states(tiny, batch)[0, -1]).argmax()))
+            if tokens[-1] == tok.eos_token_id:
+                break
+        assert got == tokens
+
+
 def test_bleu_and_rouge_on_known_answers():
     refs = [["the cat sat on the mat", "a cat was on the mat"], ["it is raining today"]]
     assert corpus_bleu(["the cat sat on the mat", "it is raining today"], refs) == pytest.approx(100.0)
@@ -70,12 +83,20 @@ def test_bleu_and_rouge_on_known_answers():
     assert exact_match(["Even.", "odd "], ["even", "even"]) == 0.5
 
 
-def test_evaluate_generation_scores_every_source_against_all_references(tiny_llama):
-    task = load_task("restaurant")
-    method = build_method("prefix_tuning", tiny_llama, prompt_len=2, reparam_dim=8)
-    result = evaluate_generation(method, tiny_llama, task, "test", limit=3, max_new_tokens=4)
-    assert result["n"] == 3 and 0 <= result["bleu"] <= 100 and 0 <= result["rouge_l"] <= 100
-    assert len(result["samples"]) == 3 and len(result["samples"][0]["references"]) >= 2
+def test_evaluate_generation_scores_each_output_against_its_own_references():
+    """Outputs are generated in length order and must come back to their own sources: the scores equal
+    those of generating row by row."""
+    tiny = backbone("tiny-llama-bos")
+    task = short_generation_task()
+    task.splits["test"] = task.splits["train"] + task.splits["test"]
+    method = make("prefix_tuning", tiny, perturb=0.5)
+    result = evaluate_generation(method, tiny, task, "test", max_new_tokens=6)
+    rows = task.examples("test")
+    by_hand = [generate(method, tiny, [task.prompt(r)], 6)[0] for r in rows]
+    refs = [r["references"] for r in rows]
+    assert result["n"] == 4 and result["bleu"] == pytest.approx(corpus_bleu(by_hand, refs))
+    assert result["rouge_l"] == pytest.approx(rouge_l(by_hand, refs))
+    assert [s["output"] for s in result["samples"]] == by_hand
 
 
 def test_instruction_scores_exact_match_closed_and_rouge_free():

@@ -1,16 +1,14 @@
-"""IAPT: generators, rational activation, exact insertion, caching and batching."""
+"""IAPT: generators, rational activation, exact insertion, the bi-level option. (Batching, generation
+and resume for IAPT on every backbone are in test_contract.py.)"""
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import ATOL, RTOL, short_generation_task, short_task
 
-from lopt_core.backbone import load_backbone
-from lopt_core.generation import generate_ids
 from lopt_core.methods import build_method
 from lopt_core.methods.rational import RationalActivation, fit_rational
-from lopt_core.scoring import class_scores
 from lopt_core.tasks import load_task
 from lopt_core.train import TrainConfig, Trainer
-
-ATOL, RTOL = 1e-5, 1e-4
 
 
 def iapt(backbone, **options):
@@ -26,14 +24,45 @@ def encode(backbone, prompt: str, response: str = ""):
             "prompt_mask": torch.tensor([[1] * len(p) + [0] * len(r)])}
 
 
-def test_rational_activation_starts_as_gelu():
+def test_rational_activation_starts_as_gelu_to_the_stated_error():
     x = torch.linspace(-3, 3, 2001)
-    assert (RationalActivation()(x) - torch.nn.functional.gelu(x)).abs().max() <= 0.02
-    a, b = fit_rational(torch.nn.functional.gelu)
-    assert len(a) == 7 and len(b) == 5
     r = RationalActivation()
+    assert (r(x) - F.gelu(x)).abs().max() <= 1e-4  # the docstring's 7.5e-5 on [-3, 3]
+    a, b = fit_rational(F.gelu)
+    assert len(a) == 7 and len(b) == 5
     assert all(p.requires_grad for p in r.parameters()) and sum(p.numel() for p in r.parameters()) == 12
     assert torch.isfinite(r(torch.tensor([-1e3, 1e3]))).all()  # no poles: Q >= 1
+
+
+def test_rational_activation_outside_the_fitted_interval_is_as_documented():
+    r = RationalActivation()
+    x = torch.tensor([-10.0, -6.0, 6.0, 10.0])
+    gap = (r(x) - F.gelu(x)).tolist()
+    assert gap == pytest.approx([1.83, 0.22, 0.22, 1.83], abs=0.01)
+
+
+def test_other_orders_fit_the_form_the_forward_uses():
+    """The linearised fit assumes Q = 1 + B; the forward uses 1 + |B|. For (4, 4) the linear fit alone
+    starts 0.052 off; after the refinement on the true form, under 0.005."""
+    x = torch.linspace(-3, 3, 2001)
+    assert (RationalActivation(4, 4)(x) - F.gelu(x)).abs().max() < 0.005
+    assert (RationalActivation(5, 4)(x) - F.gelu(x)).abs().max() < 0.001
+
+
+def test_rational_activation_and_pooling_run_in_fp32_under_autocast(tiny_llama):
+    x = torch.linspace(-3, 3, 2001)
+    r = RationalActivation()
+    xb = x.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside, exact = r(xb), r._fp32(x)
+    assert torch.equal(inside, r(xb.float()).bfloat16())  # computed in fp32, only the result rounded to bf16
+    assert exact.dtype == torch.float32 and (exact - F.gelu(x)).abs().max() <= 1e-4  # 0.026 when run in bf16
+    gen = iapt(tiny_llama).generators[0]
+    Z = torch.randn(2, 6, 8)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        A = gen.pool_weights(Z.bfloat16(), mask)
+    assert A.dtype == torch.float32
 
 
 def naive_reference(method, backbone, prompt: str, response: str) -> torch.Tensor:
@@ -95,11 +124,12 @@ def test_pooling_weights_cover_only_instruction_tokens(tiny_llama):
     torch.testing.assert_close(A.sum(1), torch.ones(2, 4))
 
 
-@pytest.mark.parametrize("task_name", ["sentiment", "restaurant"])
-def test_batches_of_different_instruction_lengths_match_one_by_one(tiny, task_name):
+@pytest.mark.parametrize("make_task", [short_task, short_generation_task], ids=["classification", "generation"])
+def test_hidden_states_of_a_batch_equal_the_rows_alone(tiny, make_task):
+    """Instructions of different lengths (left-padded inside IAPT) and responses (right-padded)."""
     method = iapt(tiny)
-    task = load_task(task_name)
-    rows = [{**r, "target": r["references"][0]} if "references" in r else r for r in task.examples("train", 3)]
+    task = make_task()
+    rows = task.examples("train", 3, expand_references=True)[:3]
     batch = task.collate(rows, tiny.tokenizer)
     assert len(set(batch["prompt_mask"].sum(1).tolist())) > 1  # different instruction lengths
     together = method.hidden_states(tiny, batch)
@@ -107,39 +137,6 @@ def test_batches_of_different_instruction_lengths_match_one_by_one(tiny, task_na
         alone = method.hidden_states(tiny, task.collate([row], tiny.tokenizer))
         n = int(batch["attention_mask"][i].sum())
         torch.testing.assert_close(together[i, :n], alone[0, :n], atol=ATOL, rtol=RTOL)
-    if task.kind == "classification":
-        verb = task.verbalizer(tiny.tokenizer)
-        scores = class_scores(method, tiny, batch, verb)
-        for i, row in enumerate(rows):
-            one = class_scores(method, tiny, task.collate([row], tiny.tokenizer), verb)
-            torch.testing.assert_close(scores[i], one[0], atol=ATOL, rtol=RTOL)
-
-
-def test_generation_with_cached_prompts_equals_a_full_recompute(tiny):
-    method = iapt(tiny)
-    prompts = ["Say something about food\nText:", "Hi:"]
-    cached = generate_ids(method, tiny, prompts, max_new_tokens=5, banned=())
-    for prompt, got in zip(prompts, cached):
-        tokens = []
-        for _ in range(5):  # recompute everything, prompts included, for every new token
-            batch = encode(tiny, prompt)
-            if tokens:
-                extra = torch.tensor([tokens])
-                batch = {"input_ids": torch.cat([batch["input_ids"], extra], 1),
-                         "attention_mask": torch.ones(1, batch["input_ids"].shape[1] + len(tokens), dtype=torch.long),
-                         "prompt_mask": torch.cat([batch["prompt_mask"], torch.zeros_like(extra)], 1)}
-            with torch.no_grad():
-                h = method.hidden_states(tiny, batch)
-            tokens.append(int(tiny.logits(h[0, -1]).argmax()))
-            if tokens[-1] == tiny.tokenizer.eos_token_id:
-                break
-        assert got == tokens
-
-
-def test_beam_search_with_iapt_runs(tiny_llama):
-    out = generate_ids(iapt(tiny_llama), tiny_llama, ["Hello there\nText:", "Hi:"], max_new_tokens=4, num_beams=3,
-                       banned=())
-    assert len(out) == 2 and all(len(o) >= 1 for o in out)
 
 
 def test_parameter_count_closed_form(tiny_llama, embedded):
@@ -167,7 +164,7 @@ def test_bad_configs_are_refused(tiny_llama):
     with pytest.raises(ValueError, match="activation='rational'"):
         iapt(tiny_llama, activation="gelu", bilevel=True)
     method = iapt(tiny_llama)
-    with pytest.raises(ValueError, match="at least 2 tokens"):
+    with pytest.raises(ValueError, match="row 0: IAPT needs prompts of at least 2 tokens"):
         method.hidden_states(tiny_llama, encode(tiny_llama, "a"))
 
 
@@ -195,5 +192,3 @@ def test_iapt_prompts_depend_on_the_instruction(tiny_llama):
     assert not torch.allclose(a[1], b[1])
 
 
-def test_load_backbone_fixture_sanity():
-    assert load_backbone("tiny-llama").num_kv_heads == 2

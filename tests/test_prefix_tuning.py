@@ -1,16 +1,15 @@
-"""Prefix-tuning: K/V layout, MLP reparameterisation and materialise(), inits, padding."""
+"""Prefix-tuning: K/V layout, MLP reparameterisation and materialise(), inits. (Batching, padding,
+generation and serving of prefixes on every backbone are in test_contract.py.)"""
 import pytest
 import torch
+from conftest import ATOL, RTOL, short_generation_task
 
 from lopt_core.kv import join_layers, prefix_cache, split_table, text_kv
 from lopt_core.methods import build_method, load_method, save_method
-from lopt_core.tasks import load_task
-
-ATOL, RTOL = 1e-5, 1e-4
 
 
-def batch_of(backbone, n=3, task="restaurant"):
-    t = load_task(task)
+def batch_of(backbone, n=3):
+    t = short_generation_task()
     return t.collate(t.examples("train", n, expand_references=True)[:n], backbone.tokenizer)
 
 
@@ -85,7 +84,8 @@ def test_unmasked_zero_prefix_is_not_a_no_op(tiny_llama):
 
 
 def test_text_init_equals_running_the_text_first(tiny):
-    """A raw prefix holding the model's own K/V of a text = the text placed before the input."""
+    """A raw prefix holding the model's own K/V of a text = the text placed before the input (on Gemma 3
+    the text is longer than the sliding window, whose layers must still keep all of it)."""
     text = "table-to-text:"
     n = len(tiny.tokenizer(text, add_special_tokens=False)["input_ids"])
     method = build_method("prefix_tuning", tiny, prompt_len=n, reparam=False, init="text", init_text=text)
@@ -102,18 +102,6 @@ def test_text_init_through_the_mlp_fits_the_text_kv(tiny_llama):
     target = method._initial_table(tiny_llama)
     err = (method.prefix_table() - target).pow(2).mean() / target.var()
     assert err < 0.05, float(err)
-
-
-def test_padding_and_batching_give_the_rows_own_results(tiny):
-    method = build_method("prefix_tuning", tiny, prompt_len=3, reparam_dim=8)
-    task = load_task("restaurant")
-    rows = task.examples("train", 3, expand_references=True)[:3]
-    batch = task.collate(rows, tiny.tokenizer)
-    together = method.hidden_states(tiny, batch)
-    for i, row in enumerate(rows):
-        alone = method.hidden_states(tiny, task.collate([row], tiny.tokenizer))
-        length = int(batch["attention_mask"][i].sum())
-        torch.testing.assert_close(together[i, :length], alone[0, :length], atol=ATOL, rtol=RTOL)
 
 
 def test_prefix_attention_mask_covers_the_prefix(tiny_llama):

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import short_generation_task
 
 from lopt_core.methods import build_method, load_method
 from lopt_core.tasks import load_task
@@ -19,7 +20,8 @@ def small_task(name="sentiment", train=32, dev=8, test=8):
 
 def test_run_folder_holds_config_info_metrics_history_and_method(tiny_llama, tmp_path):
     method = build_method("lopt2", tiny_llama, prompt_len=4, rank=2)
-    result = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, **FAST), run_dir=tmp_path).fit()
+    task = small_task()
+    result = Trainer(method, tiny_llama, task, TrainConfig(steps=6, **FAST), run_dir=tmp_path).fit()
     names = {p.name for p in tmp_path.iterdir()}
     expected = {"config.json", "run_info.json", "metrics.json", "history.csv", "method", "checkpoint.pt", "loss.png"}
     assert expected <= names
@@ -29,7 +31,8 @@ def test_run_folder_holds_config_info_metrics_history_and_method(tiny_llama, tmp
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["seed"] == 0 and "torch" in info["versions"] and info["device"] == "cpu"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["trainable_parameters"] == 2 * 2 * 64 and 0 <= metrics["dev"]["accuracy"] <= 1
+    assert metrics["trainable_parameters"] == 2 * 2 * 64
+    assert metrics["dev"] == pytest.approx(evaluate(method, tiny_llama, task, "dev"))  # the restored best state
     assert len(result.history) == 6 and {"loss", "lr", "grad_norm", "seconds"} <= set(result.history.columns)
     assert result.history["eval_accuracy"].notna().sum() == 2  # steps 3 and 6
     loaded = load_method(tmp_path / "method", tiny_llama)
@@ -65,37 +68,6 @@ def test_final_dev_metrics_reuse_the_best_evaluation_and_equal_a_fresh_one(tiny_
     other = Trainer(build_method("lopt1", tiny_llama, prompt_len=4, rank=2), tiny_llama, small_task(),
                     TrainConfig(steps=3, final_eval_limit=4, **FAST)).fit()
     assert other.metrics["dev"]["n"] == 4
-
-
-class Interrupt:
-    def __init__(self, at):
-        self.at = at
-
-    def __call__(self, trainer, record):
-        if record["step"] == self.at:
-            raise KeyboardInterrupt
-
-
-@pytest.mark.parametrize("name", ["prompt_tuning", "lopt1", "lopt2"])
-def test_resume_continues_at_the_same_step_with_the_same_result(name, tiny_llama, tmp_path):
-    config = TrainConfig(steps=8, **FAST)
-    straight = build_method(name, tiny_llama, prompt_len=4, rank=2) if name != "prompt_tuning" else \
-        build_method(name, tiny_llama, prompt_len=4)
-    reference = Trainer(straight, tiny_llama, small_task(), config).fit()
-
-    def fresh():
-        return build_method(name, tiny_llama, prompt_len=4, rank=2) if name != "prompt_tuning" else \
-            build_method(name, tiny_llama, prompt_len=4)
-
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(fresh(), tiny_llama, small_task(), config, run_dir=tmp_path, callbacks=(Interrupt(5),)).fit()
-    resumed_method = fresh()
-    resumed = Trainer(resumed_method, tiny_llama, small_task(), config, run_dir=tmp_path)
-    result = resumed.fit(resume=True)
-    assert result.history["step"].tolist() == list(range(1, 9))
-    assert result.history["loss"].tolist() == reference.history["loss"].tolist()
-    for (k, v), (_, w) in zip(resumed_method.state_dict().items(), straight.state_dict().items()):
-        assert torch.equal(v, w), k
 
 
 def test_resume_refuses_a_changed_config(tiny_llama, tmp_path):
@@ -148,10 +120,23 @@ def test_early_stopping_with_patience(tiny_llama):
 
 
 def test_generation_task_trains_on_target_loss(tiny_gpt2):
-    method = build_method("lopt1", tiny_gpt2, prompt_len=4, rank=2)
-    result = Trainer(method, tiny_gpt2, small_task("restaurant", train=8, dev=4, test=4),
-                     TrainConfig(steps=4, lr=0.1, **FAST)).fit()
-    assert result.metrics["dev"]["perplexity"] > 1 and result.metrics["dev"]["target_tokens"] > 0
+    """The target loss falls, and the reported loss is the mean cross-entropy over the target tokens."""
+    task = short_generation_task()
+    method = build_method("prefix_tuning", tiny_gpt2, prompt_len=4, reparam=False)
+    result = Trainer(method, tiny_gpt2, task, TrainConfig(steps=12, lr=0.1, **FAST)).fit()
+    # a random 2-layer model starts near log(V) = 5.57 and moves slowly: 5.51 → 5.43 here
+    assert result.history["loss"].tail(3).mean() < 0.99 * result.history["loss"].head(3).mean()
+    rows = task.examples("dev", expand_references=True)
+    batch = task.collate(rows, tiny_gpt2.tokenizer)
+    with torch.no_grad():
+        h = method.hidden_states(tiny_gpt2, batch)
+        logp = tiny_gpt2.logits(h).log_softmax(-1)
+    targets = batch["target_mask"][:, 1:].bool()
+    nll = -logp[:, :-1].gather(2, batch["input_ids"][:, 1:, None])[..., 0][targets]
+    m = result.metrics["dev"]
+    assert m["target_tokens"] == int(targets.sum())
+    assert m["loss"] == pytest.approx(float(nll.mean()), rel=1e-4)
+    assert m["perplexity"] == pytest.approx(float(nll.mean().exp()), rel=1e-4)
 
 
 def test_bad_configs_are_refused(tiny_llama):
