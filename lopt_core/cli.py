@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import string
 import sys
 import time
@@ -94,6 +95,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="embedded", help=f"embedded | {' | '.join(TINY_SPECS)} | hub id | folder "
                    "(default: embedded)")
     p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="dtype of the frozen weights: bf16 halves their memory for large backbones (default: fp32)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast of training, evaluation and generation (default: auto = bf16/fp16 on GPU, "
                    "fp32 on CPU)")
@@ -116,6 +119,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
+    import torch
+
     from lopt_core.backbone import load_backbone
     from lopt_core.methods import build_method, config_fields
     from lopt_core.tasks import load_task
@@ -138,20 +143,24 @@ def cmd_train(args) -> int:
     task = load_task(args.task, path=args.data, source=args.source)
     if args.train_limit:
         task.splits["train"] = task.splits["train"][: args.train_limit]
-    backbone = load_backbone(args.backbone, device=args.device, precision=args.precision)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    backbone = load_backbone(args.backbone, device=args.device, dtype=dtype, precision=args.precision)
     method = build_method(args.method, backbone, **given)
     out = Path(args.out) if args.out else RUNS_DIR / f"{args.method}-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(backbone, task, f"{args.method}: {method.trainable_parameters():,} trainable parameters",
-          f"run folder: {out}", sep="\n")
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch, one process reports
+    if main_process:
+        print(backbone, task, f"{args.method}: {method.trainable_parameters():,} trainable parameters",
+              f"run folder: {out}", sep="\n")
     extra = {"task_path": str(Path(args.data).resolve()) if args.data else None, "task_source_kind": args.source,
              "train_limit": args.train_limit}
     result = Trainer(method, backbone, task, config, run_dir=out, extra_config=extra).fit(resume=args.resume)
-    _print_metrics(result.metrics)
+    if main_process:
+        _print_metrics(result.metrics)
     return 0
 
 
 def _print_metrics(metrics: dict) -> None:
-    for split in ("dev", "test"):
+    for split in ("validation", "test"):
         if split in metrics:
             m = metrics[split]
             shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
@@ -163,9 +172,10 @@ def _print_metrics(metrics: dict) -> None:
 
 def cmd_evaluate(args) -> int:
     from lopt_core.backbone import load_backbone
+    from lopt_core.evaluation import evaluate
     from lopt_core.methods import load_method
+    from lopt_core.runs import load_run
     from lopt_core.tasks import load_task
-    from lopt_core.train import evaluate, load_run
     from lopt_core.utils import write_json
 
     run = Path(args.run_dir)
@@ -174,7 +184,7 @@ def cmd_evaluate(args) -> int:
                              precision=args.precision or cfg.get("precision", "auto"))
     task = load_task(cfg["task"], path=args.data or cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
     method = load_method(run / "method", backbone)
-    splits = [args.split] if args.split else [s for s in ("dev", "test") if s in task.splits]
+    splits = [args.split] if args.split else [s for s in ("validation", "test") if s in task.splits]
     results = {}
     for split in splits:
         results[split] = evaluate(method, backbone, task, split, args.limit, progress=True)
@@ -192,9 +202,9 @@ def cmd_predict(args) -> int:
     """Serve saved runs: each run's prompt K/V are computed once, requests of all runs share a batch."""
     from lopt_core.backbone import load_backbone
     from lopt_core.methods import load_method
+    from lopt_core.runs import load_run
     from lopt_core.serving import Server
     from lopt_core.tasks import load_task
-    from lopt_core.train import load_run
 
     configs = [load_run(run)["config"] for run in args.run_dir]
     specs = {c["backbone_spec"] for c in configs}
@@ -284,17 +294,23 @@ def cmd_sweep(args) -> int:
             print(f"error: -p {name} needs at least one value", file=sys.stderr)
             return 2
     out = args.out or str(Path("outputs") / "sweeps" / Path(args.notebook).stem)
-    table = run_sweep(args.notebook, params, out, seeds=args.seeds, profile=args.profile, jobs=args.jobs)
+    table = run_sweep(args.notebook, params, out, seeds=args.seeds, profile=args.profile, jobs=args.jobs,
+                      scheduler=args.scheduler)
     shown = [c for c in table.columns if c in params or c in ("seed", "status", "wall_seconds")
              or c.endswith("accuracy") or c.endswith("trainable_parameters")]
     print(table[shown].to_string(index=False))
-    if "accuracy" in table and "trainable_parameters" in table:
+    # the front is chosen on validation and drawn with test accuracy when the runs have both
+    score = next((c for c in ("validation_accuracy", "accuracy") if c in table), None)
+    shown_y = "test_accuracy" if "test_accuracy" in table else score
+    if score and "trainable_parameters" in table:
         from lopt_core import plots
         from lopt_core.analysis import pareto_front
 
         ok = table[table["status"] == "ok"]
         hue = "method" if "method" in ok else next(iter(params))
-        plots.save(plots.pareto(ok, pareto_front(ok), hue=hue), Path(out) / "tradeoff.png")
+        split = shown_y.split("_")[0] if "_" in shown_y else "test"
+        plots.save(plots.pareto(ok, pareto_front(ok, score=score), y=shown_y, hue=hue, split=split),
+                   Path(out) / "tradeoff.png")
     return 0 if (table["status"] == "ok").all() else 1
 
 
@@ -345,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="a parameter and its values, e.g. -p rank 1 2 4 8 (repeat for a grid)")
     p_sw.add_argument("--seeds", type=int, nargs="+", default=None)
     p_sw.add_argument("--out", default=None, help="default outputs/sweeps/<notebook>")
-    p_sw.add_argument("--jobs", type=int, default=1)
+    p_sw.add_argument("--jobs", type=int, default=1, help="runs at once (default: 1); with --scheduler local, workers")
+    p_sw.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="run on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster "
+                           "(default: a local pool)")
     p_sw.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"])
     p_sw.set_defaults(func=cmd_sweep)
     p_nb = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")

@@ -25,6 +25,26 @@ def new_cache() -> DynamicCache:
     return DynamicCache()
 
 
+class ReadOnlyCache(DynamicCache):
+    """A cache a forward pass reads but never writes: ``update`` returns [stored; new] and stores nothing.
+
+    Training and scoring passes (which need no cache afterwards) run on one, so that a decoder layer
+    recomputed under gradient checkpointing sees the same keys and values the first time and the second.
+    """
+
+    @classmethod
+    def of(cls, cache: DynamicCache) -> ReadOnlyCache:
+        view = cls()
+        view.layers = list(cache.layers)  # the same layer objects; never mutated through this view
+        return view
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        layer = self.layers[layer_idx] if layer_idx < len(self.layers) else None
+        if layer is None or not layer.is_initialized:
+            return key_states, value_states
+        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+
 def kv_width(backbone: Backbone) -> int:
     """Values per token per layer for K or V: n_kv_heads · head_dim (192 on the embedded model)."""
     return backbone.num_kv_heads * backbone.head_dim

@@ -59,6 +59,36 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
     return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
 
 
+def run_code(path: str | Path, out_root: str | Path, profile: str = "ci", parameters: dict | None = None,
+             run_name: str | None = None) -> dict:
+    """Run a notebook's code cells in this process, without Jupyter: for machines that have no kernel or
+    papermill (a lent GPU machine, a bare cluster node). The parameters cell runs, then ``profile``,
+    ``out_dir`` and ``parameters`` are set as papermill would set them, then the other cells, with the
+    notebook's folder as working directory. ``display`` prints. Returns where it wrote and how long it took.
+    A failing cell raises with the notebook and cell index in its traceback.
+    """
+    import json
+    import os
+
+    path = Path(path).resolve()
+    out_dir = Path(out_root).resolve() / (run_name or path.stem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    given = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
+    namespace: dict = {"__name__": "__main__", "display": print}
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    here, start = os.getcwd(), time.perf_counter()
+    os.chdir(path.parent)
+    try:
+        for i, cell in enumerate(cells):
+            source = "".join(cell["source"])
+            exec(compile(source, f"{path.name}[code cell {i}]", "exec"), namespace)
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                namespace.update(given)
+    finally:
+        os.chdir(here)
+    return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
+
+
 def strip_outputs(path: str | Path) -> bool:
     """Remove outputs, execution counts and run metadata from a notebook; True if it changed."""
     import nbformat

@@ -21,6 +21,12 @@ def _axes(ax, size=(6.4, 4.0)):
     return ax.figure, ax
 
 
+def _ylabel(split: str, y: str) -> str:
+    """"test accuracy" for y="accuracy" or y="test_accuracy" alike."""
+    words = y.replace("_", " ")
+    return words if words.startswith(split) else f"{split} {words}"
+
+
 def _baseline(ax, value: float) -> None:
     ax.axhline(value, color="grey", linestyle=":", label=f"zero-shot ({value:.3f})")
 
@@ -57,9 +63,11 @@ def loss_curves(histories: dict[str, pd.DataFrame], smooth: int = 5, ax=None):
 
 
 def accuracy_vs_parameters(table: pd.DataFrame, baseline: float | None = None, ax=None,
-                           x="trainable_parameters", y="accuracy", label="method", err: str | None = None):
+                           x="trainable_parameters", y="accuracy", label="method", err: str | None = None,
+                           split: str = "test"):
     """Accuracy against trainable parameters (log x), one labelled point per row; an optional
-    horizontal ``baseline`` (e.g. zero-shot accuracy) and error bars from column ``err``."""
+    horizontal ``baseline`` (e.g. zero-shot accuracy) and error bars from column ``err`` (e.g. the 95%
+    interval's half-width); ``split`` names where the accuracy was measured."""
     fig, ax = _axes(ax)
     for i, (_, row) in enumerate(table.iterrows()):
         yerr = row[err] if err and pd.notna(row[err]) else None
@@ -69,7 +77,7 @@ def accuracy_vs_parameters(table: pd.DataFrame, baseline: float | None = None, a
     if baseline is not None:
         _baseline(ax, baseline)
         ax.legend(loc="best")
-    ax.set_ylabel(f"dev {y}")
+    ax.set_ylabel(_ylabel(split, y))
     ax.set_title("Accuracy against parameter budget")
     return fig
 
@@ -134,7 +142,8 @@ def energy(spectra: dict[str, np.ndarray], threshold: float = 0.9, ax=None):
 
 
 def accuracy_vs_rank(table: pd.DataFrame, x: str = "rank", y: str = "accuracy", hue: str = "variant",
-                     current: tuple[float, float] | None = None, baseline: float | None = None, ax=None):
+                     current: tuple[float, float] | None = None, baseline: float | None = None, ax=None,
+                     split: str = "test"):
     """Accuracy against rank (log2 x) for each variant; ``current`` marks one point (the slider's)."""
     fig, ax = _axes(ax)
     for i, (label, part) in enumerate(table.groupby(hue, sort=False)):
@@ -147,14 +156,14 @@ def accuracy_vs_rank(table: pd.DataFrame, x: str = "rank", y: str = "accuracy", 
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("rank r (log scale)")
-    ax.set_ylabel(f"dev {y}")
+    ax.set_ylabel(_ylabel(split, y))
     ax.set_title("Accuracy against rank")
     ax.legend(fontsize=9)
     return fig
 
 
 def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_parameters", y: str = "accuracy",
-           hue: str = "method", baseline: float | None = None, ax=None):
+           hue: str = "method", baseline: float | None = None, ax=None, split: str = "test"):
     """Every run as a point (coloured by ``hue``) and the Pareto front as a step line through ringed points
     (the rings keep a front of a single run visible)."""
     fig, ax = _axes(ax, size=(7, 4.4))
@@ -164,7 +173,7 @@ def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_paramet
     if baseline is not None:
         _baseline(ax, baseline)
     _parameter_axis(ax)
-    ax.set_ylabel(f"dev {y}")
+    ax.set_ylabel(_ylabel(split, y))
     ax.set_title("Accuracy against parameters, with the Pareto front")
     ax.legend(fontsize=9)
     return fig

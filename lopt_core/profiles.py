@@ -1,11 +1,22 @@
 """Run profiles shared by the notebooks: ``ci`` (seconds to minutes, every notebook in CI),
-``cpu`` (minutes, visible learning on this kind of machine) and ``gpu`` (larger backbones and
-full datasets; needs a GPU and, for hub models and datasets, internet).
+``cpu`` (minutes, visible learning on this kind of machine, 3 seeds) and ``gpu`` (one GPU: full training
+sets, thousands of steps, batch 32; offline by default).
 
-A notebook's ``parameters`` cell picks a profile; any value given there overrides the profile's.
+The ``gpu`` profile needs no internet: its backbone is ``embedded`` unless ``$LOPT_BACKBONE`` (or the
+notebook's ``backbone_spec``) names a local model folder (or a hub id, on a machine that has the hub),
+and its data are local files under ``$LOPT_DATA_DIR`` laid out as ``shared/data`` (``sst2/``, ``e2e/``);
+the hub is used only when a notebook asks for ``task_source="hf"``.
+
+A notebook's ``parameters`` cell picks a profile; any value given there overrides the profile's. The
+profile then builds what every notebook needs in the same way::
+
+    P = get_profile("cpu", task="sentiment")
+    backbone, task = P.load_backbone(), P.load_task()     # train cut to P.train_limit
+    config = P.train_config(seed=0, lr=3e-2)               # steps, batch, evaluation from the profile
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 
 
@@ -15,10 +26,12 @@ class Profile:
     backbone: str = "embedded"
     task: str = "yesno"
     task_source: str = "auto"
+    task_path: str | None = None  # folder of a file-backed task (default: $LOPT_DATA_DIR/<task>)
     steps: int = 20
     batch_size: int = 8
     eval_every: int = 10
-    eval_limit: int | None = 64  # dev rows scored during training and in the notebooks' tables
+    eval_limit: int | None = 64  # validation rows scored during training (selection)
+    test_limit: int | None = None  # test rows scored for the notebooks' tables (None: all)
     train_limit: int | None = None
     seeds: tuple[int, ...] = (0,)
     extra: dict = field(default_factory=dict)
@@ -26,13 +39,38 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def train_config(self, seed: int = 0, **overrides):
+        """The ``TrainConfig`` of this profile for one seed; ``overrides`` win (e.g. ``lr=3e-2``)."""
+        from lopt_core.train import TrainConfig
+
+        base = {"steps": self.steps, "batch_size": self.batch_size, "eval_every": self.eval_every,
+                "eval_limit": self.eval_limit, "final_eval_limit": self.test_limit, "seed": seed}
+        return TrainConfig(**{**base, **overrides})
+
+    def load_backbone(self, **options):
+        from lopt_core.backbone import load_backbone
+
+        return load_backbone(self.backbone, **options)
+
+    def load_task(self, name: str | None = None, **options):
+        """The profile's task (or ``name``), its train split cut to ``train_limit`` rows."""
+        from lopt_core.tasks import load_task
+
+        if name is None:
+            options = {"source": self.task_source, "path": self.task_path, **options}
+        task = load_task(name or self.task, **options)
+        if self.train_limit:
+            task.splits["train"] = task.splits["train"][: self.train_limit]
+        return task
+
 
 PROFILES = {
-    "ci": Profile("ci", steps=16, eval_every=8, eval_limit=48, train_limit=256),
+    "ci": Profile("ci", steps=16, eval_every=8, eval_limit=48, test_limit=48, train_limit=256),
     "cpu": Profile("cpu", steps=120, eval_every=30, eval_limit=None, seeds=(0, 1, 2)),
-    "gpu": Profile("gpu", backbone="gpt2-large", task="sst2", task_source="hf", steps=2000, batch_size=32,
+    "gpu": Profile("gpu", backbone="embedded", task="sst2", task_source="files", steps=2000, batch_size=32,
                    eval_every=200, eval_limit=None, seeds=(0, 1, 2)),
 }
+ENVIRONMENT = {"gpu": {"backbone": "LOPT_BACKBONE"}}  # profile settings a variable can set (names as values)
 
 
 def get_profile(name: str, **overrides) -> Profile:
@@ -40,6 +78,9 @@ def get_profile(name: str, **overrides) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     given = {k: v for k, v in overrides.items() if v is not None}
+    for key, variable in ENVIRONMENT.get(name, {}).items():
+        if key not in given and os.environ.get(variable):
+            given[key] = os.environ[variable]
     unknown = set(given) - set(Profile.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown profile settings: {', '.join(sorted(unknown))}")

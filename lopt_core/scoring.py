@@ -16,7 +16,8 @@ from lopt_core.backbone import Backbone
 from lopt_core.batching import last_positions, pad, pad_id
 from lopt_core.tasks import Verbalizer
 
-__all__ = ["label_logits", "class_scores", "sequence_scores", "target_loss", "loss_and_scores", "last_positions"]
+__all__ = ["label_logits", "class_scores", "sequence_scores", "target_loss", "loss_terms", "loss_and_scores",
+           "last_positions"]
 
 
 def label_logits(backbone: Backbone, h_last: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
@@ -71,18 +72,26 @@ def sequence_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbali
     return scores.view(B, C)
 
 
-def target_loss(method, backbone: Backbone, batch: dict) -> torch.Tensor:
-    """Mean token cross-entropy over target positions only (generation tasks)."""
+def target_loss(method, backbone: Backbone, batch: dict, reduction: str = "mean") -> torch.Tensor:
+    """Token cross-entropy over target positions only (generation tasks): their mean, or their sum."""
     last_positions(batch["attention_mask"])  # refuses a left-padded batch
     h = method.hidden_states(backbone, batch)  # (B, T, d)
     predict = batch["target_mask"][:, 1:].bool()  # position t-1 predicts token t
     logits = backbone.logits(h[:, :-1][predict])  # (N, V): only the target positions
-    return F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][predict])
+    return F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][predict], reduction=reduction)
+
+
+def loss_terms(method, backbone: Backbone, batch: dict, task) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """The summed training loss of a batch, what it is summed over (rows for classification, target tokens
+    for generation) and, for classification, the class scores. Summing lets data-parallel training divide
+    by the count of the whole global batch."""
+    if task.kind == "classification":
+        scores = class_scores(method, backbone, batch, task.verbalizer(backbone.tokenizer))
+        return F.cross_entropy(scores.float(), batch["labels"], reduction="sum"), len(batch["labels"]), scores
+    return target_loss(method, backbone, batch, reduction="sum"), int(batch["target_mask"][:, 1:].sum()), None
 
 
 def loss_and_scores(method, backbone: Backbone, batch: dict, task) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The training loss for a batch of ``task`` and, for classification, the class scores."""
-    if task.kind == "classification":
-        scores = class_scores(method, backbone, batch, task.verbalizer(backbone.tokenizer))
-        return F.cross_entropy(scores.float(), batch["labels"]), scores
-    return target_loss(method, backbone, batch), None
+    """The mean training loss of a batch of ``task`` and, for classification, the class scores."""
+    total, count, scores = loss_terms(method, backbone, batch, task)
+    return total / max(count, 1), scores

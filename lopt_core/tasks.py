@@ -4,9 +4,17 @@ A task turns a row into a prompt text (``template``) and a target: a class whose
 follows the prompt (rank classification with a verbaliser), or a text (generation, loss on the
 target tokens only). ``load_task("sentiment")`` needs no files; ``load_task("sst2", path=...)``
 reads GLUE TSV; ``load_task("sst2", source="hf")`` asks the hub when online.
+
+Split roles (``SPLITS``): ``train``; ``validation``, for selection, early stopping and nothing that is
+reported; ``test``, what tables report. A task loaded without a validation split carves one from
+train; a task whose only labelled held-out split is a dev set (SuperGLUE, the hub copy of GLUE) reports
+that dev set as test and carves its validation from train. Every carve is seeded, takes
+min(500 rows, 10%) and keeps rows of one source (one E2E meaning representation) on one side; what was
+done is in ``task.split_notes`` and its summary.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import string
@@ -22,7 +30,9 @@ from lopt_core.batching import LengthPolicy, pad, pad_id
 from lopt_core.formats import DataError  # noqa: F401  (re-exported for users)
 
 BUILTIN_DIR = Path(os.environ.get("LOPT_BUILTIN_DATA", Path(__file__).resolve().parent.parent / "data"))
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "validation", "test")
+ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}  # accepted when loading files
+CARVE_SEED, CARVE_FRACTION, CARVE_MOST = 0, 0.1, 500
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class Task:
     target_template: str = " {target}"
     source: str = "built-in"
     description: str = ""
+    split_notes: dict[str, str] = field(default_factory=dict)  # where each split came from, when not a file
     _verbalizers: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -99,12 +110,57 @@ class Task:
         """Rows of a split (first ``limit``); with ``expand_references`` one row per reference."""
         if split not in self.splits:
             have = ", ".join(self.splits) or "none"
-            raise KeyError(f"task {self.name!r} has no {split!r} split (it has: {have}); "
-                           "pass split files with splits={...} or pick another split")
+            hint = (f" The kit calls it {ALIASES[split]!r}: it selects checkpoints and is never reported; tables "
+                    "report 'test'." if split in ALIASES else " Pass split files with splits={...} or pick another.")
+            raise KeyError(f"task {self.name!r} has no {split!r} split (it has: {have}).{hint}")
         rows = self.splits[split][:limit] if limit else self.splits[split]
         if expand_references and self.kind == "generation":
             rows = [{**r, "target": ref} for r in rows for ref in r["references"]]
         return rows
+
+    # ------------------------------------------------------------------------------ split roles
+    def carve(self, new: str, source: str = "train", seed: int = CARVE_SEED) -> Task:
+        """Move min(500 rows, 10%) of ``source`` into a new split ``new`` (in place; returns the task).
+
+        Rows are drawn by source text with ``seed``: all rows with the same prompt (the references of one
+        E2E meaning representation, a repeated sentence) land on the same side."""
+        rows = self.splits[source]
+        groups: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(self.prompt(row), []).append(i)
+        want = min(CARVE_MOST, max(1, round(CARVE_FRACTION * len(rows))))
+        if len(groups) < 2:
+            raise ValueError(f"task {self.name!r}: cannot carve {new!r} from {len(rows)} {source} rows of "
+                             f"{len(groups)} source(s); give the task a {new} split")
+        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
+        keys, taken = list(groups), set()
+        for g in order:
+            if len(taken) >= want or len(taken) + len(groups[keys[g]]) >= len(rows):
+                break
+            taken.update(groups[keys[g]])
+        self.splits[new] = [r for i, r in enumerate(rows) if i in taken]
+        self.splits[source] = [r for i, r in enumerate(rows) if i not in taken]
+        self.split_notes[new] = (f"carved from {source}: {len(taken)} of {len(rows)} rows (grouped by source, "
+                                 f"seed {seed})")
+        return self
+
+    def assign_roles(self, seed: int = CARVE_SEED) -> Task:
+        """Give the task a validation and a test split (see the module docstring); in place."""
+        self.splits = {ALIASES.get(k, k): v for k, v in self.splits.items()}
+        if "train" not in self.splits:
+            return self  # an evaluation-only task: nothing to select on
+        if "test" not in self.splits and "validation" in self.splits:
+            self.splits["test"] = self.splits.pop("validation")
+            self.split_notes["test"] = ("the labelled dev set, reported as test (the task has no labelled test "
+                                        "set); validation is carved from train")
+        if "validation" not in self.splits:
+            self.carve("validation", "train", seed)
+        return self
+
+    def copy(self) -> Task:
+        """A task with its own split lists (rows shared), to carve without touching the original."""
+        return dataclasses.replace(self, splits=dict(self.splits), split_notes=dict(self.split_notes),
+                                   _verbalizers={})
 
     def verbalizer(self, tokenizer) -> Verbalizer:
         key = (id(tokenizer), tuple(self.label_words))  # label words changed: a new verbaliser
@@ -159,7 +215,8 @@ class Task:
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         extra = f", labels {list(self.label_words)}" if self.kind == "classification" else ""
-        return f"Task {self.name!r} ({self.kind}; {sizes}{extra}; source: {self.source})"
+        notes = "".join(f"\n  {k}: {v}" for k, v in self.split_notes.items())
+        return f"Task {self.name!r} ({self.kind}; {sizes}{extra}; source: {self.source}){notes}"
 
     def __repr__(self) -> str:
         return self.summary()
@@ -203,7 +260,8 @@ def load_task(name: str, path: str | os.PathLike | None = None, source: str = "a
         path: folder of the task's files (file-backed tasks); default ``$LOPT_DATA_DIR/<name>``.
         source: ``"auto"`` (built-in data or local files), ``"files"`` or ``"hf"`` (hub, online).
         splits: map split → file name inside ``path`` to override the defaults, e.g.
-            ``{"train": "devset.csv", "test": "testset_w_refs.csv"}`` for E2E without its train file.
+            ``{"train": "devset.csv", "test": "testset_w_refs.csv"}`` for E2E without its train file (its
+            validation is then carved from devset.csv's meaning representations). ``dev`` means validation.
     """
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}")
@@ -238,7 +296,8 @@ def _builtin_splits(name: str, reader: Callable[[Path], list[dict]]) -> dict[str
     if not folder.is_dir():
         raise FileNotFoundError(f"built-in data folder {folder} is missing; regenerate it with "
                                 "`python data/make_builtin.py` or set LOPT_BUILTIN_DATA")
-    return {s: reader(folder / f"{s}.jsonl") for s in SPLITS}
+    return {role: reader(folder / f"{file}.jsonl") for role, file in
+            (("train", "train"), ("validation", "dev"), ("test", "test"))}  # built-in dev.jsonl: validation
 
 
 def _builtin(name: str, kind: str, reader, post=lambda rows: rows, description: str = "", **spec):
@@ -247,7 +306,7 @@ def _builtin(name: str, kind: str, reader, post=lambda rows: rows, description: 
             raise ValueError(f"task {name!r} is built in: it takes no path, splits or source='hf'")
         data = {s: post(rows) for s, rows in _builtin_splits(name, reader).items()}
         return Task(name=name, kind=kind, splits=data, source=f"built-in ({BUILTIN_DIR / name})",
-                    description=description, **spec)
+                    description=description, **spec).assign_roles()
     register_task(name, f"{description} (built in)")(build)
 
 
@@ -266,12 +325,12 @@ _builtin("instructions", "generation", formats.read_instruction_jsonl, post=_wit
 
 
 def _file_task(name: str, kind: str, files: dict[str, str], reader, hf=None, post=lambda rows: rows,
-               description: str = "", **spec):
+               description: str = "", train_fallback: tuple[str, str] | None = None, **spec):
     """Register a task read from a folder of files in a public format (or from the hub)."""
     def build(path=None, source="auto", splits=None) -> Task:
         if source == "hf":
             return Task(name=name, kind=kind, splits=_hf_splits(name, hf, post), source=f"hf:{hf[0]}",
-                        description=description, **spec)
+                        description=description, **spec).assign_roles()
         folder = Path(path) if path is not None else _default_folder(name)
         mapping = {**files, **(splits or {})} if splits is None else dict(splits)
         found = {s: folder / f for s, f in mapping.items() if (folder / f).is_file()}
@@ -280,8 +339,15 @@ def _file_task(name: str, kind: str, files: dict[str, str], reader, hf=None, pos
             raise FileNotFoundError(
                 f"task {name!r}: none of {expected} found in {folder}. Pass path=... (CLI --data), set "
                 f"LOPT_DATA_DIR to a folder holding {name}/, or use source='hf' when online.")
+        notes = {}
+        if train_fallback and "train" not in found and splits is None and (folder / train_fallback[1]).is_file():
+            # no training file but the named held-out one: train on it (E2E's public trainset is often absent)
+            found["train"] = found.pop(train_fallback[0], folder / train_fallback[1])
+            notes["train"] = f"{train_fallback[1]} ({files['train']} is absent)"
         data = {s: post(reader(p)) for s, p in found.items()}
-        return Task(name=name, kind=kind, splits=data, source=str(folder), description=description, **spec)
+        task = Task(name=name, kind=kind, splits=data, source=str(folder), description=description, **spec)
+        task.split_notes.update(notes)
+        return task.assign_roles()
     register_task(name, f"{description} (local files, or source='hf')")(build)
 
 
@@ -338,6 +404,7 @@ for _name, _labels in (("boolq", YESNO), ("rte", dict(template=NLI, label_words=
                description=f"SuperGLUE {_name.upper()} (JSONL).", **_labels)
 _file_task("e2e", "generation", {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"},
            formats.read_e2e_csv, hf=("e2e_nlg", None, formats.hf_e2e, GLUE), post=_with_table,
+           train_fallback=("dev", "devset.csv"),
            description="E2E NLG (CSV mr,ref): restaurant MR → text, references grouped per MR.", **DATA2TEXT)
 _file_task("instruct_jsonl", "generation", {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
            formats.read_instruction_jsonl, post=_with_references,

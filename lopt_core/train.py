@@ -1,9 +1,9 @@
-"""Training and evaluation: AdamW, warmup + linear decay, clipping, periodic evaluation, best
-checkpoint, exact resume, progress bars, a history DataFrame and a run folder.
+"""Training: AdamW, warmup + linear decay, clipping, evaluation on validation with the best state kept,
+test scored once at the end, exact resume, progress bars and a history DataFrame.
 
-Run folder (when ``run_dir`` is given): ``config.json``, ``run_info.json``, ``metrics.json``,
-``history.csv``, ``method/`` (best state, safetensors) and ``checkpoint.pt`` (for ``resume=True``).
-Every file is written atomically.
+The loop is minGPT's shape; its jobs live beside it: the batch order in ``sampler`` (a pure function of
+seed and step), evaluation in ``evaluation``, the run folder (files, checkpoints, resume rules) in
+``runs``. Validation selects and is never reported; ``metrics["test"]`` is the number to report.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import copy
 import dataclasses
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 from lopt_core.backbone import Backbone
-from lopt_core.batching import LengthPolicy, input_limit
-from lopt_core.methods import PromptMethod, save_method
-from lopt_core.scoring import loss_and_scores
+from lopt_core.batching import LengthPolicy
+from lopt_core.evaluation import evaluate, length_policy, selection_score, to_device
+from lopt_core.methods import PromptMethod
+from lopt_core.parallel import LossModule, make_accelerator
+from lopt_core.runs import RunFolder, load_run  # noqa: F401  (load_run: re-exported for users)
+from lopt_core.sampler import batch_indices
 from lopt_core.tasks import Task
-from lopt_core.utils import atomic_path, option, read_json, run_info, write_json
+from lopt_core.utils import option, run_info
 
 
 class TrainingDiverged(FloatingPointError):
@@ -39,18 +44,23 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup: float = option(0.1, "linear warmup: a fraction of the steps (below 1) or a number of steps")
     max_grad_norm: float = option(1.0, "gradient clipping norm")
-    eval_every: int = option(20, "steps between evaluations (the best one is kept)")
-    eval_split: str = option("dev", "split scored during training")
-    eval_limit: int | None = option(200, "rows of the eval split scored during training (default: all)")
+    eval_every: int = option(20, "steps between evaluations on the validation split (the best state is kept)")
+    eval_split: str = option("validation", "the split that selects; never reported")
+    eval_limit: int | None = option(200, "validation rows scored during training (default: all)")
     eval_batch_size: int = option(32, "rows per evaluation batch")
-    final_eval_limit: int | None = option(None, "rows of each split scored at the end (default: all)")
+    test_split: str | None = option("test", "the split scored once after training, the number to report "
+                                            "(none: no test score, e.g. in a learning-rate grid)")
+    final_eval_limit: int | None = option(None, "rows of validation and test scored at the end (default: all)")
     max_length: int = option(256, "tokens per row at most (also bounded by the backbone's context)")
+    group_by_length: bool = option(True, "batch rows of similar length together (less padding; order stays random)")
+    gradient_accumulation: int = option(1, "batches per optimiser step (global batch: batch_size × this × processes)")
+    gradient_checkpointing: bool = option(False, "recompute each decoder layer in backward: less activation memory")
     patience: int | None = option(None, "evaluations without improvement before stopping early")
     seed: int = option(0, "seed of the data order")
     progress: bool = option(True, "show progress bars")
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "max_length"):
+        for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "max_length", "gradient_accumulation"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -58,61 +68,11 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup!r}")
+        if self.test_split is not None and self.test_split == self.eval_split:
+            raise ValueError(f"the split that selects ({self.eval_split!r}) cannot also be the one reported")
 
     def warmup_steps(self) -> int:
         return int(self.warmup * self.steps) if self.warmup < 1 else int(self.warmup)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-@torch.inference_mode()
-def evaluate(method: PromptMethod, backbone: Backbone, task: Task, split: str = "dev",
-             limit: int | None = None, batch_size: int = 32, max_length: int = 256,
-             progress: bool = False) -> dict:
-    """Metrics of ``method`` on a split: accuracy and macro-F1 (classification) or target loss.
-
-    Rows are batched in order of length (length bucketing: less padding); metrics do not depend
-    on the order.
-    """
-    rows = task.examples(split, limit, expand_references=True)
-    rows = sorted(rows, key=lambda r: len(task.prompt(r)) + len(r.get("target", "")))
-    policy = length_policy(backbone, method, task, max_length, f"evaluate {task.name}/{split}")
-    was_training = method.training
-    method.eval()
-    total_loss, correct, count, preds, golds = 0.0, 0, 0, [], []
-    starts = range(0, len(rows), batch_size)
-    for start in tqdm(starts, desc=f"eval {task.name}/{split}", disable=not progress, leave=False):
-        chunk = rows[start:start + batch_size]
-        batch = to_device(task.collate(chunk, backbone.tokenizer, policy=policy), backbone.device)
-        with backbone.autocast():
-            loss, scores = loss_and_scores(method, backbone, batch, task)
-        weight = len(chunk) if scores is not None else int(batch["target_mask"][:, 1:].sum())
-        total_loss += float(loss) * weight
-        count += weight
-        if scores is not None:
-            preds += scores.argmax(-1).tolist()
-            golds += batch["labels"].tolist()
-    method.train(was_training)
-    policy.warn()
-    out = {"split": split, "n": len(rows), "loss": total_loss / max(count, 1)}
-    if task.kind == "classification":
-        correct = sum(p == g for p, g in zip(preds, golds))
-        out["accuracy"] = correct / max(len(golds), 1)
-        out["macro_f1"] = macro_f1(preds, golds, task.num_classes)
-    else:
-        out["perplexity"] = math.exp(min(out["loss"], 50.0))
-        out["target_tokens"] = count
-    return out
-
-
-def length_policy(backbone: Backbone, method: PromptMethod, task: Task, max_length: int, where: str) -> LengthPolicy:
-    """Rows of at most ``max_length`` tokens, and never more than the backbone's context leaves beside
-    the method's extra positions (and label words of several tokens, scored after the prompt); longer
-    ones are cut (prompt from the left, BOS kept)."""
-    limit = input_limit(backbone, method, max_length, new_tokens=task.answer_tokens(backbone.tokenizer))
-    return LengthPolicy(limit, where, backbone.tokenizer.bos_token_id)
 
 
 def warmup_then_linear(step: int, warm: int, total: int) -> float:
@@ -122,266 +82,234 @@ def warmup_then_linear(step: int, warm: int, total: int) -> float:
     return max(0.0, (total - step) / max(total - warm, 1))
 
 
-def macro_f1(preds: list[int], golds: list[int], num_classes: int) -> float:
-    scores = []
-    for c in range(num_classes):
-        tp = sum(p == c and g == c for p, g in zip(preds, golds))
-        fp = sum(p == c and g != c for p, g in zip(preds, golds))
-        fn = sum(p != c and g == c for p, g in zip(preds, golds))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / num_classes
-
-
-def selection_score(metrics: dict) -> float:
-    """Higher is better: dev accuracy for classification, minus dev loss for generation."""
-    return metrics["accuracy"] if "accuracy" in metrics else -metrics["loss"]
-
-
 class Trainer:
     """Train one method on one task against a frozen backbone.
 
-    ``callbacks`` are called as ``fn(trainer, record)`` after every step (record: the step's
-    history row); raising ``KeyboardInterrupt`` there stops training after a checkpoint is written.
+    ``callbacks`` are called as ``fn(trainer, record)`` after every step (record: the step's history
+    row); raising ``KeyboardInterrupt`` there stops training after a checkpoint is written. A parameter
+    group marked ``outer`` (IAPT's bi-level option) is trained on an ``outer`` split carved from train,
+    so neither the training nor the selection rows are seen by it.
     """
 
-    def __init__(self, method: PromptMethod, backbone: Backbone, task: Task,
-                 config: TrainConfig | None = None, run_dir: str | Path | None = None,
-                 callbacks: tuple[Callable, ...] = (), overwrite: bool = False, extra_config: dict | None = None):
-        self.method, self.backbone, self.task = method, backbone, task
-        self.config = config or TrainConfig()
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.callbacks = callbacks
-        self.overwrite = overwrite
-        self.extra_config = extra_config or {}
-        self.train_rows = task.examples("train", expand_references=True)
+    def __init__(self, method: PromptMethod, backbone: Backbone, task: Task, config: TrainConfig | None = None,
+                 run_dir: str | Path | None = None, callbacks: tuple[Callable, ...] = (), overwrite: bool = False,
+                 extra_config: dict | None = None):
+        self.method, self.backbone, self.config = method, backbone, config or TrainConfig()
+        c = self.config
+        groups = [g for g in method.param_groups(c.lr if c.lr is not None else method.recommended_lr) if g["params"]]
+        if not groups:
+            raise ValueError(f"method {method.name!r} has no trainable parameters: nothing to train")
+        self.lr, self.bilevel = groups[0]["lr"], any(g.get("outer") for g in groups)
+        self.task = task.copy().carve("outer", "train") if self.bilevel else task
+        self.train_rows = self.task.examples("train", expand_references=True)
         if not self.train_rows:
             raise ValueError(f"task {task.name!r} has an empty train split")
-        params = [p for p in method.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError(f"method {method.name!r} has no trainable parameters: nothing to train")
-        self.lr = self.config.lr if self.config.lr is not None else method.recommended_lr
-        # Bi-level methods (IAPT's option) train some parameters on dev batches in a step of their own.
-        self.outer = method.outer_parameters()
-        outer_ids = {id(p) for p in self.outer}
-        inner = [p for p in params if id(p) not in outer_ids]
-        self.optimizer = torch.optim.AdamW(inner, lr=self.lr, weight_decay=self.config.weight_decay)
-        self.outer_optimizer = torch.optim.AdamW(self.outer, lr=method.outer_lr()) if self.outer else None
-        if self.outer and self.config.eval_split not in task.splits:
-            raise ValueError(f"bi-level training needs a {self.config.eval_split!r} split for its outer step")
-        warm, total = self.config.warmup_steps(), self.config.steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_then_linear(s, warm, total))
-        self.policy = self._check_lengths()
-        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
-        self.scaler = torch.amp.GradScaler(backbone.device.type, enabled=backbone.precision == "fp16")
-        self.step, self.history, self.best = 0, [], {"score": -math.inf, "step": None, "metrics": None}
-        self.best_state = None
+        self.accelerator = make_accelerator(backbone, c.gradient_accumulation)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.model = self.accelerator.prepare(LossModule(method, backbone, self.task))  # DDP when world > 1
+        self.optimizer = self.accelerator.prepare(torch.optim.AdamW(groups, weight_decay=c.weight_decay))
+        warm, total = c.warmup_steps(), c.steps  # stepped by hand: Accelerate's wrapper steps once per process
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer,
+                                                           lambda s: warmup_then_linear(s, warm, total))
+        self.policy, self.lengths = self._check_lengths()
+        self.run = RunFolder(run_dir, overwrite) if run_dir is not None else None
+        self.run_dir = self.run.path if self.run else None
+        self.callbacks, self.extra_config = callbacks, extra_config or {}
+        self.step, self.history, self.best, self.best_state = 0, [], {"score": -math.inf, "step": None}, None
+        self.evaluations: Counter = Counter()  # evaluations per split (test: once, after training)
 
-    def _check_lengths(self) -> LengthPolicy:
+    @property
+    def main(self) -> bool:
+        """Only the main process writes the run folder and shows progress."""
+        return self.accelerator.is_main_process
+
+    def _check_lengths(self) -> tuple[LengthPolicy, tuple[int, ...]]:
         """Before step 1: every training row is fitted once (an error names a row with no room for its
-        prompt), and one warning says how many rows will be cut to the context."""
+        prompt; one warning says how many will be cut); their lengths group batches."""
         policy = length_policy(self.backbone, self.method, self.task, self.config.max_length,
                                f"training {self.task.name}")
-        for i, row in enumerate(self.train_rows):
-            self.task.encode(row, self.backbone.tokenizer, policy, index=i)
-        policy.warn()
-        return LengthPolicy(policy.limit, policy.where, policy.bos_id, record=False)  # steps cut the same rows
+        lengths = tuple(sum(map(len, self.task.encode(row, self.backbone.tokenizer, policy, index=i)))
+                        for i, row in enumerate(self.train_rows))
+        if self.main:
+            policy.warn()
+        return LengthPolicy(policy.limit, policy.where, policy.bos_id, record=False), lengths
 
-    # ------------------------------------------------------------------------------ batches
-    def batch_indices(self, step: int) -> list[int]:
-        """Rows of the step's batch: a function of (seed, step) only, so resuming is exact."""
-        N, B = len(self.train_rows), self.config.batch_size
-        out, pos = [], step * B
-        while len(out) < B:
-            epoch, offset = divmod(pos, N)
-            g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-            perm = torch.randperm(N, generator=g)
-            take = min(B - len(out), N - offset)
-            out += perm[offset:offset + take].tolist()
-            pos += take
-        return out
-
-    # ------------------------------------------------------------------------------ files
-    def _config_record(self) -> dict:
-        return {"method": self.method.name, "method_config": self.method.config.to_dict(),
-                "task": self.task.name, "task_source": self.task.source, "backbone": self.backbone.name,
-                "backbone_spec": self.backbone.spec, "precision": self.backbone.precision,
-                "train": {**dataclasses.asdict(self.config), "lr": self.lr},
-                "trainable_parameters": self.method.trainable_parameters(),
-                "stored_parameters": self.method.stored_parameters(), **self.extra_config}
-
-    def _checkpoint_path(self) -> Path | None:
-        return self.run_dir / "checkpoint.pt" if self.run_dir else None
-
-    def save_checkpoint(self) -> None:
-        if self.run_dir is None:
-            return
-        state = {"step": self.step, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "outer_optimizer": self.outer_optimizer.state_dict() if self.outer_optimizer else None,
-                 "scheduler": self.scheduler.state_dict(), "history": self.history, "best": self.best,
-                 "best_state": self.best_state, "config": dataclasses.asdict(self.config),
-                 "method_name": self.method.name, "method_config": self.method.config.to_dict()}
-        with atomic_path(self._checkpoint_path()) as tmp:
-            torch.save(state, tmp)
-
-    def _load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.backbone.device, weights_only=False)
-        saved = {k: v for k, v in state["config"].items() if k != "progress"}
-        now = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "progress"}
-        if saved != now:
-            diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
-            raise ValueError(f"cannot resume {path}: the training config differs (saved, now): {diff}")
-        mine = (self.method.name, self.method.config.to_dict())
-        if (state["method_name"], state["method_config"]) != mine:
-            raise ValueError(f"cannot resume {path}: it holds {state['method_name']} {state['method_config']}, "
-                             f"not {mine[0]} {mine[1]}")
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.outer_optimizer is not None:
-            self.outer_optimizer.load_state_dict(state["outer_optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.history, self.best = state["step"], state["history"], state["best"]
-        self.best_state = state["best_state"]
-
-    def _prepare_run_dir(self, resume: bool) -> None:
-        if self.run_dir is None:
-            if resume:
-                raise ValueError("resume=True needs a run_dir to resume from")
-            return
-        ckpt = self._checkpoint_path()
-        if resume and ckpt.is_file():
-            self._load_checkpoint(ckpt)
-            return
-        if (self.run_dir / "config.json").exists() and not resume and not self.overwrite:
-            raise FileExistsError(f"{self.run_dir} already holds a run. Pass resume=True to continue it, "
-                                  "overwrite=True to replace it, or choose another folder.")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("checkpoint.pt", "metrics.json", "history.csv", "loss.png"):  # overwrite=True
-            (self.run_dir / stale).unlink(missing_ok=True)
-        write_json(self.run_dir / "config.json", self._config_record())
-        write_json(self.run_dir / "run_info.json", run_info(self.config.seed, self.backbone.device))
-
-    # ------------------------------------------------------------------------------ loop
-    def train_step(self) -> dict:
+    def batch_indices(self, micro_step: int, split: str = "train") -> list[int]:
+        """This process's rows of a micro-batch: a function of (seed, step, rank, world size) only."""
         c = self.config
-        rows = [self.train_rows[i] for i in self.batch_indices(self.step)]
-        batch = to_device(self.task.collate(rows, self.backbone.tokenizer, policy=self.policy), self.backbone.device)
-        self.method.train()
-        start = time.perf_counter()
-        with self.backbone.autocast():
-            loss, _ = loss_and_scores(self.method, self.backbone, batch, self.task)
+        if split == "train":
+            return batch_indices(len(self.train_rows), c.batch_size, c.seed, micro_step, self.rank, self.world,
+                                 lengths=self.lengths if c.group_by_length else None)
+        n = len(self.task.splits[split])
+        return batch_indices(n, min(c.batch_size, n), c.seed + 7_919, micro_step, self.rank, self.world)
+
+    def _batches(self, split: str, rows: list[dict], micro_steps: range) -> list[dict]:
+        collate = self.task.collate
+        return [to_device(collate([rows[i] for i in self.batch_indices(m, split)], self.backbone.tokenizer,
+                                  policy=self.policy), self.backbone.device) for m in micro_steps]
+
+    def _backward(self, batches: list[dict], accumulate: bool = True) -> tuple[float, int]:
+        """Forward and backward of micro-batches, the loss divided by the count of the whole global batch
+        (rows, or target tokens of generation tasks, over every micro-batch and process)."""
+        counts = [len(b["labels"]) if "labels" in b else int(b["target_mask"][:, 1:].sum()) for b in batches]
+        count = int(self.accelerator.reduce(torch.tensor(sum(counts), device=self.backbone.device), "sum"))
+        scale = self.config.gradient_accumulation * self.world / count  # backward divides by K, DDP averages
+        summed = torch.zeros((), device=self.backbone.device)
+        checkpointing = self.config.gradient_checkpointing
+        for batch in batches:
+            sync = self.accelerator.accumulate(self.model) if accumulate else nullcontext()
+            with sync, self.backbone.autocast(), self.backbone.gradient_checkpointing(checkpointing):
+                total, _ = self.model(batch)
+                self._check_finite(total)
+                self.accelerator.backward(total * scale)
+            summed += total.detach()
+        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        return float(self.accelerator.reduce(summed, "sum")) / count, tokens
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
+            where = f"the last good checkpoint is {self.run.checkpoint}." if self.run else "no checkpoint was kept."
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at step {self.step + 1} (lr={self.scheduler.get_last_lr()[0]:.3g}). "
-                "Lower the learning rate (lr=...), check the method's initialisation and the data; "
-                + (f"the last good checkpoint is {self._checkpoint_path()}." if self.run_dir
-                   else "no checkpoint was kept."))
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        params = self.optimizer.param_groups[0]["params"]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
-        lr = self.scheduler.get_last_lr()[0]
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+                f"Lower the learning rate (lr=...), check the method's initialisation and the data; {where}")
+
+    def _optimiser_step(self, outer: bool) -> float:
+        """Clip and step the inner groups (or the outer ones) only."""
+        for group in self.optimizer.param_groups:
+            if bool(group.get("outer")) != outer:
+                for p in group["params"]:
+                    p.grad = None  # AdamW skips parameters without a gradient
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm)
+        self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        record = {"step": self.step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
-        if self.outer_optimizer is not None:
-            record["outer_loss"] = self.outer_step()
+        return float(norm)
+
+    def train_step(self) -> dict:
+        self.method.train()
+        start, K = time.perf_counter(), self.config.gradient_accumulation
+        micro = range(self.step * K, (self.step + 1) * K)
+        loss, tokens = self._backward(self._batches("train", self.train_rows, micro))
+        record = {"step": self.step + 1, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": self._optimiser_step(outer=False)}
+        if self.bilevel:  # one step of the outer groups on the outer split (IAPT's bi-level option)
+            rows = self.task.examples("outer", expand_references=True)
+            record["outer_loss"], _ = self._backward(self._batches("outer", rows, range(self.step, self.step + 1)),
+                                                     accumulate=False)
+            self._optimiser_step(outer=True)
+        self.scheduler.step()
         self.step += 1
-        return {**record, "seconds": time.perf_counter() - start, "tokens": int(batch["attention_mask"].sum())}
+        return {**record, "seconds": time.perf_counter() - start, "tokens": tokens}
 
-    def outer_step(self) -> float:
-        """Bi-level: one step of the outer parameters on a dev batch (a function of seed and step)."""
+    def evaluate(self, split: str, limit: int | None = None) -> dict:
+        self.evaluations[split] += 1
         c = self.config
-        rows = self.task.examples(c.eval_split, expand_references=True)
-        g = torch.Generator().manual_seed(c.seed * 7_919 + self.step)
-        pick = torch.randint(len(rows), (min(c.batch_size, len(rows)),), generator=g).tolist()
-        batch = to_device(self.task.collate([rows[i] for i in pick], self.backbone.tokenizer, policy=self.policy),
-                          self.backbone.device)
-        self.method.zero_grad(set_to_none=True)
-        with self.backbone.autocast():
-            loss, _ = loss_and_scores(self.method, self.backbone, batch, self.task)
-        loss.backward()
-        self.outer_optimizer.step()
-        self.method.zero_grad(set_to_none=True)
-        return loss.item()
-
-    def evaluate(self, split: str | None = None, limit: int | None = None) -> dict:
-        c = self.config
-        return evaluate(self.method, self.backbone, self.task, split or c.eval_split, limit,
-                        c.eval_batch_size, c.max_length)
+        return evaluate(self.method, self.backbone, self.task, split, limit, c.eval_batch_size, c.max_length)
 
     def fit(self, resume: bool = False) -> FitResult:
-        """Train to ``config.steps`` (continuing a checkpoint with ``resume=True``)."""
+        """Train to ``config.steps`` (continuing a checkpoint with ``resume=True``), then score test once."""
         c = self.config
-        self._prepare_run_dir(resume)
-        has_eval = c.eval_split in self.task.splits
+        if resume and self.run is None:
+            raise ValueError("resume=True needs a run_dir to resume from")
+        if self.run is not None:
+            resuming = resume and self.run.checkpoint.is_file()
+            if self.main:
+                self.run.open(self._record(), self._info(), resume)
+            self.accelerator.wait_for_everyone()
+            if resuming:
+                self.load_state_dict(self.run.load_checkpoint(self._identity(), self.backbone.device))
+        selects = c.eval_split in self.task.splits
         bar = tqdm(total=c.steps, initial=self.step, desc=f"{self.method.name} on {self.task.name}",
-                   disable=not c.progress)
+                   disable=not (c.progress and self.main))
         stale = 0
         try:
-            while self.step < c.steps:
+            while self.step < c.steps and (c.patience is None or stale < c.patience):
                 record = self.train_step()
-                if has_eval and (self.step % c.eval_every == 0 or self.step == c.steps):
-                    metrics = self.evaluate(limit=c.eval_limit)
+                if selects and (self.step % c.eval_every == 0 or self.step == c.steps):
+                    metrics = self.evaluate(c.eval_split, c.eval_limit)
                     record.update({f"eval_{k}": v for k, v in metrics.items() if isinstance(v, float)})
                     if selection_score(metrics) > self.best["score"]:
                         self.best = {"score": selection_score(metrics), "step": self.step, "metrics": metrics}
-                        self.best_state = copy.deepcopy(self.method.state_dict())
-                        stale = 0
+                        self.best_state, stale = copy.deepcopy(self.method.state_dict()), 0
                     else:
                         stale += 1
-                    self.history.append(record)
-                    self.save_checkpoint()
-                else:
-                    self.history.append(record)
+                self.history.append(record)
+                if self.run is not None and "eval_loss" in record and self.main:
+                    self.run.save_checkpoint(self.state_dict())
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items()
                                  if k in ("loss", "eval_accuracy", "eval_loss")})
                 for fn in self.callbacks:
                     fn(self, record)
-                if c.patience is not None and stale >= c.patience:
-                    break
         except KeyboardInterrupt:
-            self.save_checkpoint()
-            bar.close()
+            if self.run is not None and self.main:
+                self.run.save_checkpoint(self.state_dict())
             raise
-        bar.close()
-        self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.run is not None and self.main:
+            self.run.save_checkpoint(self.state_dict())
         return self._finish()
 
     def _finish(self) -> FitResult:
+        """Restore the best state; its validation metrics are the selection, test is scored here, once."""
+        c = self.config
         if self.best_state is not None:
             self.method.load_state_dict(self.best_state)
         history = pd.DataFrame(self.history)
         metrics = {"method": self.method.name, "task": self.task.name, "backbone": self.backbone.name,
-                   "steps": self.step, "best_step": self.best["step"],
+                   "steps": self.step, "best_step": self.best["step"], "lr": self.lr,
+                   "selection": {"split": c.eval_split, "metric": "accuracy" if self.task.kind == "classification"
+                                 else "loss", "best_step": self.best["step"]},
+                   "split_notes": dict(self.task.split_notes),
                    "trainable_parameters": self.method.trainable_parameters(),
                    "stored_parameters": self.method.stored_parameters(),
                    "seconds_per_step": float(history["seconds"].median()) if len(history) else None}
-        c = self.config
-        for split in ("dev", "test"):
-            if split not in self.task.splits:
-                continue
-            if (split == c.eval_split and c.final_eval_limit == c.eval_limit and self.best_state is not None
-                    and self.best["metrics"] is not None):
-                # The best state was scored on exactly these rows when it was selected, and scoring is
-                # deterministic: reuse that instead of running the same evaluation again.
-                metrics[split] = copy.deepcopy(self.best["metrics"])
-            else:
-                metrics[split] = self.evaluate(split, limit=c.final_eval_limit)
-        if self.run_dir is not None:
-            with atomic_path(self.run_dir / "history.csv") as tmp:
-                history.to_csv(tmp, index=False)
-            save_method(self.method, self.run_dir / "method", self.backbone.name)
-            if len(history):
-                from lopt_core import plots  # matplotlib only when there is a figure to write
-
-                fig = plots.loss_curves({self.method.name: history})
-                plots.save(fig, self.run_dir / "loss.png")
-                plots.plt.close(fig)
-            write_json(self.run_dir / "metrics.json", metrics)
+        if c.eval_split in self.task.splits:
+            # the best state was scored on these rows when it was selected, and scoring is deterministic
+            same_rows = c.final_eval_limit == c.eval_limit and self.best.get("metrics") is not None
+            metrics["validation"] = (copy.deepcopy(self.best["metrics"]) if same_rows
+                                     else self.evaluate(c.eval_split, c.final_eval_limit))
+        if c.test_split is not None and c.test_split in self.task.splits:
+            metrics["test"] = self.evaluate(c.test_split, c.final_eval_limit)
+        if self.run is not None and self.main:
+            self.run.write_results(history, metrics, self.method, self.backbone.name)
+        self.accelerator.wait_for_everyone()
         return FitResult(history=history, metrics=metrics, run_dir=self.run_dir)
+
+    # ------------------------------------------------------------------------------ files
+    def _identity(self) -> dict:
+        return {"config": dataclasses.asdict(self.config), "method_name": self.method.name,
+                "method_config": self.method.config.to_dict()}
+
+    def _record(self) -> dict:
+        return {"method": self.method.name, "method_config": self.method.config.to_dict(), "task": self.task.name,
+                "task_source": self.task.source, "split_notes": dict(self.task.split_notes),
+                "backbone": self.backbone.name, "backbone_spec": self.backbone.spec,
+                "precision": self.backbone.precision, "train": {**dataclasses.asdict(self.config), "lr": self.lr},
+                "trainable_parameters": self.method.trainable_parameters(),
+                "stored_parameters": self.method.stored_parameters(), **self.extra_config}
+
+    def _info(self) -> dict:
+        return {**run_info(self.config.seed, self.backbone.device), "world_size": self.world,
+                "global_batch_size": self.config.batch_size * self.config.gradient_accumulation * self.world,
+                "mixed_precision": self.accelerator.mixed_precision}
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs: tensors and plain data only (read back with weights_only=True)."""
+        scaler = self.accelerator.scaler
+        return {"step": self.step, "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "history": self.history, "best": self.best, "best_state": self.best_state, **self._identity()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.accelerator.scaler is not None and state.get("scaler"):
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.step, self.history, self.best, self.best_state = (state["step"], state["history"], state["best"],
+                                                               state["best_state"])
 
 
 @dataclass
@@ -391,20 +319,11 @@ class FitResult:
     run_dir: Path | None
 
     def __repr__(self) -> str:
-        dev = self.metrics.get("dev", {})
-        if "accuracy" in dev:
-            score = f"dev accuracy {dev['accuracy']:.3f}"
-        else:
-            score = f"dev loss {dev.get('loss', float('nan')):.3f}"
-        return f"FitResult({self.metrics['method']} on {self.metrics['task']}: {score}, steps={self.metrics['steps']})"
-
-
-def load_run(run_dir: str | Path) -> dict:
-    """The config and metrics of a finished run folder."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (config.json missing)")
-    out = {"config": read_json(run_dir / "config.json")}
-    if (run_dir / "metrics.json").is_file():
-        out["metrics"] = read_json(run_dir / "metrics.json")
-    return out
+        shown = []
+        for split in ("validation", "test"):
+            m = self.metrics.get(split, {})
+            if m:
+                value = f"accuracy {m['accuracy']:.3f}" if "accuracy" in m else f"loss {m['loss']:.3f}"
+                shown.append(f"{split} {value}")
+        return (f"FitResult({self.metrics['method']} on {self.metrics['task']}: {', '.join(shown) or 'no evaluation'}, "
+                f"steps={self.metrics['steps']})")

@@ -50,6 +50,9 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``"auto"`` to cuda → mps → cpu; refuse a device this machine does not have."""
     if isinstance(device, torch.device):
         device = str(device)
+    local_rank = os.environ.get("LOCAL_RANK")  # set by accelerate launch / torchrun: one GPU per process
+    if device in ("auto", "cuda") and local_rank is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(local_rank)}")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -83,10 +86,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -12,7 +12,7 @@ from IPython.display import display
 
 from lopt_core import plots
 from lopt_core.analysis import kv_bytes_per_request, singular_values, truncate_method
-from lopt_core.train import evaluate
+from lopt_core.evaluation import evaluate
 
 
 class RankSlider:
@@ -20,7 +20,8 @@ class RankSlider:
     of evaluation rows (cached per r, so moving back is instant); the spectrum with the cut and
     the accuracy-vs-rank curve with the current point are redrawn."""
 
-    def __init__(self, method, backbone, task, split: str = "dev", limit: int = 64, baseline: float | None = None):
+    def __init__(self, method, backbone, task, split: str = "validation", limit: int = 64,
+                 baseline: float | None = None):
         self.method, self.backbone, self.task = method, backbone, task
         self.split, self.limit, self.baseline = split, limit, baseline
         self.s = singular_values(method.prompt_matrix()).numpy()
@@ -47,7 +48,8 @@ class RankSlider:
         plots.spectrum({"trained prompt": self.s}, cut=r, ax=left)
         seen = pd.DataFrame([{"rank": k, "accuracy": m["accuracy"], "variant": "truncated"}
                              for k, m in sorted(self.cache.items())])
-        plots.accuracy_vs_rank(seen, current=(r, self.cache[r]["accuracy"]), baseline=self.baseline, ax=right)
+        plots.accuracy_vs_rank(seen, current=(r, self.cache[r]["accuracy"]), baseline=self.baseline, ax=right,
+                               split=self.split)
         return fig
 
     def update(self, r: int) -> dict:

@@ -81,14 +81,14 @@ TABLES = ["name : A | food : French", "name : Bo | area : riverside", "name : C"
 def short_task(label_words=("a", "b"), name="short") -> Task:
     """Classification with short rows; ("a", "b") are one byte-token each, (" good", " bad") several."""
     rows = [{"text": t, "label": i % 2} for i, t in enumerate(TEXTS)]
-    return Task(name, "classification", "{text} =", {"train": rows[:8], "dev": rows[8:], "test": rows[8:]},
+    return Task(name, "classification", "{text} =", {"train": rows[:8], "validation": rows[8:], "test": rows[8:]},
                 label_words=label_words, label_names=("pos", "neg"))
 
 
 def short_generation_task(name="short_gen") -> Task:
     rows = [{"table": t, "references": [f"{t.split(' : ')[1].split(' |')[0]} is nice.", "It is good."]}
             for t in TABLES]
-    return Task(name, "generation", "Table: {table}\nText:", {"train": rows[:3], "dev": rows[3:],
+    return Task(name, "generation", "Table: {table}\nText:", {"train": rows[:3], "validation": rows[3:],
                                                               "test": rows[3:]})
 
 

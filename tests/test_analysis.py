@@ -60,7 +60,7 @@ def test_truncate_method_scores_like_the_truncated_prompt(tiny_llama):
     torch.testing.assert_close(cut.prompt_matrix(), A.truncate(method.prompt_matrix(), 2), atol=1e-5, rtol=1e-4)
     full = A.truncate_method(method, 6, tiny_llama)
     task = load_task("sentiment")
-    batch = task.collate(task.examples("dev", 2), tiny_llama.tokenizer)
+    batch = task.collate(task.examples("validation", 2), tiny_llama.tokenizer)
     torch.testing.assert_close(full.hidden_states(tiny_llama, batch), method.hidden_states(tiny_llama, batch),
                                atol=1e-5, rtol=1e-4)
 

@@ -23,10 +23,10 @@ def test_train_writes_a_run_folder_and_evaluate_rescores_it(tmp_path, capsys):
     assert metrics["method"] == "lopt2" and metrics["trainable_parameters"] == 2 * 2 * 64
     config = json.loads((out / "config.json").read_text())
     assert config["method_config"]["prompt_len"] == 6 and config["backbone_spec"] == "tiny-llama"
-    assert main(["evaluate", str(out), "--split", "dev"]) == 0
-    again = json.loads((out / "evaluate-dev.json").read_text())["dev"]
-    assert again["accuracy"] == metrics["dev"]["accuracy"] and again["n"] == 200
-    assert "dev: n=200" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--split", "validation"]) == 0
+    again = json.loads((out / "evaluate-validation.json").read_text())["validation"]
+    assert again["accuracy"] == metrics["validation"]["accuracy"] and again["n"] == 200
+    assert "validation: n=200" in capsys.readouterr().out
 
 
 def test_resume_flag_continues_a_run(tmp_path):

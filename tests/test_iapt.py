@@ -168,21 +168,37 @@ def test_bad_configs_are_refused(tiny_llama):
         method.hidden_states(tiny_llama, encode(tiny_llama, "a"))
 
 
-def test_bilevel_trains_the_rational_coefficients_on_dev_batches(tiny_llama, tmp_path):
+def outer_parameters(method):
+    return [p for group in method.param_groups(1e-3) if group.get("outer") for p in group["params"]]
+
+
+def test_bilevel_puts_exactly_the_rational_coefficients_in_the_outer_group(tiny_llama):
+    method = iapt(tiny_llama, bilevel=True, bilevel_lr=0.05)
+    groups = method.param_groups(1e-3)
+    outer = [g for g in groups if g.get("outer")]
+    assert len(outer) == 1 and outer[0]["lr"] == 0.05
+    rational = {id(p) for g in method.generators for p in g.act.parameters()}
+    assert {id(p) for p in outer[0]["params"]} == rational
+    inner = {id(p) for g in groups if not g.get("outer") for p in g["params"]}
+    assert inner.isdisjoint(rational) and inner | rational == {id(p) for p in method.parameters() if p.requires_grad}
+    assert all("outer" not in g for g in iapt(tiny_llama).param_groups(1e-3))  # one group without bilevel
+
+
+def test_bilevel_trains_the_rational_coefficients_on_outer_batches(tiny_llama, tmp_path):
     task = load_task("sentiment")
     task.splits = {k: v[:16] for k, v in task.splits.items()}
     method = iapt(tiny_llama, bilevel=True, bilevel_lr=0.05)
-    before = [p.detach().clone() for p in method.outer_parameters()]
+    before = [p.detach().clone() for p in outer_parameters(method)]
     down = method.generators[0].down.weight.detach().clone()
     config = TrainConfig(steps=3, batch_size=4, eval_every=3, eval_limit=4, progress=False)
     result = Trainer(method, tiny_llama, task, config, run_dir=tmp_path).fit()
     assert "outer_loss" in result.history and result.history["outer_loss"].notna().all()
-    assert any(not torch.equal(b, p) for b, p in zip(before, method.outer_parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, outer_parameters(method)))
     assert not torch.equal(down, method.generators[0].down.weight)
     again = iapt(tiny_llama, bilevel=True, bilevel_lr=0.05)
     Trainer(again, tiny_llama, task, config).fit()
     for p, q in zip(method.parameters(), again.parameters()):
-        assert torch.equal(p, q)  # deterministic, dev batches included
+        assert torch.equal(p, q)  # deterministic, outer batches included
 
 
 def test_iapt_prompts_depend_on_the_instruction(tiny_llama):

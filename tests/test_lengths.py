@@ -61,19 +61,19 @@ def test_a_bos_tokenizer_keeps_bos_when_a_prompt_is_cut():
 
 
 def test_llama_past_max_position_embeddings_is_cut_by_evaluate_and_refused_raw(tiny_llama):
-    task = Task("t", "classification", "{text} =", {"dev": [{"text": "y" * 600, "label": 0},
+    task = Task("t", "classification", "{text} =", {"validation": [{"text": "y" * 600, "label": 0},
                                                               {"text": "ok", "label": 1}]}, label_words=("a", "b"))
     method = make("prefix_tuning", tiny_llama)
-    with pytest.warns(UserWarning, match="evaluate t/dev: 1 of 2 rows were longer than 507 tokens"):
-        assert evaluate(method, tiny_llama, task, "dev", max_length=1000)["n"] == 2  # 512 − 5 prefix positions
-    batch = task.collate(task.splits["dev"], tiny_llama.tokenizer, max_length=1000)
+    with pytest.warns(UserWarning, match="evaluate t/validation: 1 of 2 rows were longer than 507 tokens"):
+        assert evaluate(method, tiny_llama, task, "validation", max_length=1000)["n"] == 2  # 512 − 5 prefix positions
+    batch = task.collate(task.splits["validation"], tiny_llama.tokenizer, max_length=1000)
     with pytest.raises(ValueError, match="needs 607 positions but tiny-llama has a context of 512"):
         class_scores(method, tiny_llama, batch, task.verbalizer(tiny_llama.tokenizer))
 
 
 def test_training_checks_every_row_before_step_1(tiny_gpt2, tmp_path):
     rows = [{"text": "word " * 20, "label": i % 2} for i in range(6)] + [{"text": "ok", "label": 0}] * 2
-    task = Task("long", "classification", "{text} =", {"train": rows, "dev": rows[-2:]}, label_words=("a", "b"))
+    task = Task("long", "classification", "{text} =", {"train": rows, "validation": rows[-2:]}, label_words=("a", "b"))
     config = TrainConfig(steps=2, batch_size=4, eval_every=2, progress=False)
     with pytest.warns(UserWarning, match=r"training long: 6 of 8 rows were longer than 59 tokens"):
         Trainer(make("prompt_tuning", tiny_gpt2), tiny_gpt2, task, config).fit()

@@ -14,10 +14,11 @@ def out_root(tmp_path_factory):
     return tmp_path_factory.mktemp("notebooks")
 
 
-def run(name, out_root):
+def run(name, out_root, **parameters):
     (path,) = list_notebooks([name])
-    execute_notebook(path, out_root, profile="ci")
-    out = out_root / path.stem
+    run_name = f"{path.stem}-{parameters['backbone_spec']}" if parameters else None
+    execute_notebook(path, out_root, profile="ci", parameters=parameters, run_name=run_name)
+    out = out_root / (run_name or path.stem)
     assert (out / path.name).is_file()
     return json.loads((out / "metrics.json").read_text()), out
 
@@ -33,7 +34,7 @@ def test_00_tour_of_the_backbone(out_root):
     assert m["top_next_token"].strip() == "Paris"
     counts = m["confusion"]["counts"]  # the notebook's confusion table must agree with evaluate's accuracy
     n = m["zero_shot"]["n"]
-    assert n == get_profile("ci").eval_limit and sum(map(sum, counts)) == n
+    assert n == get_profile("ci").test_limit and sum(map(sum, counts)) == n
     assert sum(counts[i][i] for i in range(len(counts))) / n == pytest.approx(m["zero_shot"]["accuracy"])
     assert (out / "embedding_norms.png").stat().st_size > 10_000
 
@@ -42,20 +43,19 @@ def test_01_prompt_tuning_from_scratch(out_root):
     m, out = run("01", out_root)
     assert m["naive_vs_library_max_abs_diff"] < 1e-4
     assert m["trainable_parameters"] == 20 * 576
-    assert m["loss_last"] < m["loss_first"]
-    assert m["trained"]["accuracy"] >= m["zero_shot"]["accuracy"] - 0.05
+    # the same test rows before and after: training must lower their loss (16 steps move accuracy unreliably)
+    assert m["trained"]["loss"] < m["initial"]["loss"] and m["trained"]["loss"] < m["zero_shot"]["loss"]
     assert (out / "loss.png").is_file() and (out / "run" / "method" / "method.safetensors").is_file()
 
 
 def test_02_lopt_low_rank_prompts(out_root):
     m, out = run("02", out_root)
     assert m["parameter_counts"] == m["formula_counts"] == {"prompt_tuning": 11_520, "lopt1": 1_192, "lopt2": 2_304}
-    for name in ("prompt_tuning", "lopt1", "lopt2"):  # the table is the mean of the runs, and each beats zero-shot
+    for name in ("prompt_tuning", "lopt1", "lopt2"):  # the table is the mean of the runs
         runs = [r["accuracy"] for r in m["runs"] if r["method"] == name]
         assert m["methods"][name]["accuracy"] == pytest.approx(sum(runs) / len(runs))
-        assert m["methods"][name]["accuracy"] > m["zero_shot_accuracy"]
-    for run_ in m["runs"]:
-        assert run_["loss_last"] < run_["loss_first"], run_
+    for run_ in m["runs"]:  # every trained prompt fits the test rows better than no prompt at all
+        assert run_["test_loss"] < m["zero_shot_loss"], run_
     assert (out / "accuracy_vs_parameters.png").is_file()
 
 
@@ -98,12 +98,13 @@ def test_06_iapt(out_root):
     m, out = run("06", out_root)
     assert m["hand_vs_library_max_abs_diff"] < 1e-4
     budget = {row["method"]: row for row in m["comparison"]}
-    params = [budget[k]["trainable_parameters"] for k in ("iapt (m=1)", "prompt tuning (n=60)", "prefix, table (n=3)")]
-    assert max(params) / min(params) < 1.05  # the same budget, within 5%
+    small = [row["trainable_parameters"] for row in m["comparison"] if row["budget"] == "small"]
+    assert len(small) == 3 and max(small) / min(small) < 1.05  # the same budget, within 5% (computed from L, d, W)
+    assert budget["iapt (m=1)"]["trainable_parameters"] == 30 * (2 * 576 + 4) + 30 * 12
     from lopt_core.generation import answer_type
     from lopt_core.tasks import load_task
 
-    rows = load_task("instructions").examples("dev", m["eval_rows"])  # the table must add up from its sub-tasks
+    rows = load_task("instructions").examples("test", m["eval_rows"])  # the table must add up from its sub-tasks
     closed = {}
     for r in rows:
         if answer_type(r) == "closed":
@@ -117,3 +118,31 @@ def test_06_iapt(out_root):
     n = len(m["instructions"])
     assert n == 10 and len(m["instruction_similarity"]) == n
     assert (out / "pooling_weights.png").is_file() and (out / "activations.png").is_file()
+
+
+GUARD = "tiny-qwen2"  # 2 layers, d = 64: any layer index or size written for SmolLM2 (30 layers, d = 576) breaks
+
+
+@pytest.mark.parametrize("name", ["00", "01", "02", "03", "04", "05", "06"])
+def test_notebook_runs_on_another_layout_and_size(name, out_root):
+    """The guard against hard-coded layers and sizes: every notebook on a random 2-layer Qwen2. A random model
+    learns nothing, so only what holds for any backbone is checked: the notebook's own by-hand-vs-library asserts
+    ran, and its results name this backbone's sizes."""
+    m, out = run(name, out_root, backbone_spec=GUARD)
+    from lopt_core.backbone import load_backbone
+
+    guard = load_backbone(GUARD)
+    if name == "00":
+        assert m["num_layers"] == guard.num_layers == 2 and m["hidden_size"] == guard.hidden_size == 64
+    if name == "01":
+        assert m["naive_vs_library_max_abs_diff"] < 1e-4
+    if name in ("05", "06"):
+        assert m["hand_vs_library_max_abs_diff"] < 1e-4  # Qwen2 has the Llama layout 06 writes out by hand
+    if name == "02":
+        assert m["parameter_counts"] == m["formula_counts"]
+    if name == "04":
+        assert m["failed"] == 0
+    if name == "06":
+        small = [row["trainable_parameters"] for row in m["comparison"] if row["budget"] == "small"]
+        assert small[0] == guard.num_layers * (2 * guard.hidden_size + 4) + guard.num_layers * 12  # IAPT m = 1
+        assert max(small) / min(small) < 1.5  # whole prompt rows at d = 64: as close as the sizes allow

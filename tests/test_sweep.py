@@ -53,6 +53,24 @@ def test_sweep_records_failures_goes_on_and_skips_finished_runs(tiny_notebook, t
     assert again["status"].tolist() == ["ok", "ok", "failed"]  # the failed one was retried and failed again
 
 
+def test_a_sweep_on_a_two_worker_dask_cluster_records_failures_and_skips_finished_runs(tiny_notebook, tmp_path):
+    """Each run is a task on a LocalCluster of 2 processes; the tasks return their files and the client
+    writes them (the workers never write into ``out``)."""
+    pytest.importorskip("distributed")
+    out = tmp_path / "dask"
+    table = run_sweep(tiny_notebook, {"x": [1, 2, 3]}, out, fixed={"scale": 5}, scheduler="local", jobs=2,
+                      progress=False)
+    assert table["status"].tolist() == ["ok", "ok", "failed"]
+    assert table["y"].tolist()[:2] == [5, 10] and "x = 3 is refused on purpose" in table["error"].iloc[2]
+    assert (out / "x=1" / "tiny.ipynb").is_file() and (out / "x=2" / "metrics.json").is_file()
+    status = json.loads((out / "x=1" / "status.json").read_text())
+    assert status["host"] and status["wall_seconds"] > 0
+    again = run_sweep(tiny_notebook, {"x": [1, 2, 3]}, out, fixed={"scale": 5}, scheduler="local", jobs=2,
+                      progress=False)
+    assert json.loads((out / "x=1" / "status.json").read_text()) == status  # skipped, not re-run
+    assert again["status"].tolist() == ["ok", "ok", "failed"]
+
+
 def test_sweep_with_seeds_and_two_jobs(tiny_notebook, tmp_path):
     table = run_sweep(tiny_notebook, {"x": [1, 2]}, tmp_path / "s", seeds=[0, 1], jobs=2, progress=False)
     assert len(table) == 4 and set(table["seed"]) == {0, 1} and (table["status"] == "ok").all()

@@ -16,7 +16,7 @@ BUILTIN = {"sentiment": (600, 200, 200), "topic": (600, 200, 200), "yesno": (400
 @pytest.mark.parametrize("name", list(BUILTIN))
 def test_builtin_tasks_load_with_their_sizes(name):
     task = load_task(name)
-    assert tuple(len(task.splits[s]) for s in ("train", "dev", "test")) == BUILTIN[name]
+    assert tuple(len(task.splits[s]) for s in ("train", "validation", "test")) == BUILTIN[name]
     row = task.examples("train", 1)[0]
     assert task.prompt(row).strip()
 
@@ -24,7 +24,7 @@ def test_builtin_tasks_load_with_their_sizes(name):
 @pytest.mark.parametrize("name", ["sentiment", "topic", "yesno"])
 def test_builtin_classification_splits_are_balanced_and_disjoint(name):
     task = load_task(name)
-    for split in ("train", "dev", "test"):
+    for split in ("train", "validation", "test"):
         labels = [r["label"] for r in task.splits[split]]
         shares = [labels.count(c) / len(labels) for c in range(task.num_classes)]
         assert min(shares) > 0.6 / task.num_classes
@@ -50,10 +50,10 @@ def test_generator_reproduces_the_committed_files(tmp_path):
 
 def test_restaurant_rows_are_linearised_and_keep_all_references():
     task = load_task("restaurant")
-    row = task.splits["dev"][0]
+    row = task.splits["validation"][0]
     assert " : " in row["table"] and " | " in row["table"]
     assert len(row["references"]) >= 2
-    expanded = task.examples("dev", 1, expand_references=True)
+    expanded = task.examples("validation", 1, expand_references=True)
     assert [r["target"] for r in expanded] == row["references"]
 
 
@@ -142,8 +142,13 @@ def test_instruction_jsonl(tmp_path):
 
 def test_file_task_reads_a_folder_and_remaps_splits(tmp_path):
     write(tmp_path / "devset.csv", 'mr,ref\n"name[A], food[French]",A serves French food.\n')
+    with pytest.raises(ValueError, match="cannot carve 'validation' from 1 train rows of 1 source"):
+        load_task("e2e", path=tmp_path, splits={"train": "devset.csv"})
+    write(tmp_path / "devset.csv", 'mr,ref\n' + "".join(f'"name[{c}], food[French]",{c} serves French food.\n'
+                                                         for c in "ABCD"))
     task = load_task("e2e", path=tmp_path, splits={"train": "devset.csv"})
-    assert list(task.splits) == ["train"] and task.splits["train"][0]["table"] == "name : A | food : French"
+    assert set(task.splits) == {"train", "validation"} and len(task.splits["validation"]) == 1
+    assert task.splits["train"][0]["table"].endswith("| food : French")
     with pytest.raises(KeyError, match="has no 'test' split"):
         task.examples("test")
 
@@ -227,13 +232,72 @@ def test_task_checks_its_kind():
 @pytest.mark.realdata
 def test_real_sst2_through_the_glue_loader():
     task = load_task("sst2", path=shared_data("sst2"))
-    assert {k: len(v) for k, v in task.splits.items()} == {"train": 6920, "dev": 872, "test": 1821}
-    labels = [r["label"] for r in task.splits["dev"]]
+    assert {k: len(v) for k, v in task.splits.items()} == {"train": 6920, "validation": 872, "test": 1821}
+    labels = [r["label"] for r in task.splits["validation"]]
     assert labels.count(0) == 428 and labels.count(1) == 444
 
 
 @pytest.mark.realdata
-def test_real_e2e_groups_references():
-    task = load_task("e2e", path=shared_data("e2e"))
-    assert len(task.splits["dev"]) == 547 and sum(len(r["references"]) for r in task.splits["dev"]) == 4672
+def test_real_e2e_groups_references_and_trains_on_devset_without_trainset():
+    task = load_task("e2e", path=shared_data("e2e"))  # the public trainset.csv is not there
+    train, validation = task.splits["train"], task.splits["validation"]
+    assert len(train) + len(validation) == 547 and len(validation) == 55
+    assert sum(len(r["references"]) for r in train + validation) == 4672
+    assert task.split_notes["train"] == "devset.csv (trainset.csv is absent)"
     assert len(task.splits["test"]) == 630 and sum(len(r["references"]) for r in task.splits["test"]) == 4693
+
+
+# ------------------------------------------------------------------------------ split roles
+def rows_of(n, groups=None):
+    return [{"text": f"sentence {i % (groups or n)}", "label": i % 2} for i in range(n)]
+
+
+def test_a_task_without_validation_carves_it_from_train_by_source_with_a_seed():
+    task = Task("t", "classification", "{text} =", {"train": rows_of(300, groups=100), "test": rows_of(10)},
+                label_words=("a", "b")).assign_roles()
+    val, train = task.splits["validation"], task.splits["train"]
+    assert len(val) + len(train) == 300 and 30 <= len(val) <= 32  # 10% of 300, whole groups of 3
+    assert not {r["text"] for r in val} & {r["text"] for r in train}  # a source stays on one side
+    assert "carved from train: " in task.split_notes["validation"] and "seed 0" in task.split_notes["validation"]
+    again = Task("t", "classification", "{text} =", {"train": rows_of(300, groups=100)},
+                 label_words=("a", "b")).assign_roles()
+    assert again.splits["validation"] == val  # seeded: the same carve every time
+    big = Task("t", "classification", "{text} =", {"train": rows_of(8000)}, label_words=("a", "b")).assign_roles()
+    assert len(big.splits["validation"]) == 500  # min(500 rows, 10%)
+
+
+def test_a_task_whose_only_held_out_split_is_dev_reports_it_as_test():
+    task = Task("t", "classification", "{text} =", {"train": rows_of(200), "dev": rows_of(40)},
+                label_words=("a", "b")).assign_roles()
+    assert task.splits["test"] == rows_of(40) and len(task.splits["validation"]) == 20
+    assert "reported as test" in task.split_notes["test"] and "no labelled test" in task.split_notes["test"]
+    assert "reported as test" in task.summary()
+
+
+def test_dev_is_a_loading_alias_and_a_clear_error_afterwards():
+    task = load_task("sentiment")
+    assert set(task.splits) == {"train", "validation", "test"}
+    with pytest.raises(KeyError, match="calls it 'validation'.*tables report 'test'"):
+        task.examples("dev")
+
+
+def test_copy_and_carve_leave_the_original_alone():
+    task = load_task("yesno")
+    copy = task.copy().carve("outer", "train")
+    assert "outer" not in task.splits and len(task.splits["train"]) == 400
+    assert len(copy.splits["outer"]) == 40 and len(copy.splits["train"]) == 360
+
+
+@pytest.mark.realdata
+def test_local_sst2_validates_on_dev_and_tests_on_test():
+    task = load_task("sst2", path=shared_data("sst2"))
+    assert {k: len(v) for k, v in task.splits.items()} == {"train": 6920, "validation": 872, "test": 1821}
+    assert task.split_notes == {}
+
+
+@pytest.mark.realdata
+def test_e2e_trained_on_devset_carves_ten_percent_of_its_mrs():
+    task = load_task("e2e", path=shared_data("e2e"), splits={"train": "devset.csv", "test": "testset_w_refs.csv"})
+    assert len(task.splits["validation"]) == 55 and len(task.splits["train"]) == 492
+    assert not {r["mr"] for r in task.splits["validation"]} & {r["mr"] for r in task.splits["train"]}
+    assert len(task.splits["test"]) == 630

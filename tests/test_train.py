@@ -11,9 +11,9 @@ from lopt_core.train import TrainConfig, Trainer, TrainingDiverged, evaluate
 FAST = dict(batch_size=4, eval_every=3, eval_limit=8, eval_batch_size=8, progress=False)
 
 
-def small_task(name="sentiment", train=32, dev=8, test=8):
+def small_task(name="sentiment", train=32, validation=8, test=8):
     task = load_task(name)
-    task.splits = {"train": task.splits["train"][:train], "dev": task.splits["dev"][:dev],
+    task.splits = {"train": task.splits["train"][:train], "validation": task.splits["validation"][:validation],
                    "test": task.splits["test"][:test]}
     return task
 
@@ -32,7 +32,7 @@ def test_run_folder_holds_config_info_metrics_history_and_method(tiny_llama, tmp
     assert info["seed"] == 0 and "torch" in info["versions"] and info["device"] == "cpu"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["trainable_parameters"] == 2 * 2 * 64
-    assert metrics["dev"] == pytest.approx(evaluate(method, tiny_llama, task, "dev"))  # the restored best state
+    assert metrics["test"] == pytest.approx(evaluate(method, tiny_llama, task, "test"))  # the restored best state
     assert len(result.history) == 6 and {"loss", "lr", "grad_norm", "seconds"} <= set(result.history.columns)
     assert result.history["eval_accuracy"].notna().sum() == 2  # steps 3 and 6
     loaded = load_method(tmp_path / "method", tiny_llama)
@@ -46,28 +46,46 @@ def test_best_checkpoint_is_restored(tiny_llama):
     assert trainer.best["step"] in (3, 6, 9)
     for k, v in trainer.best_state.items():
         assert torch.equal(method.state_dict()[k], v)
-    again = evaluate(method, tiny_llama, trainer.task, "dev", limit=8)
+    again = evaluate(method, tiny_llama, trainer.task, "validation", limit=8)
     assert again["accuracy"] == trainer.best["metrics"]["accuracy"]
 
 
-def test_final_dev_metrics_reuse_the_best_evaluation_and_equal_a_fresh_one(tiny_llama, monkeypatch):
+def test_validation_selects_and_test_is_scored_once_after_training(tiny_llama):
     method = build_method("lopt1", tiny_llama, prompt_len=4, rank=2)
-    trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, lr=0.3, final_eval_limit=8, **FAST))
-    calls, original = [], trainer.evaluate
+    seen = []
 
-    def counting(split=None, limit=None):
-        calls.append(split)
-        return original(split, limit)
+    class Watch:  # the test split must not be touched while training
+        def __call__(self, trainer, record):
+            seen.append(dict(trainer.evaluations))
 
-    monkeypatch.setattr(trainer, "evaluate", counting)
+    trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, lr=0.3, final_eval_limit=8, **FAST),
+                      callbacks=(Watch(),))
     result = trainer.fit()
-    assert calls == [None, None, "test"]  # steps 3 and 6; the final dev scores are the best step's
-    fresh = evaluate(method, tiny_llama, trainer.task, "dev", limit=8)
-    assert result.metrics["dev"] == fresh
-    # a different final limit is scored afresh
+    assert all("test" not in counts for counts in seen)
+    assert trainer.evaluations == {"validation": 2, "test": 1}  # steps 3 and 6; the final validation is the best's
+    assert result.metrics["validation"] == evaluate(method, tiny_llama, trainer.task, "validation", limit=8)
+    assert result.metrics["test"] == evaluate(method, tiny_llama, trainer.task, "test", limit=8)
+    selection = {"split": "validation", "metric": "accuracy", "best_step": trainer.best["step"]}
+    assert result.metrics["selection"] == selection
     other = Trainer(build_method("lopt1", tiny_llama, prompt_len=4, rank=2), tiny_llama, small_task(),
-                    TrainConfig(steps=3, final_eval_limit=4, **FAST)).fit()
-    assert other.metrics["dev"]["n"] == 4
+                    TrainConfig(steps=3, final_eval_limit=4, test_split=None, **FAST))
+    metrics = other.fit().metrics
+    assert metrics["validation"]["n"] == 4 and "test" not in metrics and other.evaluations["validation"] == 2
+    with pytest.raises(ValueError, match="cannot also be the one reported"):
+        TrainConfig(eval_split="test")
+
+
+def test_bilevel_training_steps_on_an_outer_split_carved_from_train(tiny_llama):
+    from conftest import make
+
+    task = small_task(train=40)
+    trainer = Trainer(make("iapt_bilevel", tiny_llama), tiny_llama, task, TrainConfig(steps=2, **FAST))
+    outer = trainer.task.splits["outer"]
+    assert len(outer) == 4 and len(trainer.train_rows) == 36 and "outer" not in task.splits  # the caller's task stays
+    prompts = {trainer.task.prompt(r) for r in outer}
+    assert not prompts & {trainer.task.prompt(r) for r in trainer.train_rows}
+    assert not prompts & {trainer.task.prompt(r) for r in task.splits["validation"]}
+    assert "carved from train" in trainer.fit().metrics["split_notes"]["outer"]
 
 
 def test_resume_refuses_a_changed_config(tiny_llama, tmp_path):
@@ -85,6 +103,49 @@ def test_resume_refuses_another_method_config(tiny_llama, tmp_path):
     other = build_method("lopt1", tiny_llama, prompt_len=4, rank=3)
     with pytest.raises(ValueError, match="holds lopt1"):
         Trainer(other, tiny_llama, small_task(), config, run_dir=tmp_path).fit(resume=True)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(tiny_llama, tmp_path):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
+    with pytest.warns(UserWarning, match="holds no checkpoint to resume: starting a fresh run"):
+        Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit(resume=True)
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_a_checkpoint_holding_pickled_objects_is_refused(tiny_llama, tmp_path):
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
+    Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["history"].append(Exploit())  # what an untrusted folder could hold
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="holds Python objects.*unpickling can run any code"):
+        Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit(resume=True)
+    assert Exploit.ran == 0
+
+
+class Exploit:
+    ran = 0
+
+    def __reduce__(self):
+        return (Exploit._run, ())
+
+    @staticmethod
+    def _run():
+        Exploit.ran += 1
+        return {}
+
+
+def test_run_files_get_the_users_umask(tiny_llama, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        Trainer(build_method("prompt_tuning", tiny_llama, prompt_len=4), tiny_llama, small_task(),
+                TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit()
+    finally:
+        os.umask(old)
+    for name in ("config.json", "metrics.json", "history.csv", "checkpoint.pt", "method/method.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
 def test_an_existing_run_folder_is_not_overwritten(tiny_llama, tmp_path):
@@ -126,14 +187,14 @@ def test_generation_task_trains_on_target_loss(tiny_gpt2):
     result = Trainer(method, tiny_gpt2, task, TrainConfig(steps=12, lr=0.1, **FAST)).fit()
     # a random 2-layer model starts near log(V) = 5.57 and moves slowly: 5.51 → 5.43 here
     assert result.history["loss"].tail(3).mean() < 0.99 * result.history["loss"].head(3).mean()
-    rows = task.examples("dev", expand_references=True)
+    rows = task.examples("validation", expand_references=True)
     batch = task.collate(rows, tiny_gpt2.tokenizer)
     with torch.no_grad():
         h = method.hidden_states(tiny_gpt2, batch)
         logp = tiny_gpt2.logits(h).log_softmax(-1)
     targets = batch["target_mask"][:, 1:].bool()
     nll = -logp[:, :-1].gather(2, batch["input_ids"][:, 1:, None])[..., 0][targets]
-    m = result.metrics["dev"]
+    m = result.metrics["validation"]  # the validation rows scored by the trainer, against a hand-made NLL
     assert m["target_tokens"] == int(targets.sum())
     assert m["loss"] == pytest.approx(float(nll.mean()), rel=1e-4)
     assert m["perplexity"] == pytest.approx(float(nll.mean().exp()), rel=1e-4)

@@ -119,12 +119,10 @@ class PromptMethod(nn.Module, ABC):
         """
         raise NotImplementedError(f"{self.name} has no input-independent prompt to cache")
 
-    def outer_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained by a separate (bi-level) step on dev batches; none by default."""
-        return []
-
-    def outer_lr(self) -> float | None:
-        return None
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimiser parameter groups (torch's idiom): one group at ``lr`` by default. A group marked
+        ``"outer": True`` is stepped by the trainer's outer step, on its own split (bi-level training)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

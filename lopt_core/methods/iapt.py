@@ -26,7 +26,7 @@ from torch import nn
 
 from lopt_core.backbone import Backbone
 from lopt_core.batching import check_context, check_right_padded, pad, pad_id, positions
-from lopt_core.kv import new_cache, project_kv
+from lopt_core.kv import ReadOnlyCache, new_cache, project_kv
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, MethodConfig, PromptMethod
 from lopt_core.methods.rational import RationalActivation, full_precision
@@ -43,7 +43,8 @@ class IAPTConfig(MethodConfig):
     bottleneck: int = option(32, "m: the generators' bottleneck width")
     pooling: str = option("attention", "'attention' (one learned query per soft token), 'mean' or 'last'")
     activation: str = option("rational", "'rational' (learned per layer, starts as GELU), 'gelu' or 'relu'")
-    bilevel: bool = option(False, "train the rational coefficients in an outer step of their own")
+    bilevel: bool = option(False, "train the rational coefficients in an outer step of their own, on an 'outer' "
+                                  "split carved from train")
     bilevel_lr: float = option(1e-3, "learning rate of the outer step (bilevel=True)")
 
     def __post_init__(self):
@@ -195,7 +196,8 @@ class IAPT(PromptMethod):
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
         parts = self.split(backbone, batch)
         cache, _, prefill = self.prompts(backbone, parts)
-        h_resp = backbone.transformer(**self._response_inputs(parts, cache)).last_hidden_state  # (B, Tr, d)
+        inputs = self._response_inputs(parts, ReadOnlyCache.of(cache))  # nothing to keep: read only
+        h_resp = backbone.transformer(**inputs, use_cache=False).last_hidden_state  # (B, Tr, d)
         h_instr = prefill.last_hidden_state  # (B, Ti, d), left-padded, no grad: never scored
         B, T = batch["input_ids"].shape
         Ti = h_instr.shape[1]
@@ -211,13 +213,15 @@ class IAPT(PromptMethod):
         """IAPT has no fixed prompt: the generators' up-projections (L·m, d) stand in for analysis."""
         return torch.cat([g.up.weight.T for g in self.generators], dim=0)
 
-    def outer_parameters(self) -> list[nn.Parameter]:
+    def param_groups(self, lr: float) -> list[dict]:
+        """With ``bilevel``, the rational coefficients form an outer group at ``bilevel_lr``, stepped on the
+        trainer's ``outer`` split (carved from train: neither trained on nor used for selection)."""
         if not self.config.bilevel:
-            return []
-        return [p for g in self.generators for p in g.act.parameters()]
-
-    def outer_lr(self) -> float:
-        return self.config.bilevel_lr
+            return super().param_groups(lr)
+        outer = [p for g in self.generators for p in g.act.parameters()]
+        ids = {id(p) for p in outer}
+        inner = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": inner, "lr": lr}, {"params": outer, "lr": self.config.bilevel_lr, "outer": True}]
 
     @property
     def extra_positions(self) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 
 from lopt_core.backbone import Backbone
 from lopt_core.batching import check_context, check_right_padded
-from lopt_core.kv import join_layers, kv_width, prefix_cache, split_table, text_kv
+from lopt_core.kv import ReadOnlyCache, join_layers, kv_width, prefix_cache, split_table, text_kv
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, CachedPrompt, MethodConfig, PromptMethod
 from lopt_core.utils import option, seeded
@@ -123,7 +123,9 @@ class PrefixTuning(PromptMethod):
         }
 
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
-        return backbone.transformer(**self.model_inputs(backbone, batch)).last_hidden_state  # (B, T, d)
+        inputs = self.model_inputs(backbone, batch)
+        inputs["past_key_values"] = ReadOnlyCache.of(inputs["past_key_values"])  # nothing to keep: read only
+        return backbone.transformer(**inputs, use_cache=False).last_hidden_state  # (B, T, d)
 
     @torch.no_grad()
     def prompt_kv(self, backbone: Backbone) -> CachedPrompt:

@@ -1,0 +1,81 @@
+"""Evaluation: the metrics of a method on one split of a task, with the same scorer training uses.
+
+Classification: accuracy and macro-F1 of rank classification; generation: the target-token loss
+(and perplexity). Which split a number comes from matters: ``validation`` selects checkpoints and
+learning rates, ``test`` is what a table reports (``lopt_core.tasks``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from lopt_core.backbone import Backbone
+from lopt_core.batching import LengthPolicy, input_limit
+from lopt_core.scoring import loss_and_scores
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def length_policy(backbone: Backbone, method, task, max_length: int, where: str) -> LengthPolicy:
+    """Rows of at most ``max_length`` tokens, and never more than the backbone's context leaves beside
+    the method's extra positions (and label words of several tokens, scored after the prompt); longer
+    ones are cut (prompt from the left, BOS kept)."""
+    limit = input_limit(backbone, method, max_length, new_tokens=task.answer_tokens(backbone.tokenizer))
+    return LengthPolicy(limit, where, backbone.tokenizer.bos_token_id)
+
+
+@torch.inference_mode()
+def evaluate(method, backbone: Backbone, task, split: str = "validation", limit: int | None = None,
+             batch_size: int = 32, max_length: int = 256, progress: bool = False) -> dict:
+    """Metrics of ``method`` on the first ``limit`` rows of a split: accuracy and macro-F1
+    (classification) or the target loss (generation).
+
+    Rows are batched in order of length (less padding); metrics do not depend on the order.
+    """
+    rows = task.examples(split, limit, expand_references=True)
+    rows = sorted(rows, key=lambda r: len(task.prompt(r)) + len(r.get("target", "")))
+    policy = length_policy(backbone, method, task, max_length, f"evaluate {task.name}/{split}")
+    was_training = method.training
+    method.eval()
+    total_loss, count, preds, golds = 0.0, 0, [], []
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc=f"eval {task.name}/{split}", disable=not progress, leave=False):
+        chunk = rows[start:start + batch_size]
+        batch = to_device(task.collate(chunk, backbone.tokenizer, policy=policy), backbone.device)
+        with backbone.autocast():
+            loss, scores = loss_and_scores(method, backbone, batch, task)
+        weight = len(chunk) if scores is not None else int(batch["target_mask"][:, 1:].sum())
+        total_loss += float(loss) * weight
+        count += weight
+        if scores is not None:
+            preds += scores.argmax(-1).tolist()
+            golds += batch["labels"].tolist()
+    method.train(was_training)
+    policy.warn()
+    out = {"split": split, "n": len(rows), "loss": total_loss / max(count, 1)}
+    if task.kind == "classification":
+        out["accuracy"] = sum(p == g for p, g in zip(preds, golds)) / max(len(golds), 1)
+        out["macro_f1"] = macro_f1(preds, golds, task.num_classes)
+    else:
+        out["perplexity"] = math.exp(min(out["loss"], 50.0))
+        out["target_tokens"] = count
+    return out
+
+
+def macro_f1(preds: list[int], golds: list[int], num_classes: int) -> float:
+    scores = []
+    for c in range(num_classes):
+        tp = sum(p == c and g == c for p, g in zip(preds, golds))
+        fp = sum(p == c and g != c for p, g in zip(preds, golds))
+        fn = sum(p != c and g == c for p, g in zip(preds, golds))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / num_classes
+
+
+def selection_score(metrics: dict) -> float:
+    """Higher is better: accuracy for classification, minus the target loss for generation."""
+    return metrics["accuracy"] if "accuracy" in metrics else -metrics["loss"]
