@@ -105,3 +105,35 @@ def save(name: str, payload: dict, device=None) -> Path:
     write_json(path, {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                       "run_info": run_info(None, device), "threads": torch.get_num_threads(), **payload})
     return path
+
+
+# ------------------------------------------------------------------------------ quality reports as sweeps
+WORKER = HERE.parent / "notebooks" / "workers" / "train_one.ipynb"
+RUNS = HERE.parent.parent / "runs"  # long runs live outside the clone
+
+
+def sweep(points: list[dict], out: Path, **fixed):
+    """Every point through the worker notebook (profile ``cpu``), finished runs skipped; the finished rows.
+    A failed run stops the report (after the others ran): a table with holes is not a result."""
+    from lopt_core.sweep import run_sweep
+
+    table = run_sweep(WORKER, points, out, profile="cpu", fixed=fixed)
+    failed = table[table["status"] != "ok"]
+    if len(failed):
+        raise RuntimeError(f"{len(failed)} runs failed (their status.json under {out} says why); re-run to retry "
+                           "them:\n"
+                           + failed[["error"]].to_string())
+    return table
+
+
+def intervals(table, by: list[str], value: str) -> list[dict]:
+    """Per group of ``by``: mean, 95% interval and the seeds' values of ``value``."""
+    from lopt_core.stats import mean_ci
+
+    out = []
+    for key, part in table.groupby(by, sort=False):
+        ci = mean_ci(part[value].tolist())
+        keys = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(by, keys)), "mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n,
+                    "values": dict(zip(part["seed"].tolist(), part[value].tolist()))})
+    return out

@@ -1,119 +1,102 @@
-"""IAPT against prompt tuning and prefix-tuning: instruction mixture, SST-2 as an instruction,
-ablations, and decode speed.
+"""IAPT against prompt tuning and prefix-tuning on the instruction mixture, ablations, and decode speed.
 
-    python benchmarks/iapt_report.py [--steps 120] [--eval-rows 200] [--skip-ablations]
+    python benchmarks/iapt_report.py [--out ../runs/iapt_report] [--seeds 0 1 2] [--ablations]
 
-Embedded backbone, profile ``cpu`` settings. (1) The built-in instruction mixture at two budgets
-(~35k and ~1.1M trainable parameters): exact match on closed answers, ROUGE-L on free text.
-(2) Real SST-2 phrased as an instruction (rank classification over " negative"/" positive", full dev
-set). (3) IAPT ablations: pooling (attention/mean/last) and activation (rational/GELU/ReLU).
-(4) Greedy decode tokens/s of IAPT against the bare backbone (8 prompts × 32 new tokens).
+Embedded backbone, profile ``cpu`` (120 steps, batch 8). (1) The built-in instruction mixture at two
+budgets (~35k and ~1.1M trainable parameters), 3 seeds: the checkpoint with the lowest validation
+target loss is kept, then the 200 test rows are decoded once (exact match on closed answers, ROUGE-L on
+free text). (2) With ``--ablations``: IAPT's pooling (attention/mean/last) and activation
+(rational/GELU/ReLU), 3 seeds each. Runs are a resumable sweep of the worker notebook. (3) Greedy decode
+tokens/s of IAPT against the bare backbone (8 prompts × 32 new tokens, in this process).
 Writes benchmarks/results/iapt_report.json.
 """
 from __future__ import annotations
 
 import argparse
-import time
-import warnings
 from pathlib import Path
 
 from lopt_core.backbone import load_backbone
-from lopt_core.generation import evaluate_generation, generate
+from lopt_core.generation import generate
 from lopt_core.methods import build_method
-from lopt_core.profiles import get_profile
-from lopt_core.tasks import Task, load_task
-from lopt_core.train import TrainConfig, Trainer, evaluate
+from lopt_core.stats import paired_difference
+from lopt_core.tasks import load_task
 
-from common import alternate, save, summary
+from common import RUNS, alternate, intervals, save, summary, sweep
 
-HERE = Path(__file__).resolve().parent
 DEFAULT_IAPT = "iapt (m=32)"  # trained in the 1.1M budget; also the "attention + rational" ablation row
-BUDGETS = {
-    "35k": {"iapt (m=1)": ("iapt", {"bottleneck": 1}), "prompt tuning (n=60)": ("prompt_tuning", {"prompt_len": 60}),
-            "prefix, table (n=3)": ("prefix_tuning", {"prompt_len": 3, "reparam": False, "init": "text",
-                                                      "init_text": "Answer:"})},
-    "1.1M": {DEFAULT_IAPT: ("iapt", {"bottleneck": 32}),
-             "prefix, MLP (n=10, k=92)": ("prefix_tuning", {"prompt_len": 10, "reparam_dim": 92})},
+BUDGETS = {  # label -> (budget, method, prompt_len, options)
+    "iapt (m=1)": ("35k", "iapt", 4, {"bottleneck": 1}),
+    "prompt tuning (n=60)": ("35k", "prompt_tuning", 60, {}),
+    "prefix, table (n=3)": ("35k", "prefix_tuning", 3, {"reparam": False, "init": "text", "init_text": "Answer:"}),
+    DEFAULT_IAPT: ("1.1M", "iapt", 4, {"bottleneck": 32}),
+    "prefix, MLP (n=10, k=92)": ("1.1M", "prefix_tuning", 10, {"reparam_dim": 92}),
 }
-SST2_METHODS = {DEFAULT_IAPT: ("iapt", {"bottleneck": 32}), "prompt tuning (n=20)": ("prompt_tuning", {}),
-                "prefix, MLP (n=10)": ("prefix_tuning", {"prompt_len": 10})}
 ABLATIONS = {"attention + rational": {}, "mean pooling": {"pooling": "mean"}, "last-token pooling": {"pooling": "last"},
              "GELU": {"activation": "gelu"}, "ReLU": {"activation": "relu"}}
 
 
-def fit(backbone, task, profile, name, options, eval_limit=200):
-    method = build_method(name, backbone, **options)
-    config = TrainConfig(steps=profile.steps, batch_size=profile.batch_size, eval_every=profile.eval_every,
-                         eval_limit=eval_limit, final_eval_limit=eval_limit, progress=False)
-    result = Trainer(method, backbone, task, config).fit()
-    return method, result
-
-
-def sst2_as_instruction(path: str) -> Task:
-    sst2 = load_task("sst2", path=path)
-    return Task("sst2_instruction", "classification",
-                "Instruction: Is the sentiment of this review positive or negative?\nInput: {text}\nResponse:",
-                {k: v for k, v in sst2.splits.items() if k in ("train", "dev")},
-                label_words=(" negative", " positive"), label_names=("negative", "positive"), source=sst2.source)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--eval-rows", type=int, default=200)
-    parser.add_argument("--sst2", default=str(HERE.parent.parent / "shared" / "data" / "sst2"))
-    parser.add_argument("--skip-ablations", action="store_true")
+    parser.add_argument("--out", default=str(RUNS / "iapt_report"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--ablations", action="store_true")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    profile = get_profile("cpu", steps=args.steps)
-    backbone = load_backbone(profile.backbone)
-    mixture = load_task("instructions")
-    out: dict = {"config": vars(args), "profile": profile.to_dict(), "mixture": [], "sst2": [], "ablations": []}
-    started = time.time()
+    labels = {}  # run parameters → label
+    points = []
+    for label, (budget, method, n, options) in BUDGETS.items():
+        for s in args.seeds:
+            points.append({"method": method, "prompt_len": n, "options": options, "task_name": "instructions",
+                           "seed": s})
+            labels[(method, n, str(sorted(options.items())))] = (label, budget)
+    if args.ablations:
+        for label, extra in ABLATIONS.items():
+            options = {"bottleneck": 32, **extra}
+            if extra:
+                points += [{"method": "iapt", "prompt_len": 4, "options": options, "task_name": "instructions",
+                            "seed": s} for s in args.seeds]
+                labels[("iapt", 4, str(sorted(options.items())))] = (label, None)
+    table = sweep(points, Path(args.out), generate=True, max_new_tokens=40)
+    keys = [(m, n, str(sorted(o.items()))) for m, n, o in zip(table["method"], table["prompt_len"], table["options"])]
+    table["label"] = [labels[k][0] for k in keys]
+    table["budget"] = [labels[k][1] for k in keys]
+    mixture = table[table["label"].isin(BUDGETS)]
+    result = {"mixture": {key: intervals(mixture, ["budget", "label"], key) for key in ("test_exact_match",
+                                                                                          "test_rouge_l_free")}}
+    by = {lab: dict(zip(p["seed"], p["test_exact_match"])) for lab, p in mixture.groupby("label")}
+    result["differences"] = []
+    for budget, base in (("35k", "prompt tuning (n=60)"), ("1.1M", "prefix, MLP (n=10, k=92)")):
+        iapt = "iapt (m=1)" if budget == "35k" else DEFAULT_IAPT
+        d = paired_difference(by[iapt], by[base])
+        result["differences"].append({"budget": budget, "text": f"{iapt} − {base}: "
+                                      f"{d.format(100, 1, ' points', 'range')} exact match", "mean": d.mean,
+                                      "low": d.low, "high": d.high, "n": d.n})
+    if args.ablations:
+        m32 = table["options"].map(lambda o: o.get("bottleneck")) == 32
+        ablation = table[(table["method"] == "iapt") & m32].copy()
+        ablation.loc[ablation["label"] == DEFAULT_IAPT, "label"] = "attention + rational"
+        result["ablations"] = {key: intervals(ablation, ["label"], key) for key in ("test_exact_match",
+                                                                                     "test_rouge_l_free")}
+    result["details"] = {k: table.groupby("label")[k].first().to_dict() for k in ("trainable_parameters", "lr")}
+    result["details"]["seconds_per_step"] = table.groupby("label")["seconds_per_step"].median().to_dict()
+    result["runs"] = table[["label", "budget", "method", "seed", "lr", "validation_loss", "test_exact_match",
+                            "test_rouge_l_free", "best_step", "seconds_per_step"]].to_dict(orient="records")
 
-    def score(label, method, result, task, budget=None):
-        g = evaluate_generation(method, backbone, task, "dev", limit=args.eval_rows, max_new_tokens=40)
-        return {"method": label, "budget": budget, "trainable_parameters": method.trainable_parameters(),
-                "exact_match": g.get("exact_match"), "rouge_l_free": g.get("rouge_l_free"),
-                "by_task": {k: v["score"] for k, v in g["by_task"].items()},
-                "seconds_per_step": result.metrics["seconds_per_step"]}
-
-    for budget, entries in BUDGETS.items():
-        for label, (name, options) in entries.items():
-            method, result = fit(backbone, mixture, profile, name, options, eval_limit=32)
-            out["mixture"].append(score(label, method, result, mixture, budget))
-            print(out["mixture"][-1], flush=True)
-            save("iapt_report", out, backbone.device)  # partial results survive an interrupted run
-    if Path(args.sst2).is_dir():
-        sst2 = sst2_as_instruction(args.sst2)
-        for label, (name, options) in SST2_METHODS.items():
-            method, result = fit(backbone, sst2, profile, name, options)
-            full = evaluate(method, backbone, sst2, "dev")
-            out["sst2"].append({"method": label, "trainable_parameters": method.trainable_parameters(),
-                                "dev_accuracy": full["accuracy"],
-                                "seconds_per_step": result.metrics["seconds_per_step"]})
-            print(out["sst2"][-1], flush=True)
-            save("iapt_report", out, backbone.device)
-    if not args.skip_ablations:
-        for label, options in ABLATIONS.items():
-            if not options:  # the default IAPT (m=32) was trained above, in the 1.1M budget: same run
-                default = next(r for r in out["mixture"] if r["method"] == DEFAULT_IAPT)
-                out["ablations"].append({**default, "method": label, "budget": None})
-                continue
-            method, result = fit(backbone, mixture, profile, "iapt", {"bottleneck": 32, **options}, eval_limit=32)
-            out["ablations"].append(score(label, method, result, mixture))
-            print(out["ablations"][-1], flush=True)
-            save("iapt_report", out, backbone.device)
-    prompts = [mixture.prompt(r) for r in mixture.examples("dev", 8)]
-    iapt = build_method("iapt", backbone, bottleneck=32)
-    bare = build_method("zero_shot", backbone)
+    backbone = load_backbone("embedded")
+    task = load_task("instructions")
+    prompts = [task.prompt(r) for r in task.examples("test", 8)]
+    iapt, bare = build_method("iapt", backbone, bottleneck=32), build_method("zero_shot", backbone)
     times = alternate({"iapt": lambda: generate(iapt, backbone, prompts, 32, min_new_tokens=32, banned=()),
                        "bare_backbone": lambda: generate(bare, backbone, prompts, 32, min_new_tokens=32, banned=())},
                       rounds=3)
-    out["decode"] = {k: {**summary(v), "tokens_per_second": 8 * 32 / summary(v)["median"]} for k, v in times.items()}
-    out["wall_seconds"] = time.time() - started
-    path = save("iapt_report", out, backbone.device)
-    print("decode tokens/s:", {k: round(v["tokens_per_second"], 1) for k, v in out["decode"].items()})
+    result["decode"] = {k: {**summary(v), "tokens_per_second": 8 * 32 / summary(v)["median"]} for k, v in times.items()}
+    result["protocol"] = {"selection": "validation target loss (200 rows), every 30 steps",
+                          "test": "200 rows, decoded once",
+                          "steps": 120, "batch_size": 8, "seeds": args.seeds}
+    path = save("iapt_report", result, backbone.device)
+    for key, rows in result["mixture"].items():
+        for row in rows:
+            print(f"{key:18s} {row['label']:26s} {row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}] n={row['n']}")
+    print("\n".join(d["text"] for d in result["differences"]))
     print(f"written to {path}")
 
 

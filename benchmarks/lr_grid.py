@@ -1,0 +1,119 @@
+"""Learning rates tuned on validation: a grid per method family, as papermill sweeps of the worker notebook.
+
+    python benchmarks/lr_grid.py [--out ../runs/lr_grid] [--data ../../shared/data/sst2]
+
+Each method trains 120 steps (profile ``cpu``: batch 8, validation every 30 steps) at every rate of its
+grid, on built-in yes/no and on real SST-2 (validation: 150 rows and 500 of dev.tsv's rows), seed 0;
+the two best rates of each method and task get a second seed (1). Test rows are never scored
+(``test=False``). A rate at the edge of its grid that wins is followed by the next one out, until the
+best rate is inside the grid. Runs are skipped when their folder already holds a finished run, so an
+interrupted grid resumes where it stopped. The recommended rate of a method is the one with the best
+validation accuracy averaged over the two tasks (each task's seeds averaged first).
+Writes ``benchmarks/results/lr_grid.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from lopt_core.stats import mean_ci
+from lopt_core.sweep import run_sweep
+
+from common import save
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE.parent / "notebooks" / "workers" / "train_one.ipynb"
+# label -> (registered method, its options, the rates of the grid)
+GRIDS = {
+    "prompt_tuning": ("prompt_tuning", {"prompt_len": 20}, [3e-3, 1e-2, 3e-2, 1e-1]),
+    "lopt1": ("lopt1", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
+    "lopt2": ("lopt2", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
+    "prefix_tuning": ("prefix_tuning", {"prompt_len": 10}, [3e-4, 1e-3, 3e-3]),  # through the MLP (k = 512)
+    "prefix_table": ("prefix_tuning", {"prompt_len": 10, "reparam": False}, [3e-3, 1e-2, 3e-2]),
+    "iapt": ("iapt", {"prompt_len": 4, "bottleneck": 32}, [3e-4, 1e-3, 3e-3]),
+}
+STEP = math.sqrt(10)  # grids are spaced by half a decade
+
+
+def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
+    name, options, _ = GRIDS[label]
+    opts = {k: v for k, v in options.items() if k not in ("prompt_len", "rank")}
+    return {"method": name, "prompt_len": options["prompt_len"], "rank": options.get("rank", 0), "options": opts,
+            "lr": float(f"{lr:.3g}"), **dataset, "seed": seed}
+
+
+def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
+    """rate → validation accuracies of the finished runs of ``label`` on ``task``."""
+    name, options, _ = GRIDS[label]
+    out: dict[float, list[float]] = {}
+    for row in table.to_dict(orient="records"):
+        reparam = row.get("options.reparam")
+        reparam = True if reparam is None or reparam != reparam else bool(reparam)  # absent (NaN): the default
+        if (row.get("status") == "ok" and row["method"] == name and row["task_name"] == task
+                and reparam == options.get("reparam", True)):
+            out.setdefault(row["lr"], []).append(row["validation_accuracy"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(HERE.parent.parent / "runs" / "lr_grid"))
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "sst2"))
+    parser.add_argument("--only", nargs="*", default=None, help="method labels to run (default: all)")
+    args = parser.parse_args()
+    datasets = {"yesno": {"task_name": "yesno"},
+                "sst2": {"task_name": "sst2", "task_path": str(Path(args.data).resolve()), "eval_limit": 500}}
+    labels = args.only or list(GRIDS)
+    rates = {label: list(GRIDS[label][2]) for label in labels}  # one grid per method, on both tasks
+    fixed = {"test": False}
+
+    def mean(acc, r):
+        return sum(acc.get(r, [0.0])) / max(len(acc.get(r, [])), 1)
+
+    while True:  # seed 0 on every rate; seed 1 on the two best; extend a grid whose best rate is at its edge
+        points = [point(label, lr, datasets[task], 0) for label, grid in rates.items() for task in datasets
+                  for lr in grid]
+        table = run_sweep(WORKER, points, args.out, profile="cpu", fixed=fixed)
+        for label, grid in rates.items():
+            for task in datasets:
+                acc = accuracy(table, label, task)
+                points += [point(label, lr, datasets[task], 1) for lr in sorted(grid, key=lambda r: -mean(acc, r))[:2]]
+        table = run_sweep(WORKER, points, args.out, profile="cpu", fixed=fixed)
+        grew = False
+        for label, grid in rates.items():
+            if len(grid) >= len(GRIDS[label][2]) + 2:
+                continue
+            for task in datasets:
+                acc = accuracy(table, label, task)
+                best = max(grid, key=lambda r: mean(acc, r))
+                edge = (best == grid[0] and best / STEP, best == grid[-1] and best * STEP)
+                if edge[0] and float(f"{edge[0]:.3g}") not in grid:
+                    grid.insert(0, float(f"{edge[0]:.3g}"))
+                    grew = True
+                if edge[1] and float(f"{edge[1]:.3g}") not in grid:
+                    grid.append(float(f"{edge[1]:.3g}"))
+                    grew = True
+        if not grew:
+            break
+    results = {}
+    for label in labels:
+        per_task = {task: {lr: mean_ci(v).mean for lr, v in sorted(accuracy(table, label, task).items())}
+                    for task in datasets}
+        common = set.intersection(*(set(v) for v in per_task.values()))
+        both = {lr: sum(per_task[t][lr] for t in datasets) / len(datasets) for lr in common}
+        runs = {task: {lr: v for lr, v in sorted(accuracy(table, label, task).items())} for task in datasets}
+        results[label] = {"method": GRIDS[label][0], "options": GRIDS[label][1], "validation_accuracy": runs,
+                          "mean_over_seeds": per_task, "mean_over_tasks": both,
+                          "recommended_lr": max(both, key=both.get)}
+        print(f"{label:14s} recommended lr {results[label]['recommended_lr']:g}  "
+              + "  ".join(f"{lr:g}: {v:.3f}" for lr, v in sorted(both.items())))
+    path = save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 (all rates), 1 (top two)",
+                                       "selection": "validation accuracy; test never scored",
+                                       "tasks": datasets, "grids": {k: GRIDS[k][2] for k in labels}},
+                            "results": results})
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
