@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -142,10 +141,10 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     sys.path.insert(0, str(HERE))
+    from lopt_core.backbone import load_backbone
+
     from common import alternate, summary
     from train_step import PEFT, build_steps
-
-    from lopt_core.backbone import load_backbone
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -170,7 +169,7 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
         names = ["prompt_tuning", "lopt1", "lopt2", "prefix_tuning", "iapt", *PEFT]
         steps, params = build_steps(backbone, args, names)
 
-        def under_autocast(step):
+        def under_autocast(step, backbone=backbone):
             def run():
                 with backbone.autocast():
                     step()
@@ -188,8 +187,9 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
         rows = {}
         for key in names:
             t = summary(times[key])["median"]
+            achieved = flops[key] / t / 1e12
             rows[key] = {"seconds_per_step": t, "tflop_per_step": flops[key] / 1e12,
-                         "achieved_tflops": flops[key] / t / 1e12, "fraction_of_bf16_peak": flops[key] / t / 1e12 / peak,
+                         "achieved_tflops": achieved, "fraction_of_bf16_peak": achieved / peak,
                          "trainable_parameters": params[key], "runs": times[key]}
         pairs = {"prompt_tuning": "peft_prompt_tuning", "lopt1": "peft_prompt_tuning", "lopt2": "peft_prompt_tuning",
                  "prefix_tuning": "peft_prefix_tuning", "iapt": "peft_lora_r8"}

@@ -148,11 +148,12 @@ class Backbone:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM-head logits for hidden states: only where they are needed."""
-        out = self.model.get_output_embeddings()(hidden)
+        return self.softcap(self.model.get_output_embeddings()(hidden))
+
+    def softcap(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's final logit softcap (Gemma 2/3: ``cap · tanh(logits / cap)``), where it has one."""
         cap = getattr(self.config, "final_logit_softcapping", None)
-        if cap:
-            out = torch.tanh(out / cap) * cap
-        return out
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     @property
     def compute_dtype(self) -> torch.dtype:

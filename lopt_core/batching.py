@@ -47,14 +47,21 @@ def check_right_padded(mask: torch.Tensor) -> None:
                          "do); generation and serving left-align internally.")
 
 
-def check_context(backbone, positions_needed: int, what: str = "the batch") -> None:
-    """Refuse a forward pass longer than the backbone's context (an IndexError on GPT-2, a device-side
-    assert on CUDA, silent garbage past a RoPE model's trained range) with an error naming the limit."""
+def check_context(backbone, mask: torch.Tensor, extra: int = 0, what: str = "the batch") -> None:
+    """Refuse rows that, with the method's ``extra`` positions, need more than the backbone's context (an
+    IndexError on GPT-2, a device-side assert on CUDA, silent garbage past a RoPE model's trained range), with an
+    error naming the rows, their lengths and the limit. ``mask``: the batch's attention mask (B, T)."""
     context = backbone.context_length
-    if context is not None and positions_needed > context:
-        raise ValueError(f"{what} needs {positions_needed} positions but {backbone.name} has a context of {context}. "
-                         "Cut the inputs first: evaluate, generate and the Trainer do (max_length, "
-                         "lopt_core.batching.LengthPolicy), or collate with a smaller max_length.")
+    if context is None:
+        return
+    needed = mask.sum(1) + extra  # (B,)
+    over = (needed > context).nonzero().flatten().tolist()
+    if over:
+        shown = ", ".join(f"row {i} needs {int(needed[i])}" for i in over[:5]) + (" …" if len(over) > 5 else "")
+        raise ValueError(f"{what}: {len(over)} of {mask.shape[0]} rows do not fit {backbone.name}'s context of "
+                         f"{context} positions ({shown}, counting {extra} added by the method). Cut the inputs "
+                         "first: evaluate, generate and the Trainer do (max_length, lopt_core.batching.LengthPolicy), "
+                         "and Task.collate(..., backbone=backbone, method=method) does.")
 
 
 def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -88,10 +88,13 @@ def _add_field(group, name: str, hint, dest: str, help_text: str) -> None:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from lopt_core.train import TrainConfig
 
-    p.add_argument("--method", required=True, help="registered method (see `lopt-kit info`)")
-    p.add_argument("--task", required=True, help="registered task (see `lopt-kit info`)")
-    p.add_argument("--data", default=None, help="folder of the task's files (file-backed tasks)")
-    p.add_argument("--source", default="auto", choices=["auto", "files", "hf"], help="where the task's data comes from")
+    p.add_argument("--method", required=True, help="registered method (see `lopt-kit info`; required)")
+    p.add_argument("--task", required=True, help="registered task (see `lopt-kit info`; required)")
+    p.add_argument("--data", default=None,
+                   help="folder of the task's files (file-backed tasks; default: $LOPT_DATA_DIR/<task>)")
+    p.add_argument("--source", default="auto", choices=["auto", "files", "hf"],
+                   help="where the task's data comes from (default: auto = built-in data or local files; "
+                   "hf: the hub, online)")
     p.add_argument("--backbone", default="embedded", help=f"embedded | {' | '.join(TINY_SPECS)} | hub id | folder "
                    "(default: embedded)")
     p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps (default: auto)")
@@ -101,8 +104,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="autocast of training, evaluation and generation (default: auto = bf16/fp16 on GPU, "
                    "fp32 on CPU)")
     p.add_argument("--out", default=None, help=f"run folder (default {RUNS_DIR}/<method>-<task>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training rows")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
+                   "(default: off; without a checkpoint it says so and starts afresh)")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training rows (default: all)")
     group = p.add_argument_group("method options (each method takes its own subset; defaults are per method)")
     for name, owners in _method_options().items():
         if name != "seed":  # --seed is shared with training, below
@@ -115,7 +119,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
             text = text if "default" in text else f"{text} (default: {_default(f)})"
             _add_field(tgroup, f.name, hints[f.name], f"t_{f.name}", text)
     tgroup.add_argument("--seed", type=int, default=0, help="seed of the method's init and the data order (default: 0)")
-    tgroup.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tgroup.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
 
 
 def cmd_train(args) -> int:

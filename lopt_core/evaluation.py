@@ -12,20 +12,11 @@ import torch
 from tqdm.auto import tqdm
 
 from lopt_core.backbone import Backbone
-from lopt_core.batching import LengthPolicy, input_limit
 from lopt_core.scoring import loss_and_scores
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def length_policy(backbone: Backbone, method, task, max_length: int, where: str) -> LengthPolicy:
-    """Rows of at most ``max_length`` tokens, and never more than the backbone's context leaves beside
-    the method's extra positions (and label words of several tokens, scored after the prompt); longer
-    ones are cut (prompt from the left, BOS kept)."""
-    limit = input_limit(backbone, method, max_length, new_tokens=task.answer_tokens(backbone.tokenizer))
-    return LengthPolicy(limit, where, backbone.tokenizer.bos_token_id)
 
 
 @torch.inference_mode()
@@ -38,7 +29,7 @@ def evaluate(method, backbone: Backbone, task, split: str = "validation", limit:
     """
     rows = task.examples(split, limit, expand_references=True)
     rows = sorted(rows, key=lambda r: len(task.prompt(r)) + len(r.get("target", "")))
-    policy = length_policy(backbone, method, task, max_length, f"evaluate {task.name}/{split}")
+    policy = task.length_policy(backbone, method, max_length, f"evaluate {task.name}/{split}")
     was_training = method.training
     method.eval()
     total_loss, count, preds, golds = 0.0, 0, [], []

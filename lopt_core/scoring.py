@@ -28,8 +28,7 @@ def label_logits(backbone: Backbone, h_last: torch.Tensor, token_ids: list[int])
     logits = h_last @ head.weight[ids].T.to(h_last.dtype)  # (B, C)
     if getattr(head, "bias", None) is not None:
         logits = logits + head.bias[ids].to(logits.dtype)
-    cap = getattr(backbone.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
+    return backbone.softcap(logits)
 
 
 def class_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbalizer) -> torch.Tensor:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from lopt_core import formats
-from lopt_core.batching import LengthPolicy, pad, pad_id
+from lopt_core.batching import LengthPolicy, input_limit, pad, pad_id
 from lopt_core.formats import DataError  # noqa: F401  (re-exported for users)
 
 BUILTIN_DIR = Path(os.environ.get("LOPT_BUILTIN_DATA", Path(__file__).resolve().parent.parent / "data"))
@@ -188,9 +188,17 @@ class Task:
             t = t + [tokenizer.eos_token_id]
         return policy.fit(p, t, index) if policy is not None else (p, t)
 
-    def collate(self, rows: list[dict], tokenizer, max_length: int = 256,
-                policy: LengthPolicy | None = None) -> dict[str, torch.Tensor]:
-        """Right-padded batch, each row fitted to ``max_length`` tokens (or to ``policy``'s limit; a
+    def length_policy(self, backbone, method=None, max_length: int = 256, where: str | None = None) -> LengthPolicy:
+        """Rows of at most ``max_length`` tokens, and never more than the backbone's context leaves beside the
+        method's extra positions (and label words of several tokens, scored after the prompt); longer ones are
+        cut (prompt from the left, BOS kept). The one policy of collate, evaluate and the Trainer."""
+        limit = input_limit(backbone, method, max_length, new_tokens=self.answer_tokens(backbone.tokenizer))
+        return LengthPolicy(limit, where or f"task {self.name!r}", backbone.tokenizer.bos_token_id)
+
+    def collate(self, rows: list[dict], tokenizer, max_length: int = 256, policy: LengthPolicy | None = None,
+                backbone=None, method=None) -> dict[str, torch.Tensor]:
+        """Right-padded batch, each row fitted to ``max_length`` tokens and, given the ``backbone`` (and the
+        ``method``), to what its context leaves beside the method's positions (or to ``policy``'s limit; a
         ``policy`` passed in collects what was cut, for one warning per call of its owner).
 
         Shapes: input_ids, attention_mask, prompt_mask (B, T); labels (B,) for classification;
@@ -198,7 +206,8 @@ class Task:
         """
         own = policy is None
         if own:
-            policy = LengthPolicy(max_length, where=f"task {self.name!r}", bos_id=tokenizer.bos_token_id)
+            policy = (self.length_policy(backbone, method, max_length) if backbone is not None
+                      else LengthPolicy(max_length, where=f"task {self.name!r}", bos_id=tokenizer.bos_token_id))
         pairs = [self.encode(row, tokenizer, policy, i) for i, row in enumerate(rows)]
         if own:
             policy.warn()

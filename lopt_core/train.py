@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lopt_core.backbone import Backbone
 from lopt_core.batching import LengthPolicy
-from lopt_core.evaluation import evaluate, length_policy, selection_score, to_device
+from lopt_core.evaluation import evaluate, selection_score, to_device
 from lopt_core.methods import PromptMethod
 from lopt_core.parallel import LossModule, make_accelerator
 from lopt_core.runs import RunFolder, load_run  # noqa: F401  (load_run: re-exported for users)
@@ -102,6 +102,7 @@ class Trainer:
         self.lr, self.bilevel = groups[0]["lr"], any(g.get("outer") for g in groups)
         self.task = task.copy().carve("outer", "train") if self.bilevel else task
         self.train_rows = self.task.examples("train", expand_references=True)
+        self.outer_rows = self.task.examples("outer", expand_references=True) if self.bilevel else []
         if not self.train_rows:
             raise ValueError(f"task {task.name!r} has an empty train split")
         self.accelerator = make_accelerator(backbone, c.gradient_accumulation)
@@ -126,10 +127,13 @@ class Trainer:
     def _check_lengths(self) -> tuple[LengthPolicy, tuple[int, ...]]:
         """Before step 1: every training row is fitted once (an error names a row with no room for its
         prompt; one warning says how many will be cut); their lengths group batches."""
-        policy = length_policy(self.backbone, self.method, self.task, self.config.max_length,
-                               f"training {self.task.name}")
-        lengths = tuple(sum(map(len, self.task.encode(row, self.backbone.tokenizer, policy, index=i)))
+        policy = self.task.length_policy(self.backbone, self.method, self.config.max_length,
+                                         f"training {self.task.name}")
+        tokenizer = self.backbone.tokenizer
+        lengths = tuple(sum(map(len, self.task.encode(row, tokenizer, policy, index=i)))
                         for i, row in enumerate(self.train_rows))
+        for i, row in enumerate(self.outer_rows):  # IAPT's bi-level rows: checked before step 1 too
+            self.task.encode(row, tokenizer, policy, index=f"{i} of the outer split")
         if self.main:
             policy.warn()
         return LengthPolicy(policy.limit, policy.where, policy.bos_id, record=False), lengths
@@ -140,10 +144,11 @@ class Trainer:
         if split == "train":
             return batch_indices(len(self.train_rows), c.batch_size, c.seed, micro_step, self.rank, self.world,
                                  lengths=self.lengths if c.group_by_length else None)
-        n = len(self.task.splits[split])
+        n = len(self.outer_rows)
         return batch_indices(n, min(c.batch_size, n), c.seed + 7_919, micro_step, self.rank, self.world)
 
-    def _batches(self, split: str, rows: list[dict], micro_steps: range) -> list[dict]:
+    def _batches(self, split: str, micro_steps: range) -> list[dict]:
+        rows = self.train_rows if split == "train" else self.outer_rows
         collate = self.task.collate
         return [to_device(collate([rows[i] for i in self.batch_indices(m, split)], self.backbone.tokenizer,
                                   policy=self.policy), self.backbone.device) for m in micro_steps]
@@ -189,12 +194,11 @@ class Trainer:
         self.method.train()
         start, K = time.perf_counter(), self.config.gradient_accumulation
         micro = range(self.step * K, (self.step + 1) * K)
-        loss, tokens = self._backward(self._batches("train", self.train_rows, micro))
+        loss, tokens = self._backward(self._batches("train", micro))
         record = {"step": self.step + 1, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": self._optimiser_step(outer=False)}
         if self.bilevel:  # one step of the outer groups on the outer split (IAPT's bi-level option)
-            rows = self.task.examples("outer", expand_references=True)
-            record["outer_loss"], _ = self._backward(self._batches("outer", rows, range(self.step, self.step + 1)),
+            record["outer_loss"], _ = self._backward(self._batches("outer", range(self.step, self.step + 1)),
                                                      accumulate=False)
             self._optimiser_step(outer=True)
         self.scheduler.step()

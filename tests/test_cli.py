@@ -1,3 +1,4 @@
+import argparse
 import json
 import shutil
 import subprocess
@@ -5,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lopt_core.cli import main
+from lopt_core.cli import _add_train_args, main
 
 
 def run_train(tmp_path, *extra):
@@ -101,6 +102,12 @@ def test_every_method_and_training_flag_shows_its_help_and_default(capsys):
                  "--steps INT optimiser steps (default: 60)",
                  "--precision {auto,fp32,bf16,fp16}", "--backbone BACKBONE embedded | tiny-llama | tiny-llama-bos"):
         assert text in out, text
+    parser = argparse.ArgumentParser()
+    _add_train_args(parser)
+    silent = [a.option_strings[-1] for a in parser._actions
+              if a.help != argparse.SUPPRESS and "-h" not in a.option_strings
+              and "default" not in a.help and "required" not in a.help]
+    assert not silent, f"flags whose --help shows no default: {silent}"
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")

@@ -17,8 +17,8 @@ import torch
 from conftest import CACHEABLE, TRAINABLE, backbone, batch_of, make, short_generation_task, short_task
 
 from lopt_core.backbone import TINY_SPECS, load_backbone
-from lopt_core.evaluation import to_device
 from lopt_core.batching import LengthPolicy, last_positions
+from lopt_core.evaluation import to_device
 from lopt_core.generation import encode_prompts, generate
 from lopt_core.scoring import class_scores, loss_terms
 from lopt_core.serving import Server
@@ -120,8 +120,8 @@ def test_next_token_distribution_after_the_prompt_matches_cpu_fp32(label, pair, 
 def test_greedy_generation_runs_on_the_device(pair):
     _, accel = pair
     method = make("prefix_tuning", accel)
-    texts = generate(method, accel, [short_generation_task().prompt(r) for r in short_generation_task().examples("test")],
-                     max_new_tokens=4)
+    task = short_generation_task()
+    texts = generate(method, accel, [task.prompt(r) for r in task.examples("test")], max_new_tokens=4)
     assert len(texts) == 1 and isinstance(texts[0], str)
 
 

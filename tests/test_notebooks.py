@@ -1,6 +1,8 @@
 """Each lesson runs top to bottom in a fresh kernel (papermill, profile ci) and its metrics hold."""
 import json
+import math
 
+import pandas as pd
 import pytest
 
 from lopt_core.notebooks import execute_notebook, list_notebooks
@@ -77,11 +79,18 @@ def test_05_prefix_tuning(out_root):
 
 def test_03_prompt_singular_values(out_root):
     m, out = run("03", out_root)
-    assert 1 <= m["effective_rank_90"]["0"] <= 20 and 1 <= m["entropy_rank"]["0"] <= 20
+    for seed, s in m["singular_values"].items():  # the ranks reported are those of the spectra reported
+        s = sorted(s, reverse=True)
+        energy = [sum(x * x for x in s[:r]) / sum(x * x for x in s) for r in range(1, len(s) + 1)]
+        assert m["effective_rank_90"][seed] == next(r for r, e in enumerate(energy, 1) if e >= 0.9 - 1e-9)
+        p = [x / sum(s) for x in s]
+        assert m["entropy_rank"][seed] == pytest.approx(math.exp(-sum(q * math.log(q) for q in p if q > 0)))
     variants = {row["variant"] for row in m["by_rank"]}
     assert variants == {"truncated full prompt", "LoPT-1 trained", "LoPT-1 warm start"}
     truncated = {row["rank"]: row["accuracy"] for row in m["by_rank"] if row["variant"] == "truncated full prompt"}
     assert set(truncated) == {1, 2, 4, 20}
+    # rank n keeps the whole prompt: the same test rows, the same accuracy (up to one row flipped by rounding)
+    assert truncated[20] == pytest.approx(m["full_prompt_test_accuracy"]["0"], abs=1.01 / get_profile("ci").test_limit)
     assert (out / "spectra.png").is_file() and (out / "accuracy_vs_rank.png").is_file()
 
 
@@ -90,7 +99,22 @@ def test_04_rank_tradeoffs(out_root):
     assert m["runs"] == 4 and m["failed"] == 0
     assert {(g["method"], g["rank"]) for g in m["grid"]} == {("prompt_tuning", 0), ("lopt1", 1), ("lopt1", 4),
                                                               ("lopt2", 1)}
-    assert m["front"] and all(0 <= p["accuracy"] <= 1 for p in m["front"])
+    grid, front = m["grid"], m["front"]
+    key = lambda p: (p["method"], p["prompt_len"], p["rank"])  # noqa: E731
+    on_front = {key(p) for p in front}
+    assert front and on_front <= {key(q) for q in grid}
+    for p in front:  # chosen on validation: nothing with as few parameters validates better
+        assert not any(q["trainable_parameters"] <= p["trainable_parameters"]
+                       and q["validation_accuracy"] > p["validation_accuracy"] for q in grid), p
+    for q in grid:  # and every configuration left off is matched by a front point with no more parameters
+        if key(q) not in on_front:
+            assert any(p["trainable_parameters"] <= q["trainable_parameters"]
+                       and p["validation_accuracy"] >= q["validation_accuracy"] for p in front), q
+    runs = pd.read_csv(out / "sweep" / "results.csv")  # the table's accuracy is the runs' test accuracy
+    for q in grid:
+        mine = runs[(runs["method"] == q["method"]) & (runs["prompt_len"] == q["prompt_len"])
+                    & (runs["rank"] == q["rank"])]
+        assert q["accuracy"] == pytest.approx(mine["test_accuracy"].mean())
     assert (out / "sweep" / "results.csv").is_file() and (out / "pareto.png").is_file()
 
 

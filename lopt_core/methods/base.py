@@ -166,7 +166,7 @@ class InputPromptMethod(PromptMethod):
         X = self.prompt_matrix().to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
         at = self._insert_at(backbone, batch)
         mask = batch["attention_mask"]
-        check_context(backbone, X.shape[1] + mask.shape[1], f"{self.name}'s soft prompt plus the batch")
+        check_context(backbone, mask, X.shape[1], f"{self.name}'s soft prompt plus the batch")
         ones = mask.new_ones(B, X.shape[1])
         return {
             "inputs_embeds": torch.cat([embeds[:, :at], X, embeds[:, at:]], dim=1),  # (B, n+T, d)

@@ -143,7 +143,7 @@ class IAPT(PromptMethod):
         """
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
         check_right_padded(batch["attention_mask"])
-        check_context(backbone, int(mask.sum(1).max()) + self.config.num_virtual,
+        check_context(backbone, batch["attention_mask"], self.config.num_virtual,
                       "the batch plus IAPT's virtual tokens")
         prompt = batch.get("prompt_mask", batch["attention_mask"]).bool() & mask
         instr, resp, lengths = [], [], []

@@ -113,7 +113,7 @@ class PrefixTuning(PromptMethod):
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
         mask = batch["attention_mask"]
         check_right_padded(mask)  # the tokens take positions n, n+1, ... from the cache length
-        check_context(backbone, self.config.prompt_len + mask.shape[1], "the prefix plus the batch")
+        check_context(backbone, mask, self.config.prompt_len, "the prefix plus the batch")
         B = batch["input_ids"].shape[0]
         layers = split_table(self.prefix_table(), backbone)  # L × (n_kv, n, head_dim) for K and V
         return {

@@ -32,7 +32,7 @@ class ZeroShot(PromptMethod):
 
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
         check_right_padded(batch["attention_mask"])
-        check_context(backbone, batch["attention_mask"].shape[1])
+        check_context(backbone, batch["attention_mask"])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
