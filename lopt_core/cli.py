@@ -245,6 +245,62 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """A run's trained prompt as a PEFT adapter, or as prompt embeddings for a serving engine."""
+    from lopt_core import interop
+    from lopt_core.backbone import load_backbone
+    from lopt_core.methods import load_method
+    from lopt_core.runs import load_run
+
+    run = Path(args.run_dir)
+    cfg = load_run(run)["config"]
+    backbone = load_backbone(args.backbone or cfg["backbone_spec"], device="cpu", precision="fp32")
+    method = load_method(run / "method", backbone)
+    if args.format == "peft":
+        out = interop.to_peft(method, backbone, args.out, task=cfg.get("task"))
+        inputs = "without BOS: virtual token 0 is E(BOS)" if interop.read_sidecar(out)["bos_row"] else "as encoded"
+        print(f"PEFT adapter in {out}: PeftModel.from_pretrained(base_model, {str(out)!r}); base model "
+              f"{interop.base_model_path(backbone)}; feed inputs {inputs}")
+    else:
+        out = interop.export_embeddings(method, backbone, args.out, dtype=args.dtype, task=cfg.get("task"))
+        _, info = interop.load_embeddings(out)
+        print(f"prompt embeddings ({info['n']} × {info['d']}, {info['dtype']}) in {out}; "
+              f"a request is {info['request']}")
+    return 0
+
+
+def cmd_import_peft(args) -> int:
+    """A PEFT prompt or prefix adapter as a run folder that evaluate, predict and the notebooks read."""
+    from lopt_core import interop
+    from lopt_core.backbone import load_backbone
+    from lopt_core.methods import save_method
+    from lopt_core.runs import RunFolder
+    from lopt_core.tasks import load_task
+    from lopt_core.utils import run_info
+
+    sidecar = interop.read_sidecar(args.adapter) or {}
+    task_name = args.task or sidecar.get("task")
+    if not task_name:
+        print("error: say which task the adapter serves: --task NAME (it has no kit sidecar naming one)",
+              file=sys.stderr)
+        return 2
+    spec = args.backbone or sidecar.get("backbone_spec") or "embedded"
+    backbone = load_backbone(spec, device="cpu", precision="fp32")
+    task = load_task(task_name, path=args.data)  # fails early on an unknown task
+    method = interop.from_peft(args.adapter, backbone)
+    record = {"method": method.name, "method_config": method.config.to_dict(), "task": task.name,
+              "task_path": str(Path(args.data).resolve()) if args.data else None, "backbone": backbone.name,
+              "backbone_spec": spec, "imported_from": {"adapter": str(Path(args.adapter).resolve()), "kit": sidecar},
+              "trainable_parameters": method.trainable_parameters(), "stored_parameters": method.stored_parameters()}
+    run = RunFolder(args.out, overwrite=args.overwrite)
+    run.open(record, run_info(0, backbone.device))
+    save_method(method, run.path / "method", backbone.name)
+    origin = f" (exported from the kit's {sidecar['method']})" if sidecar else ""
+    print(f"{method.name} with n = {method.config.prompt_len}{origin} for task {task.name} in {run.path}: "
+          f"lopt-kit evaluate {run.path}")
+    return 0
+
+
 def cmd_info(args) -> int:
     import torch
 
@@ -357,6 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     p_pred.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="autocast of the served requests (default: auto)")
     p_pred.set_defaults(func=cmd_predict)
+    p_exp = sub.add_parser("export", help="a run's prompt as a PEFT adapter or as prompt embeddings for an engine")
+    p_exp.add_argument("run_dir")
+    p_exp.add_argument("--format", required=True, choices=["peft", "embeddings"],
+                       help="peft: adapter_config.json + adapter_model.safetensors; embeddings: X for vLLM's "
+                            "prompt_embeds or llama.cpp's batch.embd (required)")
+    p_exp.add_argument("--out", required=True, help="folder to write (required)")
+    p_exp.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                       help="dtype of exported embeddings (default: fp32)")
+    p_exp.add_argument("--backbone", default=None, help="default: the run's own")
+    p_exp.set_defaults(func=cmd_export)
+    p_imp = sub.add_parser("import-peft", help="a PEFT prompt/prefix adapter as a run folder")
+    p_imp.add_argument("adapter", help="folder with adapter_config.json and adapter_model.safetensors")
+    p_imp.add_argument("--out", required=True, help="run folder to write (required)")
+    p_imp.add_argument("--task", default=None, help="the task it serves (default: the kit sidecar's, if any)")
+    p_imp.add_argument("--data", default=None, help="folder of the task's files (default: $LOPT_DATA_DIR/<task>)")
+    p_imp.add_argument("--backbone", default=None,
+                       help="the adapter's base model (default: the kit sidecar's backbone, else embedded)")
+    p_imp.add_argument("--overwrite", action="store_true", help="replace a run already in --out (default: refuse)")
+    p_imp.set_defaults(func=cmd_import_peft)
     sub.add_parser("info", help="versions, device, cache, methods and tasks").set_defaults(func=cmd_info)
     sub.add_parser("prepare", help="convert the embedded backbone into the cache").set_defaults(func=cmd_prepare)
     p_sw = sub.add_parser("sweep", help="run a notebook once per parameter set (papermill) and gather results")

@@ -81,6 +81,9 @@ class PromptMethod(nn.Module, ABC):
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     recommended_lr: ClassVar[float] = 3e-2  # AdamW default for this method's parameters
+    # where the method's fixed prompt goes, for export (lopt_core.interop): "input" (X (n, d) before the text's
+    # embeddings), "kv" (a (n, L·2·n_kv·head_dim) key/value table at every layer) or None (no fixed prompt)
+    prompt_kind: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig, backbone: Backbone):
         super().__init__()
@@ -145,6 +148,8 @@ class InputPromptMethod(PromptMethod):
     Gemma: the model expects BOS first), the attention mask gets n ones, and positions run on from the
     prompt. Subclasses define only how X is parameterised, in ``prompt_matrix``.
     """
+
+    prompt_kind = "input"
 
     def _insert_at(self, backbone: Backbone, batch: dict) -> int:
         """1 after a BOS the tokenizer put first, else 0 (the same for every row of a right-padded batch)."""

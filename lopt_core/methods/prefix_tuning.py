@@ -48,6 +48,7 @@ class PrefixTuning(PromptMethod):
     """Per-layer K/V prefixes, written into a DynamicCache before the input runs."""
 
     Config = PrefixTuningConfig
+    prompt_kind = "kv"
 
     @property
     def recommended_lr(self) -> float:

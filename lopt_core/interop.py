@@ -1,0 +1,199 @@
+"""Trained prompts out of the kit and back in: PEFT adapters, and prompt embeddings for serving engines.
+
+PEFT (the pinned 0.21.2) saves every prompt-learning adapter as ``adapter_config.json`` plus
+``adapter_model.safetensors`` holding one tensor, ``prompt_embeddings``:
+
+- ``PROMPT_TUNING``: X (n, d), prepended to the input embeddings *before everything*, BOS included.
+  The kit puts X *after* a BOS the tokenizer adds (the model expects BOS first). So for BOS-adding
+  tokenizers the kit exports n + 1 virtual tokens whose row 0 is E(BOS): inputs then go in **without**
+  BOS (``add_special_tokens=False``) and PEFT computes exactly the kit's ``[BOS][X][text]``.
+- ``PREFIX_TUNING``: the table (n, L·2·n_kv·head_dim), per token K_0, V_0, K_1, V_1, ... with
+  grouped-query attention sized by the key/value heads (``token_dim = n_kv·head_dim``,
+  ``num_attention_heads = n_kv``): the kit's own table layout (``lopt_core.kv.split_table``).
+
+prompt_tuning, lopt1 and lopt2 export their materialised X; prefix_tuning its materialised table (the MLP
+is dropped, as PEFT does on save). IAPT generates its prompts from each input and has no PEFT equivalent.
+PEFT keeps no unknown config keys, so what only the kit knows (the method, its rank, the task, the BOS row)
+goes into a sidecar ``lopt_kit.json`` beside the adapter.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lopt_core.backbone import Backbone, prepare_embedded
+from lopt_core.kv import kv_width
+from lopt_core.methods import build_method, make_config, method_class
+from lopt_core.methods.base import PromptMethod, adds_bos
+from lopt_core.utils import atomic_path, read_json, write_json
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS, SIDECAR = "adapter_config.json", "adapter_model.safetensors", "lopt_kit.json"
+PEFT_TYPES = {"input": "PROMPT_TUNING", "kv": "PREFIX_TUNING"}  # where a method's prompt goes → PEFT's name
+EMBEDDINGS, EMBEDDINGS_JSON = "prompt_embeds.safetensors", "prompt_embeds.json"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _exported_prompt(method: PromptMethod, backbone: Backbone) -> tuple[str, torch.Tensor, bool]:
+    """(where the prompt goes, the materialised tensor, whether row 0 is E(BOS))."""
+    if method.prompt_kind is None:
+        raise ValueError(f"{method.name} has no fixed prompt to export and no PEFT equivalent (zero-shot has no "
+                         "prompt; IAPT generates its prompts from each input, while PEFT and serving engines take one "
+                         "prompt per task). Export prompt_tuning, lopt1, lopt2 or prefix_tuning.")
+    X = method.prompt_matrix().detach().float().cpu()  # (n, d) or the prefix table (n, W)
+    bos = method.prompt_kind == "input" and adds_bos(backbone)
+    if bos:  # PEFT prepends before everything: E(BOS) becomes virtual token 0
+        ids = torch.tensor([backbone.tokenizer.bos_token_id], device=backbone.device)
+        with torch.no_grad():
+            X = torch.cat([backbone.embed(ids).float().cpu(), X])
+    return method.prompt_kind, X.contiguous(), bos
+
+
+def base_model_path(backbone: Backbone) -> str:
+    """What ``base_model_name_or_path`` should say: for the embedded backbone, the local converted folder
+    (a dequantised Q4_1 copy of SmolLM2-135M-Instruct, not the hub's weights); else the spec it was loaded
+    from (a hub id or a folder)."""
+    return str(prepare_embedded()) if backbone.spec == "embedded" else backbone.spec
+
+
+def peft_config(method: PromptMethod, backbone: Backbone, num_virtual_tokens: int):
+    """PEFT's own config object for the exported adapter (its classes check the fields)."""
+    from peft import PrefixTuningConfig, PromptTuningConfig
+
+    common = {"task_type": "CAUSAL_LM", "num_virtual_tokens": num_virtual_tokens, "num_layers": backbone.num_layers,
+              "num_transformer_submodules": 1, "inference_mode": True,
+              "base_model_name_or_path": base_model_path(backbone)}
+    if method.prompt_kind == "input":
+        return PromptTuningConfig(token_dim=backbone.hidden_size, num_attention_heads=backbone.num_heads,
+                                  prompt_tuning_init="RANDOM", **common)
+    width = kv_width(backbone)  # PEFT sizes prefixes by the key/value heads (grouped-query attention)
+    return PrefixTuningConfig(token_dim=width, num_attention_heads=backbone.num_kv_heads, encoder_hidden_size=width,
+                              prefix_projection=False, **common)
+
+
+def to_peft(method: PromptMethod, backbone: Backbone, folder: str | Path, task: str | None = None) -> Path:
+    """Write ``method`` as a PEFT adapter folder that ``PeftModel.from_pretrained(base_model, folder)`` loads.
+
+    Returns the folder. With a BOS-adding tokenizer an input prompt gets E(BOS) as virtual token 0: feed
+    PEFT the text without BOS (``tokenizer(text, add_special_tokens=False)``).
+    """
+    kind, X, bos = _exported_prompt(method, backbone)
+    config = peft_config(method, backbone, X.shape[0])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:  # PEFT's own writer, then an atomic move
+        config.save_pretrained(tmp)
+        shutil.move(Path(tmp) / ADAPTER_CONFIG, folder / ADAPTER_CONFIG)
+    with atomic_path(folder / ADAPTER_WEIGHTS) as tmp:
+        save_file({"prompt_embeddings": X}, str(tmp), metadata={"format": "pt"})
+    write_json(folder / SIDECAR, {
+        "method": method.name, "config": method.config.to_dict(), "task": task, "backbone": backbone.name,
+        "backbone_spec": backbone.spec, "peft_type": PEFT_TYPES[kind], "bos_row": bos,
+        "inputs": "without BOS (virtual token 0 is E(BOS))" if bos else "as the tokenizer encodes them",
+        "trainable_parameters": method.trainable_parameters(), "stored_parameters": method.stored_parameters()})
+    return folder
+
+
+def read_sidecar(folder: str | Path) -> dict | None:
+    """The kit's metadata saved beside an exported adapter (method, rank, task, BOS row), if any."""
+    path = Path(folder) / SIDECAR
+    return read_json(path) if path.is_file() else None
+
+
+def from_peft(folder: str | Path, backbone: Backbone) -> PromptMethod:
+    """A PEFT ``PROMPT_TUNING`` or ``PREFIX_TUNING`` adapter as a kit method (prompt_tuning, or prefix_tuning
+    holding the raw table), for evaluation, analysis, the rank slider and ``Server``.
+
+    The kit's own exports come back exactly (their E(BOS) row removed); an adapter trained with PEFT on a
+    BOS-adding tokenizer had its virtual tokens before BOS, where the kit puts them after it: a warning says so.
+    An adapter saved with ``prefix_projection=True`` holds the table its MLP made: it comes back as that table.
+    """
+    folder = Path(folder)
+    config, X = _read_adapter(folder)
+    kind = {v: k for k, v in PEFT_TYPES.items()}[config["peft_type"]]
+    sidecar = read_sidecar(folder) or {}
+    if kind == "input":
+        if X.shape[1] != backbone.hidden_size:
+            raise ValueError(f"{folder}: the prompt has width {X.shape[1]} but {backbone.name} has d = "
+                             f"{backbone.hidden_size}: it was trained for another backbone")
+        if sidecar.get("bos_row"):
+            X = X[1:]
+        elif adds_bos(backbone):
+            warnings.warn(f"{folder}: PEFT put these {X.shape[0]} virtual tokens before BOS; the kit puts them after "
+                          "it, so its outputs differ a little from PEFT's (README, 'PEFT adapters')", stacklevel=2)
+        config = make_config("prompt_tuning", prompt_len=X.shape[0])
+        return method_class("prompt_tuning")(config, backbone, prompt=X).to(backbone.device)
+    width = backbone.num_layers * 2 * kv_width(backbone)
+    if X.shape[1] != width:
+        raise ValueError(f"{folder}: the prefix table has width {X.shape[1]} but {backbone.name} needs L·2·n_kv·"
+                         f"head_dim = {width}: it was trained for another backbone")
+    method = build_method("prefix_tuning", backbone, prompt_len=X.shape[0], reparam=False, init="zero")
+    with torch.no_grad():
+        method.table.copy_(X.to(method.table.device))
+    return method
+
+
+def _read_adapter(folder: Path) -> tuple[dict, torch.Tensor]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    found = sorted(p.name for p in folder.iterdir())
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise ValueError(f"{folder} is not a PEFT adapter: it has no {ADAPTER_CONFIG} (found: "
+                         f"{', '.join(found) or 'nothing'})")
+    config = read_json(folder / ADAPTER_CONFIG)
+    peft_type = config.get("peft_type")
+    if peft_type not in PEFT_TYPES.values():
+        raise ValueError(f"{folder} holds a {peft_type} adapter; the kit imports PROMPT_TUNING and PREFIX_TUNING "
+                         "adapters (one prompt per task). Weight adapters such as LoRA change the backbone itself.")
+    if config.get("num_transformer_submodules", 1) != 1:
+        raise ValueError(f"{folder} is an encoder-decoder adapter (num_transformer_submodules = "
+                         f"{config['num_transformer_submodules']}); the kit works with decoder-only models")
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise ValueError(f"{folder} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS} (found: {', '.join(found)}); "
+                         "save the adapter with safe_serialization=True (PEFT's default)")
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    if "prompt_embeddings" not in state:
+        raise ValueError(f"{folder}/{ADAPTER_WEIGHTS} has no 'prompt_embeddings' tensor (it has: "
+                         f"{', '.join(state)})")
+    X = state["prompt_embeddings"].float()
+    n = config.get("num_virtual_tokens")
+    if X.ndim != 2 or (n is not None and X.shape[0] != n):
+        raise ValueError(f"{folder}: prompt_embeddings has shape {tuple(X.shape)}, expected ({n}, width)")
+    return config, X
+
+
+# ------------------------------------------------------------------------------------ serving engines
+def export_embeddings(method: PromptMethod, backbone: Backbone, folder: str | Path, dtype: str = "fp32",
+                      task: str | None = None) -> Path:
+    """Write X as ``prompt_embeds.safetensors`` (tensor ``prompt_embeds``, (n, d), in ``dtype``) and
+    ``prompt_embeds.json`` saying where it goes: engines that take input embeddings (vLLM's ``prompt_embeds``,
+    llama.cpp's ``llama_batch.embd``) are then given ``[E(BOS)]? [X] [E(tokens)]`` (README recipe)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if method.prompt_kind != "input":
+        raise ValueError(f"{method.name} does not act on the input embeddings (it changes every layer's keys and "
+                         "values, or is generated per input), so an engine's prompt_embeds cannot carry it; export "
+                         "--format peft instead (prefix_tuning)")
+    X = method.prompt_matrix().detach().float().cpu().to(DTYPES[dtype]).contiguous()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / EMBEDDINGS) as tmp:
+        save_file({"prompt_embeds": X}, str(tmp), metadata={"format": "pt"})
+    bos = adds_bos(backbone)
+    write_json(folder / EMBEDDINGS_JSON, {
+        "backbone": backbone.name, "base_model": base_model_path(backbone), "method": method.name, "task": task,
+        "dtype": dtype, "n": X.shape[0], "d": X.shape[1], "position": "after_bos" if bos else "first",
+        "bos_token_id": backbone.tokenizer.bos_token_id if bos else None,
+        "request": ("[E(BOS); X; E(tokens without BOS)]" if bos else "[X; E(tokens)]")
+                   + ", E = the model's own input embedding module (Gemma scales inside it)"})
+    return folder
+
+
+def load_embeddings(folder: str | Path) -> tuple[torch.Tensor, dict]:
+    """X and its description, as ``export_embeddings`` wrote them."""
+    folder = Path(folder)
+    return load_file(str(folder / EMBEDDINGS))["prompt_embeds"], read_json(folder / EMBEDDINGS_JSON)
