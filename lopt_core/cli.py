@@ -89,7 +89,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from lopt_core.train import TrainConfig
 
     p.add_argument("--method", required=True, help="registered method (see `lopt-kit info`; required)")
-    p.add_argument("--task", required=True, help="registered task (see `lopt-kit info`; required)")
+    task = p.add_mutually_exclusive_group(required=True)
+    task.add_argument("--task", help="registered task (see `lopt-kit info`; this or --task-file is required)")
+    task.add_argument("--task-file", help="a JSON/YAML spec of your own CSV, TSV or JSONL files (README, 'Your own "
+                      "data'; this or --task is required)")
     p.add_argument("--data", default=None,
                    help="folder of the task's files (file-backed tasks; default: $LOPT_DATA_DIR/<task>)")
     p.add_argument("--source", default="auto", choices=["auto", "files", "hf"],
@@ -122,12 +125,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     tgroup.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
 
 
+def _load_task(cfg: dict, data: str | None = None):
+    """The task a run's config (or the command line) names: a task file, or a registered task."""
+    from lopt_core.tasks import load_task, load_task_file
+
+    if cfg.get("task_file"):
+        return load_task_file(cfg["task_file"])
+    return load_task(cfg["task"], path=data or cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
+
+
 def cmd_train(args) -> int:
     import torch
 
     from lopt_core.backbone import load_backbone
     from lopt_core.methods import build_method, config_fields
-    from lopt_core.tasks import load_task
     from lopt_core.train import TrainConfig, Trainer
     from lopt_core.utils import seed_everything
 
@@ -144,18 +155,20 @@ def cmd_train(args) -> int:
         given.setdefault("seed", args.seed)
     train_opts = {k[2:]: v for k, v in vars(args).items() if k.startswith("t_") and v is not None}
     config = TrainConfig(seed=args.seed, progress=not args.no_progress, **train_opts)
-    task = load_task(args.task, path=args.data, source=args.source)
+    task = _load_task({"task": args.task, "task_file": args.task_file, "task_path": args.data,
+                       "task_source_kind": args.source})
     if args.train_limit:
         task.splits["train"] = task.splits["train"][: args.train_limit]
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     backbone = load_backbone(args.backbone, device=args.device, dtype=dtype, precision=args.precision)
     method = build_method(args.method, backbone, **given)
-    out = Path(args.out) if args.out else RUNS_DIR / f"{args.method}-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else RUNS_DIR / f"{args.method}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch, one process reports
     if main_process:
         print(backbone, task, f"{args.method}: {method.trainable_parameters():,} trainable parameters",
               f"run folder: {out}", sep="\n")
     extra = {"task_path": str(Path(args.data).resolve()) if args.data else None, "task_source_kind": args.source,
+             "task_file": str(Path(args.task_file).resolve()) if args.task_file else None,
              "train_limit": args.train_limit}
     result = Trainer(method, backbone, task, config, run_dir=out, extra_config=extra).fit(resume=args.resume)
     if main_process:
@@ -179,19 +192,18 @@ def cmd_evaluate(args) -> int:
     from lopt_core.evaluation import evaluate
     from lopt_core.methods import load_method
     from lopt_core.runs import load_run
-    from lopt_core.tasks import load_task
     from lopt_core.utils import write_json
 
     run = Path(args.run_dir)
     cfg = load_run(run)["config"]
     backbone = load_backbone(args.backbone or cfg["backbone_spec"], device=args.device,
                              precision=args.precision or cfg.get("precision", "auto"))
-    task = load_task(cfg["task"], path=args.data or cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
+    task = _load_task(cfg, data=args.data)
     method = load_method(run / "method", backbone)
     splits = [args.split] if args.split else [s for s in ("validation", "test") if s in task.splits]
     results = {}
     for split in splits:
-        results[split] = evaluate(method, backbone, task, split, args.limit, progress=True)
+        results[split] = evaluate(method, backbone, task, split, args.limit, progress=True, calibrate=args.calibrate)
         if task.kind == "generation" and args.generate:
             from lopt_core.generation import evaluate_generation
 
@@ -208,7 +220,6 @@ def cmd_predict(args) -> int:
     from lopt_core.methods import load_method
     from lopt_core.runs import load_run
     from lopt_core.serving import Server
-    from lopt_core.tasks import load_task
 
     configs = [load_run(run)["config"] for run in args.run_dir]
     specs = {c["backbone_spec"] for c in configs}
@@ -221,7 +232,7 @@ def cmd_predict(args) -> int:
     used = set()
     for run, cfg in zip(args.run_dir, configs):
         name = Path(run).name
-        task = load_task(cfg["task"], path=cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
+        task = _load_task(cfg)
         server.add(name, load_method(Path(run) / "method", backbone), task)
         kinds[name] = task.kind
         fields = {f for _, f, _, _ in string.Formatter().parse(task.template) if f}
@@ -275,21 +286,22 @@ def cmd_import_peft(args) -> int:
     from lopt_core.backbone import load_backbone
     from lopt_core.methods import save_method
     from lopt_core.runs import RunFolder
-    from lopt_core.tasks import load_task
     from lopt_core.utils import run_info
 
     sidecar = interop.read_sidecar(args.adapter) or {}
-    task_name = args.task or sidecar.get("task")
-    if not task_name:
-        print("error: say which task the adapter serves: --task NAME (it has no kit sidecar naming one)",
-              file=sys.stderr)
+    given = {"task": args.task or (None if args.task_file else sidecar.get("task")), "task_path": args.data,
+             "task_file": str(Path(args.task_file).resolve()) if args.task_file else None}
+    if not (given["task"] or given["task_file"]):
+        print("error: say which task the adapter serves: --task NAME or --task-file SPEC (it has no kit sidecar "
+              "naming one)", file=sys.stderr)
         return 2
     spec = args.backbone or sidecar.get("backbone_spec") or "embedded"
     backbone = load_backbone(spec, device="cpu", precision="fp32")
-    task = load_task(task_name, path=args.data)  # fails early on an unknown task
+    task = _load_task(given)  # fails early on an unknown task
     method = interop.from_peft(args.adapter, backbone)
     record = {"method": method.name, "method_config": method.config.to_dict(), "task": task.name,
-              "task_path": str(Path(args.data).resolve()) if args.data else None, "backbone": backbone.name,
+              "task_path": str(Path(args.data).resolve()) if args.data else None, "task_file": given["task_file"],
+              "backbone": backbone.name,
               "backbone_spec": spec, "imported_from": {"adapter": str(Path(args.adapter).resolve()), "kit": sidecar},
               "trainable_parameters": method.trainable_parameters(), "stored_parameters": method.stored_parameters()}
     run = RunFolder(args.out, overwrite=args.overwrite)
@@ -401,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="autocast (default: the run's own)")
     p_eval.add_argument("--generate", action="store_true", help="generation tasks: also decode and score BLEU/ROUGE-L")
     p_eval.add_argument("--num-beams", type=int, default=1)
+    p_eval.add_argument("--calibrate", action="append", default=None, metavar="TEXT",
+                        help="classification: contextual calibration with this content-free text, e.g. N/A "
+                             "(repeat to average several; default: none)")
     p_eval.set_defaults(func=cmd_evaluate)
     p_pred = sub.add_parser("predict", help="serve saved runs on new inputs (cached prompts, one batch)")
     p_pred.add_argument("run_dir", nargs="+")
@@ -427,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     p_imp.add_argument("adapter", help="folder with adapter_config.json and adapter_model.safetensors")
     p_imp.add_argument("--out", required=True, help="run folder to write (required)")
     p_imp.add_argument("--task", default=None, help="the task it serves (default: the kit sidecar's, if any)")
+    p_imp.add_argument("--task-file", default=None, help="or a task spec of your own files (default: none)")
     p_imp.add_argument("--data", default=None, help="folder of the task's files (default: $LOPT_DATA_DIR/<task>)")
     p_imp.add_argument("--backbone", default=None,
                        help="the adapter's base model (default: the kit sidecar's backbone, else embedded)")

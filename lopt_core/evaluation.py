@@ -7,12 +7,14 @@ learning rates, ``test`` is what a table reports (``lopt_core.tasks``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lopt_core.backbone import Backbone
-from lopt_core.scoring import loss_and_scores
+from lopt_core.scoring import calibrated, content_free_probs, loss_and_scores
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -21,10 +23,14 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @torch.inference_mode()
 def evaluate(method, backbone: Backbone, task, split: str = "validation", limit: int | None = None,
-             batch_size: int = 32, max_length: int = 256, progress: bool = False) -> dict:
+             batch_size: int = 32, max_length: int = 256, progress: bool = False,
+             calibrate: str | Sequence[str] | None = None) -> dict:
     """Metrics of ``method`` on the first ``limit`` rows of a split: accuracy and macro-F1
     (classification) or the target loss (generation).
 
+    ``calibrate`` (classification): contextual calibration with this content-free text (e.g. ``"N/A"``, or
+    several, averaged): the class probabilities are divided by those of the content-free input and
+    renormalised, which removes the scorer's preference for some label words (Zhao et al., 2021).
     Rows are batched in order of length (less padding); metrics do not depend on the order.
     """
     rows = task.examples(split, limit, expand_references=True)
@@ -32,6 +38,11 @@ def evaluate(method, backbone: Backbone, task, split: str = "validation", limit:
     policy = task.length_policy(backbone, method, max_length, f"evaluate {task.name}/{split}")
     was_training = method.training
     method.eval()
+    p_cf = None
+    if calibrate is not None:
+        if task.kind != "classification":
+            raise ValueError("calibrate= applies to classification tasks (it rescales class probabilities)")
+        p_cf = content_free_probs(method, backbone, task, calibrate)
     total_loss, count, preds, golds = 0.0, 0, [], []
     starts = range(0, len(rows), batch_size)
     for start in tqdm(starts, desc=f"eval {task.name}/{split}", disable=not progress, leave=False):
@@ -39,6 +50,9 @@ def evaluate(method, backbone: Backbone, task, split: str = "validation", limit:
         batch = to_device(task.collate(chunk, backbone.tokenizer, policy=policy), backbone.device)
         with backbone.autocast():
             loss, scores = loss_and_scores(method, backbone, batch, task)
+        if p_cf is not None:
+            scores = calibrated(scores, p_cf)
+            loss = F.nll_loss(scores, batch["labels"])
         weight = len(chunk) if scores is not None else int(batch["target_mask"][:, 1:].sum())
         total_loss += float(loss) * weight
         count += weight
@@ -51,6 +65,9 @@ def evaluate(method, backbone: Backbone, task, split: str = "validation", limit:
     if task.kind == "classification":
         out["accuracy"] = sum(p == g for p, g in zip(preds, golds)) / max(len(golds), 1)
         out["macro_f1"] = macro_f1(preds, golds, task.num_classes)
+        if p_cf is not None:
+            texts = [calibrate] if isinstance(calibrate, str) else list(calibrate)
+            out["calibration"] = {"content_free": texts, "p_content_free": p_cf.tolist()}
     else:
         out["perplexity"] = math.exp(min(out["loss"], 50.0))
         out["target_tokens"] = count

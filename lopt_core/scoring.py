@@ -17,7 +17,7 @@ from lopt_core.batching import last_positions, pad, pad_id
 from lopt_core.tasks import Verbalizer
 
 __all__ = ["label_logits", "class_scores", "sequence_scores", "target_loss", "loss_terms", "loss_and_scores",
-           "last_positions"]
+           "last_positions", "content_free_probs", "calibrated"]
 
 
 def label_logits(backbone: Backbone, h_last: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
@@ -94,3 +94,34 @@ def loss_and_scores(method, backbone: Backbone, batch: dict, task) -> tuple[torc
     """The mean training loss of a batch of ``task`` and, for classification, the class scores."""
     total, count, scores = loss_terms(method, backbone, batch, task)
     return total / max(count, 1), scores
+
+
+# ------------------------------------------------------------------------------ contextual calibration
+CONTENT_FREE = ("N/A",)
+
+
+@torch.no_grad()
+def content_free_probs(method, backbone: Backbone, task, texts=CONTENT_FREE) -> torch.Tensor:
+    """p(class | template filled with a content-free text) (C,), averaged over ``texts`` (Zhao et al., 2021).
+
+    Every text field of the template gets the same content-free text ("N/A"). The empty string is not one:
+    empty text is refused everywhere in the kit, so a calibration cannot quietly read padding."""
+    texts = (texts,) if isinstance(texts, str) else tuple(texts)
+    if not texts:
+        raise ValueError("give at least one content-free text, e.g. 'N/A'")
+    for text in texts:
+        if not str(text).strip():
+            raise ValueError(f"content-free text {text!r} is empty; use a text that carries no content, "
+                             "such as 'N/A' (Zhao et al. also use '[MASK]')")
+    rows = [{**{f: text for f in task.fields}, "label": 0} for text in texts]
+    batch = task.collate(rows, backbone.tokenizer, backbone=backbone, method=method)
+    batch = {k: v.to(backbone.device) for k, v in batch.items()}
+    with backbone.autocast():
+        scores = class_scores(method, backbone, batch, task.verbalizer(backbone.tokenizer))
+    return scores.float().softmax(-1).mean(0)  # (C,)
+
+
+def calibrated(scores: torch.Tensor, p_content_free: torch.Tensor) -> torch.Tensor:
+    """Class log-probabilities with the content-free input's preference divided out: softmax(scores) / p_cf,
+    renormalised (contextual calibration with W = diag(p_cf)⁻¹, b = 0). (B, C) → (B, C)"""
+    return F.log_softmax(F.log_softmax(scores.float(), dim=-1) - p_content_free.log().to(scores.device), dim=-1)

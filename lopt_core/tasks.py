@@ -418,3 +418,11 @@ _file_task("e2e", "generation", {"train": "trainset.csv", "dev": "devset.csv", "
 _file_task("instruct_jsonl", "generation", {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
            formats.read_instruction_jsonl, post=_with_references,
            description="Your instruction data: JSONL with instruction, input, output.", **INSTRUCT)
+
+
+def load_task_file(path: str | os.PathLike) -> Task:
+    """A task described by a JSON (or YAML) spec of your own CSV, TSV or JSONL files: no Python needed
+    (``lopt_core.task_files`` documents the fields)."""
+    from lopt_core.task_files import load_task_file as load
+
+    return load(path)

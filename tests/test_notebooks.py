@@ -39,6 +39,8 @@ def test_00_tour_of_the_backbone(out_root):
     assert n == get_profile("ci").test_limit and sum(map(sum, counts)) == n
     assert sum(counts[i][i] for i in range(len(counts))) / n == pytest.approx(m["zero_shot"]["accuracy"])
     assert (out / "embedding_norms.png").stat().st_size > 10_000
+    calibrated = m["zero_shot_calibrated"]  # the same rows, the label-word preference of "N/A" divided out
+    assert calibrated["n"] == n and sum(calibrated["calibration"]["p_content_free"]) == pytest.approx(1.0)
 
 
 def test_01_prompt_tuning_from_scratch(out_root):
