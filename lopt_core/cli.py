@@ -134,6 +134,13 @@ def _load_task(cfg: dict, data: str | None = None):
     return load_task(cfg["task"], path=data or cfg.get("task_path"), source=cfg.get("task_source_kind", "auto"))
 
 
+def _weights_dtype(cfg: dict):
+    """The dtype a run's frozen weights were loaded in (``--dtype``; runs before it was recorded: fp32)."""
+    import torch
+
+    return getattr(torch, cfg.get("dtype", "float32"))
+
+
 def cmd_train(args) -> int:
     import torch
 
@@ -196,7 +203,7 @@ def cmd_evaluate(args) -> int:
 
     run = Path(args.run_dir)
     cfg = load_run(run)["config"]
-    backbone = load_backbone(args.backbone or cfg["backbone_spec"], device=args.device,
+    backbone = load_backbone(args.backbone or cfg["backbone_spec"], device=args.device, dtype=_weights_dtype(cfg),
                              precision=args.precision or cfg.get("precision", "auto"))
     task = _load_task(cfg, data=args.data)
     method = load_method(run / "method", backbone)
@@ -226,7 +233,8 @@ def cmd_predict(args) -> int:
     if len(specs) != 1:
         print(f"error: the runs use different backbones ({sorted(specs)}); serve them separately", file=sys.stderr)
         return 2
-    backbone = load_backbone(args.backbone or specs.pop(), device=args.device, precision=args.precision)
+    backbone = load_backbone(args.backbone or specs.pop(), device=args.device, precision=args.precision,
+                             dtype=_weights_dtype(configs[0]))
     server, requests, kinds = Server(backbone), [], {}
     rows = [json.loads(row) for row in args.row]
     used = set()

@@ -290,7 +290,8 @@ class Trainer:
         return {"method": self.method.name, "method_config": self.method.config.to_dict(), "task": self.task.name,
                 "task_source": self.task.source, "split_notes": dict(self.task.split_notes),
                 "backbone": self.backbone.name, "backbone_spec": self.backbone.spec,
-                "precision": self.backbone.precision, "train": {**dataclasses.asdict(self.config), "lr": self.lr},
+                "precision": self.backbone.precision, "dtype": str(self.backbone.dtype).removeprefix("torch."),
+                "train": {**dataclasses.asdict(self.config), "lr": self.lr},
                 "trainable_parameters": self.method.trainable_parameters(),
                 "stored_parameters": self.method.stored_parameters(), **self.extra_config}
 

@@ -85,8 +85,11 @@ def batch_of_rows(n):
 ACCELERATE = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
 
 
-def train(out: Path, *extra: str, processes: int = 1, batch: int = 8, task="sentiment") -> subprocess.CompletedProcess:
-    args = ["-m", "lopt_core.cli", "train", "--method", "lopt1", "--task", task, "--backbone", "tiny-llama",
+def train(out: Path, *extra: str, processes: int = 1, batch: int = 8, task="sentiment",
+          stop_at: int | None = None) -> subprocess.CompletedProcess:
+    """``lopt-kit train`` in one process or under ``accelerate launch``; ``stop_at``: interrupted after that step."""
+    entry = ["-m", "lopt_core.cli"] if stop_at is None else [str(Path(__file__).with_name("interrupted_train.py"))]
+    args = [*entry, "train", "--method", "lopt1", "--task", task, "--backbone", "tiny-llama",
             "--device", "cpu", "--prompt-len", "6", "--rank", "2", "--steps", "5", "--batch-size", str(batch),
             "--eval-every", "5", "--eval-limit", "8", "--final-eval-limit", "8", "--train-limit", "64",
             "--lr", "0.05", "--no-progress", "--out", str(out), *extra]
@@ -95,7 +98,7 @@ def train(out: Path, *extra: str, processes: int = 1, batch: int = 8, task="sent
     else:
         command = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
                    "--mixed_precision", "no", "--dynamo_backend", "no", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "STOP_AT": str(stop_at)}
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
@@ -121,7 +124,17 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path, ta
     h2 = (tmp_path / "two" / "history.csv").read_text().splitlines()
     assert len(h1) == len(h2) == 6  # header + 5 steps, written once
     assert not list((tmp_path / "two").glob(".*tmp"))
-    before = (tmp_path / "two" / "metrics.json").read_text()
-    again = train(tmp_path / "two", "--resume", batch=4, processes=2, task=task)  # both ranks load the checkpoint
+    if task != "sentiment":
+        return
+    # interrupted after step 3 (both ranks stop; the main process writes the checkpoint), then resumed by
+    # both ranks: the same parameters and metrics as the uninterrupted two-process run
+    stopped = train(tmp_path / "resumed", batch=4, processes=2, task=task, stop_at=3)
+    assert stopped.returncode != 0 and (tmp_path / "resumed" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    again = train(tmp_path / "resumed", "--resume", batch=4, processes=2, task=task)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["test"] == json.loads(before)["test"]
+    c = load_file(tmp_path / "resumed" / "method" / "method.safetensors")
+    for key in b:
+        torch.testing.assert_close(c[key], b[key], atol=0, rtol=0, msg=key)
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["test"] == json.loads((tmp_path / "two" / "metrics.json").read_text())["test"]

@@ -1,0 +1,64 @@
+"""Profiles: the offline gpu profile (backbone and data from local places), and frozen weights in bf16."""
+import json
+
+import pytest
+import torch
+from conftest import make, short_task
+
+from lopt_core.backbone import load_backbone
+from lopt_core.cli import main
+from lopt_core.profiles import get_profile
+from lopt_core.train import TrainConfig, Trainer
+
+
+def glue_folder(root):
+    folder = root / "sst2"
+    folder.mkdir(parents=True)
+    for split, n in (("train", 40), ("dev", 8), ("test", 8)):
+        rows = "".join(f"{'a fine film' if i % 2 else 'a dull film'} {i}\t{i % 2}\n" for i in range(n))
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    return folder
+
+
+def test_the_gpu_profile_is_offline_local_backbone_and_local_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LOPT_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("LOPT_BACKBONE", raising=False)
+    glue_folder(tmp_path)
+    P = get_profile("gpu")
+    assert (P.backbone, P.task, P.task_source, P.train_limit) == ("embedded", "sst2", "files", None)
+    assert (P.steps, P.batch_size) == (2000, 32)
+    task = P.load_task()
+    assert task.source == str(tmp_path / "sst2") and {k: len(v) for k, v in task.splits.items()} == {
+        "train": 40, "validation": 8, "test": 8}  # the whole training set: nothing cut
+    monkeypatch.setenv("LOPT_BACKBONE", "tiny-llama")  # a user's local model folder works the same way
+    assert get_profile("gpu").load_backbone(device="cpu").name == "tiny-llama"
+    assert get_profile("gpu", backbone="tiny-gpt2").backbone == "tiny-gpt2"  # a notebook parameter wins
+    assert get_profile("cpu").backbone == "embedded"  # the variable is the gpu profile's only
+
+
+def test_train_config_comes_from_the_profile_and_overrides_win():
+    config = get_profile("ci").train_config(seed=3, lr=0.1)
+    assert (config.steps, config.eval_every, config.eval_limit, config.final_eval_limit, config.seed,
+            config.lr) == (16, 8, 48, 48, 3, 0.1)
+    with pytest.raises(TypeError, match="unknown profile settings: stpes"):
+        get_profile("ci", stpes=3)
+
+
+def test_frozen_weights_in_bf16_train_the_method_in_fp32(tmp_path):
+    bb = load_backbone("tiny-llama", device="cpu", dtype=torch.bfloat16, precision="bf16")
+    assert bb.dtype == torch.bfloat16 and bb.model.get_output_embeddings().weight.dtype == torch.bfloat16
+    method = make("prefix_tuning", bb)
+    result = Trainer(method, bb, short_task(), TrainConfig(steps=6, batch_size=4, eval_every=3, lr=1e-2,
+                                                           progress=False)).fit()
+    assert all(p.dtype == torch.float32 for p in method.parameters())  # trained parameters stay fp32
+    assert result.history["loss"].notna().all() and result.metrics["test"]["n"] == 4
+    out = tmp_path / "run"
+    assert main(["train", "--method", "prompt_tuning", "--task", "sentiment", "--backbone", "tiny-llama", "--dtype",
+                 "bf16", "--prompt-len", "4", "--steps", "2", "--batch-size", "4", "--eval-every", "2",
+                 "--eval-limit", "4", "--final-eval-limit", "4", "--no-progress", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["dtype"], config["precision"]) == ("bfloat16", "fp32")  # auto on CPU: no autocast
+    assert main(["evaluate", str(out), "--split", "test", "--limit", "4"]) == 0  # reloads the weights in bf16
+    assert json.loads((out / "evaluate-test.json").read_text())["test"] == json.loads(
+        (out / "metrics.json").read_text())["test"]
