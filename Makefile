@@ -9,7 +9,9 @@ NOTEBOOKS ?= 00 01 02
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: setup backbone demo test test-fast lab lint strip clean-outputs bench
+BROWSER_STAMP := $(VENV)/.installed-browser
+
+.PHONY: setup backbone browser demo test test-fast lab lint strip clean-outputs bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +23,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install everything
 
+$(BROWSER_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[browser]"
+	touch $(BROWSER_STAMP)
+
+browser: $(BROWSER_STAMP)  ## playwright for the browser test (it drives Debian's chromium: apt-get install chromium)
+
 backbone: setup  ## convert the embedded backbone once into ~/.cache/lopt-kit (LOPT_CACHE)
 	$(VENV)/bin/lopt-kit prepare
 
 demo: backbone  ## run notebooks 00-02 with papermill into outputs/ (PROFILE=cpu; PROFILE=ci is faster)
 	$(VENV)/bin/lopt-kit notebooks --profile $(PROFILE) --out $(OUT) $(NOTEBOOKS)
 
-test: backbone  ## the whole test suite (unit, contract, learning, notebooks)
+test: backbone browser  ## the whole test suite (unit, contract, learning, notebooks, browser)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests on the tiny backbones only

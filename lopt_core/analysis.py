@@ -85,16 +85,22 @@ def nearest_tokens(X: torch.Tensor, embedding: torch.Tensor, k: int = 5) -> tupl
     return top.indices.cpu(), top.values.cpu()
 
 
-def prompt_similarity(X1: torch.Tensor, X2: torch.Tensor, r: int | None = None) -> dict[str, float]:
+def prompt_similarity(X1: torch.Tensor, X2: torch.Tensor, r: int | None = None,
+                      center: torch.Tensor | None = None) -> dict[str, float]:
     """How alike two prompts of the same shape are.
 
     ``subspace``: mean squared cosine of the principal angles between their top-r row spaces
-    (1 = same subspace, about r/d for random ones); ``row_cosine``: mean cosine of matching rows;
-    ``r`` defaults to the smaller 90%-energy effective rank of the two.
+    (1 = same subspace, r/d expected for random ones: ``random_subspace_similarity``); ``row_cosine``: mean
+    cosine of matching rows; ``r`` defaults to the smaller 90%-energy effective rank of the two. ``center``
+    (d,) is subtracted from every row first: pass the embedding table's mean row, which every vocabulary-born
+    prompt shares and which would otherwise make any two of them look alike.
     """
     if X1.shape != X2.shape:
         raise ValueError(f"prompts must have the same shape, got {tuple(X1.shape)} and {tuple(X2.shape)}")
     A, B = X1.detach().double().cpu(), X2.detach().double().cpu()
+    if center is not None:
+        c = center.detach().double().cpu().reshape(1, -1)
+        A, B = A - c, B - c
     if r is None:
         r = min(effective_rank(singular_values(A)), effective_rank(singular_values(B)))
     Va = torch.linalg.svd(A, full_matrices=False).Vh[:r]  # (r, d)
@@ -102,6 +108,12 @@ def prompt_similarity(X1: torch.Tensor, X2: torch.Tensor, r: int | None = None) 
     subspace = float((Va @ Vb.T).pow(2).sum() / r)
     rows = torch.nn.functional.cosine_similarity(A, B, dim=1).mean()
     return {"subspace": subspace, "row_cosine": float(rows), "rank": r}
+
+
+def random_subspace_similarity(r: int, d: int) -> float:
+    """The expected ``subspace`` similarity of two independent, uniformly random r-dimensional subspaces of
+    R^d: E[‖P_a P_b‖²_F] / r = r / d (each of the r directions of one keeps r/d of its length² in the other)."""
+    return r / d
 
 
 def kv_bytes_per_request(method, backbone, bytes_per_value: int = 2) -> int:

@@ -381,6 +381,20 @@ def load_backbone(spec: str = "embedded", device: str = "auto", dtype: torch.dty
                     load_seconds=time.perf_counter() - start, precision=precision)
 
 
+@contextmanager
+def quiet_loading():
+    """No "Loading weights" progress bar (it would fill every notebook's output); other logging stays."""
+    from transformers.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def _from_pretrained(path: str, dtype: torch.dtype):
     if not Path(path).exists() and not _in_hub_cache(path) and (hub_offline_mode() or not hub_reachable()):
         raise OSError(
@@ -390,7 +404,8 @@ def _from_pretrained(path: str, dtype: torch.dtype):
             "the tokenizer.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as err:
         where = "local folder" if Path(path).exists() else "Hugging Face hub id"
         raise OSError(

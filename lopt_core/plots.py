@@ -96,12 +96,18 @@ def embedding_norms(norms: np.ndarray, marks: dict[str, float] | None = None, ax
     return fig
 
 
-def label_probabilities(probs: np.ndarray, labels: list[str], gold: np.ndarray, ax=None):
-    """Distribution of p(correct label) over examples: how confident the model is."""
+def label_probabilities(probs: np.ndarray, labels: list[str], gold: np.ndarray, ax=None,
+                        calibrated: np.ndarray | None = None):
+    """Distribution of p(correct label) over examples: how confident the model is (and, given ``calibrated``
+    probabilities of the same rows, the same after calibration). Rows left of the chance line are wrong."""
     fig, ax = _axes(ax)
-    p_gold = probs[np.arange(len(gold)), gold]
-    ax.hist(p_gold, bins=20, range=(0, 1), color="tab:green", alpha=0.8)
+    rows = np.arange(len(gold))
+    ax.hist(probs[rows, gold], bins=20, range=(0, 1), color="tab:green", alpha=0.7, label="as scored")
+    if calibrated is not None:
+        ax.hist(calibrated[rows, gold], bins=20, range=(0, 1), histtype="step", color="tab:purple", linewidth=2,
+                label="calibrated (N/A)")
     ax.axvline(1 / len(labels), color="k", linestyle=":", label="chance")
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts of examples
     ax.set_xlabel("probability of the correct label")
     ax.set_ylabel("examples")
     ax.set_title("Zero-shot confidence on the correct label")
@@ -119,6 +125,7 @@ def spectrum(spectra: dict[str, np.ndarray], cut: int | None = None, ax=None, no
     if cut is not None:
         ax.axvline(cut + 0.5, color="k", linestyle="--", label=f"rank cut r = {cut}")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("index i of the singular value")
     ax.set_ylabel("σ_i / σ_1 (log scale)" if normalise else "σ_i (log scale)")
     ax.set_title("Singular value spectrum")
@@ -133,6 +140,7 @@ def energy(spectra: dict[str, np.ndarray], threshold: float = 0.9, ax=None):
         e = np.cumsum(np.asarray(s, dtype=float) ** 2)
         ax.plot(np.arange(1, len(e) + 1), e / e[-1], marker="o", ms=4, label=label)
     ax.axhline(threshold, color="grey", linestyle=":", label=f"{threshold:.0%} of the energy")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("rank r")
     ax.set_ylabel("share of ‖X‖²_F kept")
     ax.set_ylim(0, 1.02)
@@ -188,4 +196,54 @@ def heatmap(table: pd.DataFrame, index: str = "prompt_len", columns: str = "rank
     ax.set_xlabel(f"{columns} r" if columns == "rank" else columns)
     ax.set_ylabel(f"{index} n" if index == "prompt_len" else index)
     ax.set_title(f"{values} over the grid")
+    return fig
+
+
+def where_parameters_go(layers: int = 4, text: int = 5, n: int = 3, virtual: int = 4):
+    """A schematic of where each method's trained numbers enter a frozen decoder: positions left to right,
+    the embedding layer at the bottom, one row per decoder layer above it. Coloured cells are trained (or
+    generated), grey cells are the frozen model's own computation."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    trained, generated, frozen, token = "#d95f02", "#1b9e77", "#d9d9d9", "#7570b3"
+
+    def cell(ax, x, y, colour, label=None):
+        ax.add_patch(plt.Rectangle((x + 0.06, y + 0.06), 0.88, 0.88, color=colour, label=label))
+
+    panels = (("prompt tuning, LoPT-1/2", "n soft tokens X at the input"),
+              ("prefix-tuning", "n keys/values at every layer"),
+              ("IAPT", "4 tokens per layer, generated from\nthe instruction, after it"))
+    for ax, (title, subtitle) in zip(axes, panels):
+        width = text + (virtual if title == "IAPT" else n)
+        for y in range(layers + 1):
+            for x in range(width):
+                cell(ax, x, y, frozen if y or title.startswith("prompt") else "white")
+        ax.set_title(f"{title}\n{subtitle}", fontsize=10)
+        ax.set_xlim(0, width)
+        ax.set_ylim(0, layers + 1)
+        ax.set_xticks([])
+        ax.set_yticks([0.5, layers + 0.5], ["embeddings", f"layer {layers}"], fontsize=8)
+        ax.grid(False)
+        ax.set_xlabel("positions →", fontsize=9)
+    for x in range(n):  # prompt tuning: X replaces nothing, it is prepended at the embedding layer
+        cell(axes[0], x, 0, trained, "trained" if x == 0 else None)
+    for x in range(n):
+        for y in range(1, layers + 1):
+            cell(axes[1], x, y, trained)
+    instruction = 3
+    for x in range(instruction, instruction + virtual):
+        for y in range(1, layers + 1):
+            cell(axes[2], x, y, generated, "generated per input" if (x, y) == (instruction, 1) else None)
+    for ax, start in ((axes[0], n), (axes[1], n), (axes[2], 0)):
+        for x in range(start, start + (instruction if ax is axes[2] else text)):
+            cell(ax, x, 0, token, "text tokens" if ax is axes[0] and x == start else None)
+    for x in range(instruction + virtual, instruction + virtual + text - instruction):
+        cell(axes[2], x, 0, token)
+    for x in range(n, n + text):  # the text's own embeddings in the first two panels
+        cell(axes[1], x, 0, token)
+    axes[2].annotate("instruction", (instruction / 2, 0.5), ha="center", va="center", fontsize=8, color="white")
+    axes[2].annotate("response", (instruction + virtual + (text - instruction) / 2, 0.5), ha="center", va="center",
+                     fontsize=8, color="white")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in (trained, generated, token, frozen)]
+    fig.legend(handles, ["trained", "generated from the input", "text tokens", "frozen model"],
+               loc="outside lower center", ncol=4, fontsize=9, frameon=False)
     return fig

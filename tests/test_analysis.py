@@ -83,6 +83,21 @@ def test_prompt_similarity_known_cases():
         A.prompt_similarity(X, X[:3])
 
 
+def test_a_shared_mean_makes_unrelated_prompts_look_alike_until_it_is_removed():
+    g = torch.Generator().manual_seed(0)
+    d, r = 64, 2
+    mean = 10 * torch.randn(d, generator=g, dtype=torch.float64)
+    a = torch.randn(20, d, generator=g, dtype=torch.float64) + mean  # two unrelated prompts around one mean
+    b = torch.randn(20, d, generator=g, dtype=torch.float64) + mean
+    assert A.prompt_similarity(a, b, r=r)["subspace"] > 0.45  # the common mean is one shared direction
+    centred = A.prompt_similarity(a, b, r=r, center=mean)["subspace"]
+    assert centred < 0.25 and A.random_subspace_similarity(r, d) == r / d
+    draws = [A.prompt_similarity(torch.randn(20, d, generator=g, dtype=torch.float64),
+                                 torch.randn(20, d, generator=g, dtype=torch.float64), r=r)["subspace"]
+             for _ in range(200)]  # random subspaces: the expected similarity is r / d
+    assert sum(draws) / len(draws) == pytest.approx(r / d, rel=0.25)
+
+
 def test_parameter_table_counts_and_kv_bytes(tiny_llama):
     methods = {"PT": build_method("prompt_tuning", tiny_llama, prompt_len=4),
                "LoPT-2": build_method("lopt2", tiny_llama, prompt_len=4, rank=1),

@@ -22,6 +22,7 @@ def run(name, out_root, **parameters):
     execute_notebook(path, out_root, profile="ci", parameters=parameters, run_name=run_name)
     out = out_root / (run_name or path.stem)
     assert (out / path.name).is_file()
+    assert "Loading weights" not in (out / path.name).read_text(), "a model-loading progress bar in the outputs"
     return json.loads((out / "metrics.json").read_text()), out
 
 
@@ -40,6 +41,7 @@ def test_00_tour_of_the_backbone(out_root):
     assert sum(counts[i][i] for i in range(len(counts))) / n == pytest.approx(m["zero_shot"]["accuracy"])
     assert (out / "embedding_norms.png").stat().st_size > 10_000
     calibrated = m["zero_shot_calibrated"]  # the same rows, the label-word preference of "N/A" divided out
+    assert (out / "zero_shot_confidence_calibrated.png").is_file()
     assert calibrated["n"] == n and sum(calibrated["calibration"]["p_content_free"]) == pytest.approx(1.0)
 
 
@@ -142,7 +144,7 @@ def test_06_iapt(out_root):
     for label, loss in m["loss"].items():
         assert loss["last"] < loss["first"], label
     n = len(m["instructions"])
-    assert n == 10 and len(m["instruction_similarity"]) == n
+    assert n == 10 and len(m["instruction_similarity"]) == len(m["instruction_similarity_untrained"]) == n
     assert (out / "pooling_weights.png").is_file() and (out / "activations.png").is_file()
 
 

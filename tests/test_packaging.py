@@ -9,7 +9,8 @@ from lopt_core.notebooks import all_notebooks, is_stripped
 
 def test_environment_yml_pip_section_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    wanted = project["dependencies"] + extras["dev"] + extras["browser"]
     text = (ROOT / "environment.yml").read_text()
     pip_block = text.split("- pip:", 1)[1]
     listed = re.findall(r"^\s+- (\S+)\s*$", pip_block, flags=re.M)
