@@ -120,7 +120,7 @@ def race(side, backbone, task, target, max_steps, give_up: float = math.inf) -> 
                         "curve": curve}
         if clock > give_up:
             break
-    return {"reached": False, "steps": None, "seconds": math.inf, "seconds_per_step": statistics.median(times),
+    return {"reached": False, "steps": None, "seconds": None, "seconds_per_step": statistics.median(times),
             "curve": curve}
 
 
@@ -145,10 +145,10 @@ def main() -> None:
             result = race(make(backbone, task, lr, args.seeds[0], args.max_steps), backbone, task, args.target,
                           args.max_steps, give_up=fastest)
             grid[name][lr] = result
-            fastest = min(fastest, result["seconds"])
+            fastest = min(fastest, result["seconds"] if result["reached"] else math.inf)
             print(name, lr, {k: v for k, v in result.items() if k != "curve"}, flush=True)
-        best[name] = min(GRID, key=lambda lr: grid[name][lr]["seconds"])
-        if not math.isfinite(grid[name][best[name]]["seconds"]):
+        best[name] = min(GRID, key=lambda lr: grid[name][lr]["seconds"] if grid[name][lr]["reached"] else math.inf)
+        if not grid[name][best[name]]["reached"]:
             raise SystemExit(f"{name} reached {args.target} at no rate of the grid in {args.max_steps} steps: "
                              "lower --target or raise --max-steps")
     runs = {name: {args.seeds[0]: grid[name][best[name]]} for name in sides}
@@ -157,8 +157,12 @@ def main() -> None:
             runs[name][seed] = race(make(backbone, task, best[name], seed, args.max_steps), backbone, task,
                                     args.target, args.max_steps)
             print(name, seed, {k: v for k, v in runs[name][seed].items() if k != "curve"}, flush=True)
-    medians = {name: {key: statistics.median([r[key] for r in runs[name].values()])
-                      for key in ("steps", "seconds", "seconds_per_step")} for name in sides}
+    def median(name, key):  # a seed that never reached the target counts as infinitely slow
+        return statistics.median([math.inf if r[key] is None else r[key] for r in runs[name].values()])
+
+    medians = {name: {"steps": median(name, "steps"), "seconds": median(name, "seconds"),
+                      "seconds_per_step": median(name, "seconds_per_step"),
+                      "seeds_reaching_target": sum(r["reached"] for r in runs[name].values())} for name in sides}
     lengths = [len(backbone.tokenizer(task.prompt(r))["input_ids"]) for r in task.examples("train")]
     order = {"grouped (the kit)": tuple(lengths), "plain shuffle (PEFT)": None}
     efficiency = {k: padding_efficiency(lengths, [batch_indices(len(lengths), BATCH, 0, s, lengths=v)
@@ -175,7 +179,7 @@ def main() -> None:
     for name in sides:
         m = medians[name]
         print(f"{name:5s} lr {best[name]:g}: {m['steps']:.0f} steps × {m['seconds_per_step']:.2f} s "
-              f"= {m['seconds']:.0f} s")
+              f"= {m['seconds']:.0f} s (median; {m['seeds_reaching_target']} of {len(args.seeds)} seeds reached it)")
     print(f"ratio (PEFT time / kit time) {ratio:.2f}; padding efficiency {efficiency}")
     print(f"written to {path}")
 
