@@ -10,6 +10,12 @@ best rate is inside the grid. Runs are skipped when their folder already holds a
 interrupted grid resumes where it stopped. The recommended rate of a method is the one with the best
 validation accuracy averaged over the two tasks (each task's seeds averaged first).
 Writes ``benchmarks/results/lr_grid.json``.
+
+The grid takes hours on 2 cores, more than one working session. Every finished run is also recorded in
+``benchmarks/results/lr_grid_runs.json`` (its parameters and metrics, a few hundred bytes each), which is
+committed: a later run of this script, on any machine, first writes those runs back as finished run folders
+and trains only what is missing. ``--record-only`` records the finished runs of ``--out`` and prints the
+table so far without training anything.
 """
 from __future__ import annotations
 
@@ -18,9 +24,12 @@ import math
 from pathlib import Path
 
 from lopt_core.stats import mean_ci
-from lopt_core.sweep import run_sweep
+from lopt_core.sweep import gather, run_sweep
+from lopt_core.utils import read_json, write_json
 
-from common import save
+from common import RESULTS, save
+
+RECORD = RESULTS / "lr_grid_runs.json"  # every finished run, committed: the grid resumes across machines
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE.parent / "notebooks" / "workers" / "train_one.ipynb"
@@ -56,15 +65,51 @@ def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
     return out
 
 
+def restore(out: Path) -> int:
+    """Write the recorded runs back into ``out`` as finished run folders (run_sweep then skips them)."""
+    if not RECORD.is_file():
+        return 0
+    restored = 0
+    for run in read_json(RECORD)["runs"]:
+        folder = out / run["key"]
+        if not (folder / "status.json").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / "metrics.json", run["metrics"])
+            write_json(folder / "status.json", run["status"])
+            restored += 1
+    return restored
+
+
+def record(out: Path) -> int:
+    """Record every finished run of ``out`` (with those recorded before) in ``RECORD``."""
+    runs = {run["key"]: run for run in (read_json(RECORD)["runs"] if RECORD.is_file() else [])}
+    for status_path in sorted(out.glob("*/status.json")):
+        status = read_json(status_path)
+        if status["status"] == "ok" and (status_path.parent / "metrics.json").is_file():
+            runs[status_path.parent.name] = {"key": status_path.parent.name, "status": status,
+                                             "metrics": read_json(status_path.parent / "metrics.json")}
+    write_json(RECORD, {"about": "finished runs of benchmarks/lr_grid.py (validation only; test never scored)",
+                        "runs": sorted(runs.values(), key=lambda r: r["key"])})
+    return len(runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(HERE.parent.parent / "runs" / "lr_grid"))
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "sst2"))
     parser.add_argument("--only", nargs="*", default=None, help="method labels to run (default: all)")
+    parser.add_argument("--record-only", action="store_true",
+                        help="record the finished runs of --out and print the table so far; train nothing")
     args = parser.parse_args()
+    out = Path(args.out)
+    print(f"{restore(out)} recorded runs restored into {out}")
     datasets = {"yesno": {"task_name": "yesno"},
                 "sst2": {"task_name": "sst2", "task_path": str(Path(args.data).resolve()), "eval_limit": 500}}
     labels = args.only or list(GRIDS)
+    if args.record_only:
+        print(f"{record(out)} finished runs recorded in {RECORD}; the table so far:")
+        summarise(gather(out), labels, datasets)
+        return
     rates = {label: list(GRIDS[label][2]) for label in labels}  # one grid per method, on both tasks
     fixed = {"test": False}
 
@@ -75,11 +120,13 @@ def main() -> None:
         points = [point(label, lr, datasets[task], 0) for label, grid in rates.items() for task in datasets
                   for lr in grid]
         table = run_sweep(WORKER, points, args.out, profile="cpu", fixed=fixed)
+        record(out)
         for label, grid in rates.items():
             for task in datasets:
                 acc = accuracy(table, label, task)
                 points += [point(label, lr, datasets[task], 1) for lr in sorted(grid, key=lambda r: -mean(acc, r))[:2]]
         table = run_sweep(WORKER, points, args.out, profile="cpu", fixed=fixed)
+        record(out)
         grew = False
         for label, grid in rates.items():
             if len(grid) >= len(GRIDS[label][2]) + 2:
@@ -96,6 +143,17 @@ def main() -> None:
                     grew = True
         if not grew:
             break
+    results = summarise(table, labels, datasets)
+    path = save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 (all rates), 1 (top two)",
+                                       "selection": "validation accuracy; test never scored",
+                                       "tasks": datasets, "grids": {k: GRIDS[k][2] for k in labels}},
+                            "results": results})
+    print(f"written to {path}")
+
+
+def summarise(table, labels: list[str], datasets: dict) -> dict:
+    """Per method: validation accuracy per task and rate (seeds averaged), their mean over the tasks, and the
+    recommended rate (the best mean over the rates both tasks have). Printed as it goes."""
     results = {}
     for label in labels:
         per_task = {task: {lr: mean_ci(v).mean for lr, v in sorted(accuracy(table, label, task).items())}
@@ -105,14 +163,13 @@ def main() -> None:
         runs = {task: {lr: v for lr, v in sorted(accuracy(table, label, task).items())} for task in datasets}
         results[label] = {"method": GRIDS[label][0], "options": GRIDS[label][1], "validation_accuracy": runs,
                           "mean_over_seeds": per_task, "mean_over_tasks": both,
-                          "recommended_lr": max(both, key=both.get)}
-        print(f"{label:14s} recommended lr {results[label]['recommended_lr']:g}  "
-              + "  ".join(f"{lr:g}: {v:.3f}" for lr, v in sorted(both.items())))
-    path = save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 (all rates), 1 (top two)",
-                                       "selection": "validation accuracy; test never scored",
-                                       "tasks": datasets, "grids": {k: GRIDS[k][2] for k in labels}},
-                            "results": results})
-    print(f"written to {path}")
+                          "recommended_lr": max(both, key=both.get) if both else None}
+        for task in datasets:
+            print(f"{label:14s} {task:6s} " + "  ".join(f"{lr:g}: {v:.3f}" for lr, v in per_task[task].items()))
+        if both:
+            print(f"{label:14s} recommended lr {results[label]['recommended_lr']:g} (mean over tasks: "
+                  + "  ".join(f"{lr:g}: {v:.3f}" for lr, v in sorted(both.items())) + ")")
+    return results
 
 
 if __name__ == "__main__":
