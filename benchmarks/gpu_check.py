@@ -78,7 +78,14 @@ def models(out: Path, dry: bool) -> dict[str, str]:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(CARRY / "tokenizer")
+    carried = CARRY / "tokenizer"
+    if not carried.is_dir() and dry:  # a dry run here, without `prepare`: the embedded model's own tokenizer
+        from lopt_core.backbone import prepare_embedded
+
+        carried = prepare_embedded()
+    if not carried.is_dir():
+        raise SystemExit(f"{carried} is missing: run `python benchmarks/gpu_check.py prepare` here and carry .gpu")
+    tokenizer = AutoTokenizer.from_pretrained(carried)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folders = {}
     for name, shape in CONFIGS.items():

@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE.parent.parent / "runs" / "lr_grid"))
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "sst2"))
     parser.add_argument("--only", nargs="*", default=None, help="method labels to run (default: all)")
+    parser.add_argument("--tasks", nargs="*", default=None, choices=["yesno", "sst2"],
+                        help="tasks to run (default: both; the recommended rate needs both)")
     parser.add_argument("--record-only", action="store_true",
                         help="record the finished runs of --out and print the table so far; train nothing")
     args = parser.parse_args()
@@ -106,6 +108,8 @@ def main() -> None:
     datasets = {"yesno": {"task_name": "yesno"},
                 "sst2": {"task_name": "sst2", "task_path": str(Path(args.data).resolve()), "eval_limit": 500}}
     labels = args.only or list(GRIDS)
+    if args.tasks:
+        datasets = {task: datasets[task] for task in args.tasks}
     if args.record_only:
         print(f"{record(out)} finished runs recorded in {RECORD}; the table so far:")
         summarise(gather(out), labels, datasets)
