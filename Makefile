@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PROFILE ?= cpu
+PROFILE ?= demo
 NOTEBOOKS ?= 00 01 02
 OUT ?= outputs
 PYTEST_ARGS ?=
@@ -32,7 +32,7 @@ browser: $(BROWSER_STAMP)  ## playwright for the browser test (it drives Debian'
 backbone: setup  ## convert the embedded backbone once into ~/.cache/lopt-kit (LOPT_CACHE)
 	$(VENV)/bin/lopt-kit prepare
 
-demo: backbone  ## run notebooks 00-02 with papermill into outputs/ (PROFILE=cpu; PROFILE=ci is faster)
+demo: backbone  ## run notebooks 00-02 with papermill into outputs/ (PROFILE=demo: minutes; PROFILE=cpu: 3 seeds, 120 steps)
 	$(VENV)/bin/lopt-kit notebooks --profile $(PROFILE) --out $(OUT) $(NOTEBOOKS)
 
 test: backbone browser  ## the whole test suite (unit, contract, learning, notebooks, browser)

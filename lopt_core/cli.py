@@ -21,6 +21,7 @@ import typing
 from pathlib import Path
 
 from lopt_core.backbone import TINY_SPECS
+from lopt_core.profiles import PROFILES
 from lopt_core.train import TrainingDiverged
 from lopt_core.utils import DeviceUnavailable
 
@@ -468,11 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     p_sw.add_argument("--scheduler", default=None, metavar="ADDRESS",
                       help="run on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster "
                            "(default: a local pool)")
-    p_sw.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"])
+    p_sw.add_argument("--profile", default="ci", choices=list(PROFILES))
     p_sw.set_defaults(func=cmd_sweep)
     p_nb = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
     p_nb.add_argument("only", nargs="*", help="notebook number prefixes, e.g. 00 01 (default: all)")
-    p_nb.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"])
+    p_nb.add_argument("--profile", default="ci", choices=list(PROFILES))
     p_nb.add_argument("--out", default="outputs")
     p_nb.add_argument("--cell-timeout", type=int, default=None, metavar="SECONDS",
                       help="limit for one cell (0: none; default: 1800 under ci, none under cpu/gpu)")

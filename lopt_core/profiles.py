@@ -1,6 +1,7 @@
-"""Run profiles shared by the notebooks: ``ci`` (seconds to minutes, every notebook in CI),
-``cpu`` (minutes, visible learning on this kind of machine, 3 seeds) and ``gpu`` (one GPU: full training
-sets, thousands of steps, batch 32; offline by default).
+"""Run profiles shared by the notebooks: ``ci`` (seconds to minutes, every notebook in CI), ``demo`` (the
+first run of a newcomer, ``make demo``: 60 steps, one seed, the built-in comparisons task, where learning
+shows clearly and prompt tuning does not saturate), ``cpu`` (minutes, visible learning on this kind of
+machine, 3 seeds) and ``gpu`` (one GPU: full training sets, thousands of steps, batch 32; offline by default).
 
 The ``gpu`` profile needs no internet: its backbone is ``embedded`` unless ``$LOPT_BACKBONE`` (or the
 notebook's ``backbone_spec``) names a local model folder (or a hub id, on a machine that has the hub),
@@ -34,18 +35,23 @@ class Profile:
     test_limit: int | None = None  # test rows scored for the notebooks' tables (None: all)
     train_limit: int | None = None
     seeds: tuple[int, ...] = (0,)
+    learning_rates: dict = field(default_factory=dict)  # method → rate tuned for this profile's task and steps
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def train_config(self, seed: int = 0, **overrides):
-        """The ``TrainConfig`` of this profile for one seed; ``overrides`` win (e.g. ``lr=3e-2``)."""
+    def train_config(self, seed: int = 0, method: str | None = None, **overrides):
+        """The ``TrainConfig`` of this profile for one seed; ``overrides`` win (e.g. ``lr=3e-2``). With
+        ``method`` (a registry key), the rate this profile tuned for it, if any (else the method's own
+        ``recommended_lr`` applies)."""
         from lopt_core.train import TrainConfig
 
         base = {"steps": self.steps, "batch_size": self.batch_size, "eval_every": self.eval_every,
-                "eval_limit": self.eval_limit, "final_eval_limit": self.test_limit, "seed": seed}
-        return TrainConfig(**{**base, **overrides})
+                "eval_limit": self.eval_limit, "final_eval_limit": self.test_limit, "seed": seed,
+                "lr": self.learning_rates.get(method)}
+        given = {k: v for k, v in overrides.items() if not (k == "lr" and v is None)}
+        return TrainConfig(**{**base, **given})
 
     def load_backbone(self, **options):
         from lopt_core.backbone import load_backbone
@@ -65,7 +71,15 @@ class Profile:
 
 
 PROFILES = {
-    "ci": Profile("ci", steps=16, eval_every=8, eval_limit=48, test_limit=48, train_limit=256),
+    # CI: every notebook end to end in seconds to minutes; one validation pass at the end selects (nothing to read)
+    "ci": Profile("ci", steps=16, eval_every=16, eval_limit=32, test_limit=32, train_limit=256),
+    # The first run of a newcomer (`make demo`): yes/no questions, the built-in task that leaves the most room
+    # (zero-shot 50%; prompt tuning far from 100% after 60 steps), one seed, the whole validation and test splits.
+    # Rates: benchmarks/demo_rates.py, best validation accuracy after 60 steps (seed 0; test never scored):
+    # prompt tuning 3e-3 (84.0%; 9.5e-4 74.7%, 1e-2 78.0%), LoPT-1 3e-2 (67.3%; 1e-2 52.0%, 1e-1 54.7%),
+    # LoPT-2 1e-1 (78.7%; 3e-2 68.0%, 3.2e-1 diverged).
+    "demo": Profile("demo", steps=60, eval_every=20, eval_limit=None, seeds=(0,),
+                    learning_rates={"prompt_tuning": 3e-3, "lopt1": 3e-2, "lopt2": 1e-1}),
     "cpu": Profile("cpu", steps=120, eval_every=30, eval_limit=None, seeds=(0, 1, 2)),
     "gpu": Profile("gpu", backbone="embedded", task="sst2", task_source="files", steps=2000, batch_size=32,
                    eval_every=200, eval_limit=None, seeds=(0, 1, 2)),

@@ -1,5 +1,6 @@
 """Profiles: the offline gpu profile (backbone and data from local places), and frozen weights in bf16."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,9 +41,34 @@ def test_the_gpu_profile_is_offline_local_backbone_and_local_data(tmp_path, monk
 def test_train_config_comes_from_the_profile_and_overrides_win():
     config = get_profile("ci").train_config(seed=3, lr=0.1)
     assert (config.steps, config.eval_every, config.eval_limit, config.final_eval_limit, config.seed,
-            config.lr) == (16, 8, 48, 48, 3, 0.1)
+            config.lr) == (16, 16, 32, 32, 3, 0.1)
     with pytest.raises(TypeError, match="unknown profile settings: stpes"):
         get_profile("ci", stpes=3)
+
+
+def test_a_profile_s_tuned_rate_applies_to_its_method_only_and_an_explicit_lr_wins():
+    P = get_profile("ci", learning_rates={"lopt1": 0.1})
+    assert P.train_config(0, method="lopt1").lr == 0.1
+    assert P.train_config(0, method="lopt1", lr=3e-3).lr == 3e-3
+    assert P.train_config(0, method="lopt1", lr=None).lr == 0.1  # a notebook's "None: the default" keeps it
+    assert P.train_config(0, method="prompt_tuning").lr is None  # the method's recommended_lr then
+    assert P.train_config(0).lr is None
+
+
+def test_make_demo_runs_the_demo_profile_with_the_rates_validation_chose():
+    """`make demo` defaults to the demo profile, whose rates are the ones benchmarks/demo_rates.py picked on
+    validation (the measurement is committed beside the code that uses it)."""
+    root = Path(__file__).resolve().parent.parent
+    assert "PROFILE ?= demo" in (root / "Makefile").read_text()
+    demo = get_profile("demo")
+    assert demo.steps == 60 and demo.seeds == (0,) and demo.task == "yesno"
+    measured = json.loads((root / "benchmarks" / "results" / "demo_rates.json").read_text())
+    assert measured["config"]["profile"]["steps"] == demo.steps and measured["config"]["profile"]["task"] == demo.task
+    chosen = {name: result["best_lr"] for name, result in measured["results"].items()}
+    assert demo.learning_rates == chosen
+    for result in measured["results"].values():  # chosen = best on validation
+        best = max(result["by_rate"].values(), key=lambda v: v["validation_accuracy"] or -1.0)  # None: diverged
+        assert result["by_rate"][str(result["best_lr"])]["validation_accuracy"] == best["validation_accuracy"]
 
 
 def test_frozen_weights_in_bf16_train_the_method_in_fp32(tmp_path):
