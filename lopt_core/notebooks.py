@@ -60,12 +60,13 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
 
 
 def run_code(path: str | Path, out_root: str | Path, profile: str = "ci", parameters: dict | None = None,
-             run_name: str | None = None) -> dict:
+             run_name: str | None = None, tags: set[str] | None = None) -> dict:
     """Run a notebook's code cells in this process, without Jupyter: for machines that have no kernel or
     papermill (a lent GPU machine, a bare cluster node). The parameters cell runs, then ``profile``,
     ``out_dir`` and ``parameters`` are set as papermill would set them, then the other cells, with the
     notebook's folder as working directory. ``display`` prints. Returns where it wrote and how long it took.
-    A failing cell raises with the notebook and cell index in its traceback.
+    With ``tags``, only the parameters cell and the cells carrying one of ``tags`` run. A failing cell raises
+    with the notebook and cell index in its traceback.
     """
     import json
     import os
@@ -80,13 +81,24 @@ def run_code(path: str | Path, out_root: str | Path, profile: str = "ci", parame
     os.chdir(path.parent)
     try:
         for i, cell in enumerate(cells):
+            cell_tags = set(cell.get("metadata", {}).get("tags", []))
+            if tags is not None and not cell_tags & (tags | {"parameters"}):
+                continue
             source = "".join(cell["source"])
             exec(compile(source, f"{path.name}[code cell {i}]", "exec"), namespace)
-            if "parameters" in cell.get("metadata", {}).get("tags", []):
+            if "parameters" in cell_tags:
                 namespace.update(given)
     finally:
         os.chdir(here)
     return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
+
+
+def run_solutions(path: str | Path, out_root: str | Path, profile: str = "ci", parameters: dict | None = None) -> dict:
+    """Run a lesson's exercise solutions: its cells tagged ``setup`` (what the solutions build on: imports,
+    profile, backbone, task, in 07 the trained runs) and ``solution``, with ``solutions = True``. A normal run
+    skips the solutions: each starts with ``if solutions:``, and the parameters cell sets ``solutions = False``."""
+    return run_code(path, out_root, profile, {"solutions": True, **(parameters or {})},
+                    run_name=f"{Path(path).stem}-solutions", tags={"setup", "solution"})
 
 
 def strip_outputs(path: str | Path) -> bool:

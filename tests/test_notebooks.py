@@ -1,11 +1,12 @@
 """Each lesson runs top to bottom in a fresh kernel (papermill, profile ci) and its metrics hold."""
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
 
-from lopt_core.notebooks import execute_notebook, list_notebooks
+from lopt_core.notebooks import execute_notebook, list_notebooks, run_solutions
 from lopt_core.profiles import get_profile
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -27,7 +28,7 @@ def run(name, out_root, **parameters):
 
 
 def test_every_numbered_notebook_has_a_test():
-    tested = {"00", "01", "02", "03", "04", "05", "06"}
+    tested = {"00", "01", "02", "03", "04", "05", "06", "07"}
     assert {p.name[:2] for p in list_notebooks()} <= tested
 
 
@@ -174,3 +175,41 @@ def test_notebook_runs_on_another_layout_and_size(name, out_root):
         small = [row["trainable_parameters"] for row in m["comparison"] if row["budget"] == "small"]
         assert small[0] == guard.num_layers * (2 * guard.hidden_size + 4) + guard.num_layers * 12  # IAPT m = 1
         assert max(small) / min(small) < 1.5  # whole prompt rows at d = 64: as close as the sizes allow
+
+
+def test_07_compare_and_ship(out_root):
+    m, out = run("07", out_root)
+    methods = {"prompt_tuning", "lopt1", "lopt2", "prefix_tuning", "iapt"}
+    assert m["seeds"] == [0, 1] and len(m["runs"]) == 2 * len(methods)  # two seeds under ci: intervals exist
+    rows = {r["method"]: r for r in m["summary"]}
+    assert set(rows) == methods
+    for name, row in rows.items():  # the table is the mean of the seeds' test scores, with an interval
+        tests = [r["test_accuracy"] for r in m["runs"] if r["method"] == name]
+        assert row["accuracy"] == pytest.approx(sum(tests) / 2) and row["n"] == 2 and row["low"] <= row["high"]
+    assert rows["lopt1"]["trainable_parameters"] < rows["prompt_tuning"]["trainable_parameters"]
+    assert rows["prefix_tuning"]["stored_parameters"] < rows["prefix_tuning"]["trainable_parameters"]
+    assert rows["prompt_tuning"]["kv_bytes_per_request"] == 20 * 30 * 2 * 3 * 64 * 2  # n·L·2·n_kv·head_dim·bf16
+    assert len(m["paired_differences"]) == len(methods) - 1
+    shipped = m["shipped"]  # chosen on validation among the PEFT-exportable methods, loaded by PEFT itself
+    best = max((r for r in rows.values() if r["method"] != "iapt"), key=lambda r: r["validation_accuracy"])
+    assert shipped["method"] == best["method"] and shipped["peft_max_abs_logprob_gap"] < 1e-3
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "pareto.png").is_file()
+    assert m["serving"]["tasks"] == sorted({m["task"], "sentiment"}) and m["serving"]["max_abs_batched_vs_alone"] < 1e-4
+
+
+SOLUTION_PARAMETERS = {"backbone_spec": "tiny-llama", "steps": 4, "eval_limit": 16, "test_limit": 16, "eval_sources": 2,
+                       "eval_rows": 4}  # every code path of every solution, in seconds: the tiny backbone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.stem[:2])
+def test_every_exercise_has_a_solution_that_runs(path, out_root):
+    """Each exercise's solution cell (tagged ``solution``, skipped unless ``solutions = True``) runs under ci with
+    the notebook's ``setup`` cells, on short budgets."""
+    cells = json.loads(path.read_text())["cells"]
+    exercises = next("".join(c["source"]) for c in cells if "## Exercises" in "".join(c["source"]))
+    asked = len(re.findall(r"^\d+\. ", exercises.split("## Exercises")[1].split("## ")[0], flags=re.M))
+    solutions = [c for c in cells if "solution" in c["metadata"].get("tags", [])]
+    assert asked == len(solutions) >= 1, (asked, len(solutions))
+    assert all("".join(c["source"]).split("\n")[1].startswith("if solutions:") for c in solutions)
+    run_solutions(path, out_root, "ci", SOLUTION_PARAMETERS)
