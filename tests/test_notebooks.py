@@ -152,7 +152,7 @@ def test_06_iapt(out_root):
 GUARD = "tiny-qwen2"  # 2 layers, d = 64: any layer index or size written for SmolLM2 (30 layers, d = 576) breaks
 
 
-@pytest.mark.parametrize("name", ["00", "01", "02", "03", "04", "05", "06"])
+@pytest.mark.parametrize("name", ["00", "01", "02", "03", "04", "05", "06", "07"])
 def test_notebook_runs_on_another_layout_and_size(name, out_root):
     """The guard against hard-coded layers and sizes: every notebook on a random 2-layer Qwen2. A random model
     learns nothing, so only what holds for any backbone is checked: the notebook's own by-hand-vs-library asserts
@@ -175,6 +175,8 @@ def test_notebook_runs_on_another_layout_and_size(name, out_root):
         small = [row["trainable_parameters"] for row in m["comparison"] if row["budget"] == "small"]
         assert small[0] == guard.num_layers * (2 * guard.hidden_size + 4) + guard.num_layers * 12  # IAPT m = 1
         assert max(small) / min(small) < 1.5  # whole prompt rows at d = 64: as close as the sizes allow
+    if name == "07":  # the export PEFT loads back computes the kit's distribution on this layout too
+        assert m["shipped"]["peft_max_abs_logprob_gap"] < 1e-3 and m["serving"]["max_abs_batched_vs_alone"] < 1e-4
 
 
 def test_07_compare_and_ship(out_root):
