@@ -31,10 +31,13 @@ def _baseline(ax, value: float) -> None:
     ax.axhline(value, color="grey", linestyle=":", label=f"zero-shot ({value:.3f})")
 
 
-def _parameter_axis(ax) -> None:
-    """Log-scale x axis of parameter counts, labelled in plain numbers (1,192 not 10^3)."""
+def _parameter_axis(ax, values=None) -> None:
+    """Log-scale x axis of parameter counts, labelled in plain numbers (1,192 not 10^3): ticks at 1, 2 and 5 per
+    decade, or at the decades alone when ``values`` span more than two (their labels would overlap)."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    values = [float(v) for v in (values if values is not None else []) if v and v > 0]
+    wide = len(values) > 1 and max(values) / min(values) > 100
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.margins(x=0.12)
@@ -73,10 +76,13 @@ def accuracy_vs_parameters(table: pd.DataFrame, baseline: float | None = None, a
         yerr = row[err] if err and pd.notna(row[err]) else None
         ax.errorbar(row[x], row[y], yerr=yerr, fmt="o", ms=9, capsize=4, color=f"C{i}")
         ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(7, 5), fontsize=10)
-    _parameter_axis(ax)
+    _parameter_axis(ax, table[x])
     if baseline is not None:
         _baseline(ax, baseline)
         ax.legend(loc="best")
+    if err and table[y].between(0, 1).all():  # an accuracy: intervals of few seeds can pass 0 or 1; the axis cannot
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, -0.02), min(high, 1.02))
     ax.set_ylabel(_ylabel(split, y))
     ax.set_title("Accuracy against parameter budget")
     return fig
@@ -180,7 +186,7 @@ def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_paramet
             markerfacecolor="none", label="Pareto front")
     if baseline is not None:
         _baseline(ax, baseline)
-    _parameter_axis(ax)
+    _parameter_axis(ax, table[x])
     ax.set_ylabel(_ylabel(split, y))
     ax.set_title("Accuracy against parameters, with the Pareto front")
     ax.legend(fontsize=9)
