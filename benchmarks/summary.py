@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from lopt_core.stats import Interval
+
 from common import RESULTS
 
 
@@ -75,9 +77,10 @@ def table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
 
 
 def interval(row: dict, scale: float = 100.0, unit: str = "%") -> str:
-    if row.get("n", 1) < 2 or row.get("low") is None:
-        return f"{scale * row['mean']:.1f}{unit} (n = {row.get('n', 1)})"
-    return f"{scale * row['mean']:.1f}{unit} [{scale * row['low']:.1f}, {scale * row['high']:.1f}] (n = {row['n']})"
+    """A saved interval row (mean, low, high, n) as ``Interval.format`` writes it, with its number of seeds."""
+    n = row.get("n", 1)
+    text = Interval(row["mean"], row.get("low"), row.get("high"), n).format(scale, 1, unit, "range")
+    return text if n < 2 else f"{text} (n = {n})"  # one seed: format already says so
 
 
 def quality() -> None:
@@ -115,7 +118,10 @@ def quality() -> None:
         table("Greedy decode, 8 prompts × 32 new tokens", ("model", "tokens/s"),
               [(k, f"{v['tokens_per_second']:.1f}") for k, v in r["decode"].items()])
     if (r := load("demo_rates")):
-        rows = [(m, "  ".join(f"{float(lr):g}: {v['validation_accuracy']:.1%}" for lr, v in res["by_rate"].items()),
+        def accuracy(v):  # None: the run diverged
+            return "diverged" if v["validation_accuracy"] is None else f"{v['validation_accuracy']:.1%}"
+
+        rows = [(m, "  ".join(f"{float(lr):g}: {accuracy(v)}" for lr, v in res["by_rate"].items()),
                  f"{res['best_lr']:g}") for m, res in r["results"].items()]
         table("The demo profile's learning rates (validation accuracy after 60 steps, seed 0; test never scored)",
               ("method", "validation accuracy by rate", "chosen"), rows)

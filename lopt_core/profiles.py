@@ -1,5 +1,5 @@
 """Run profiles shared by the notebooks: ``ci`` (seconds to minutes, every notebook in CI), ``demo`` (the
-first run of a newcomer, ``make demo``: 60 steps, one seed, the built-in comparisons task, where learning
+first run of a newcomer, ``make demo``: 60 steps, one seed, built-in yes/no questions, where learning
 shows clearly and prompt tuning does not saturate), ``cpu`` (minutes, visible learning on this kind of
 machine, 3 seeds) and ``gpu`` (one GPU: full training sets, thousands of steps, batch 32; offline by default).
 
