@@ -126,6 +126,39 @@ def sweep(points: list[dict], out: Path, **fixed):
     return table
 
 
+def restore_runs(out: Path, record: Path) -> int:
+    """Write the runs recorded in ``record`` back into ``out`` as finished run folders (metrics and status), so
+    that a sweep into ``out`` skips them: a long sweep resumes on any machine from its committed record."""
+    from lopt_core.utils import read_json
+
+    if not record.is_file():
+        return 0
+    restored = 0
+    for run in read_json(record)["runs"]:
+        folder = out / run["key"]
+        if not (folder / "status.json").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / "metrics.json", run["metrics"])
+            write_json(folder / "status.json", run["status"])
+            restored += 1
+    return restored
+
+
+def record_runs(out: Path, record: Path, about: str) -> int:
+    """Record every finished run of ``out`` (with those recorded before) in ``record``: parameters and metrics, a
+    few hundred bytes each, committed beside the results."""
+    from lopt_core.utils import read_json
+
+    runs = {run["key"]: run for run in (read_json(record)["runs"] if record.is_file() else [])}
+    for status_path in sorted(out.glob("*/status.json")):
+        status = read_json(status_path)
+        if status["status"] == "ok" and (status_path.parent / "metrics.json").is_file():
+            runs[status_path.parent.name] = {"key": status_path.parent.name, "status": status,
+                                             "metrics": read_json(status_path.parent / "metrics.json")}
+    write_json(record, {"about": about, "runs": sorted(runs.values(), key=lambda r: r["key"])})
+    return len(runs)
+
+
 def intervals(table, by: list[str], value: str) -> list[dict]:
     """Per group of ``by``: mean, 95% interval and the seeds' values of ``value``."""
     from lopt_core.stats import mean_ci

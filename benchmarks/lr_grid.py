@@ -3,7 +3,8 @@
     python benchmarks/lr_grid.py [--out ../runs/lr_grid] [--data ../../shared/data/sst2]
 
 Each method trains 120 steps (profile ``cpu``: batch 8, validation every 30 steps) at every rate of its
-grid, on built-in yes/no and on real SST-2 (validation: 150 rows and 500 of dev.tsv's rows), seed 0;
+grid, on built-in yes/no and on real SST-2 (checkpoints kept by 150 validation rows and by 500 of dev.tsv's
+rows; the accuracy recorded is the kept checkpoint's on the whole validation split, 150 and 872 rows), seed 0;
 the two best rates of each method and task get a second seed (1). Test rows are never scored
 (``test=False``). A rate at the edge of its grid that wins is followed by the next one out, until the
 best rate is inside the grid. Runs are skipped when their folder already holds a finished run, so an
@@ -25,9 +26,9 @@ from pathlib import Path
 
 from lopt_core.stats import mean_ci
 from lopt_core.sweep import gather, run_sweep
-from lopt_core.utils import read_json, write_json
+from lopt_core.utils import read_json
 
-from common import RESULTS, save
+from common import RESULTS, record_runs, restore_runs, save
 
 RECORD = RESULTS / "lr_grid_runs.json"  # every finished run, committed: the grid resumes across machines
 
@@ -65,32 +66,34 @@ def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
     return out
 
 
-def restore(out: Path) -> int:
-    """Write the recorded runs back into ``out`` as finished run folders (run_sweep then skips them)."""
-    if not RECORD.is_file():
-        return 0
-    restored = 0
-    for run in read_json(RECORD)["runs"]:
-        folder = out / run["key"]
-        if not (folder / "status.json").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / "metrics.json", run["metrics"])
-            write_json(folder / "status.json", run["status"])
-            restored += 1
-    return restored
+ABOUT = "finished runs of benchmarks/lr_grid.py (validation only; test never scored)"
 
 
 def record(out: Path) -> int:
-    """Record every finished run of ``out`` (with those recorded before) in ``RECORD``."""
-    runs = {run["key"]: run for run in (read_json(RECORD)["runs"] if RECORD.is_file() else [])}
-    for status_path in sorted(out.glob("*/status.json")):
-        status = read_json(status_path)
-        if status["status"] == "ok" and (status_path.parent / "metrics.json").is_file():
-            runs[status_path.parent.name] = {"key": status_path.parent.name, "status": status,
-                                             "metrics": read_json(status_path.parent / "metrics.json")}
-    write_json(RECORD, {"about": "finished runs of benchmarks/lr_grid.py (validation only; test never scored)",
-                        "runs": sorted(runs.values(), key=lambda r: r["key"])})
-    return len(runs)
+    return record_runs(out, RECORD, ABOUT)
+
+
+def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
+    """Per method label: the rate of the grid with the best validation accuracy on ``task`` (seeds averaged), read
+    from the committed record, with that accuracy, the seeds behind it and whether it sits at the grid's edge
+    (then the grid is not finished there). Labels with no finished run on ``task`` are left out."""
+    import pandas as pd
+
+    runs = read_json(RECORD)["runs"] if RECORD.is_file() else []
+    rows = [{**run["status"]["params"], "status": run["status"]["status"],
+             "options.reparam": run["status"]["params"].get("options", {}).get("reparam"),
+             "validation_accuracy": run["metrics"].get("validation_accuracy")} for run in runs]
+    table = pd.DataFrame(rows)
+    out = {}
+    for label in labels or list(GRIDS):
+        acc = accuracy(table, label, task) if len(table) else {}
+        if not acc:
+            continue
+        means = {lr: sum(v) / len(v) for lr, v in acc.items()}
+        best = max(means, key=means.get)
+        out[label] = {"lr": best, "validation_accuracy": means[best], "seeds": len(acc[best]),
+                      "at_edge": best in (min(means), max(means)), "grid": dict(sorted(means.items()))}
+    return out
 
 
 def main() -> None:
@@ -104,7 +107,7 @@ def main() -> None:
                         help="record the finished runs of --out and print the table so far; train nothing")
     args = parser.parse_args()
     out = Path(args.out)
-    print(f"{restore(out)} recorded runs restored into {out}")
+    print(f"{restore_runs(out, RECORD)} recorded runs restored into {out}")
     datasets = {"yesno": {"task_name": "yesno"},
                 "sst2": {"task_name": "sst2", "task_path": str(Path(args.data).resolve()), "eval_limit": 500}}
     labels = args.only or list(GRIDS)

@@ -2,13 +2,15 @@
 
     python benchmarks/sst2_lopt.py [--out ../runs/sst2_lopt] [--data ../../shared/data/sst2] [--steps 240]
 
-Embedded backbone, batch 8, n = 20, each method at its recommended learning rate (tuned on validation by
-``benchmarks/lr_grid.py``). Validation = dev.tsv (872 sentences; 500 of them scored every 30 steps to keep
-the best checkpoint); test = test.tsv (1,821 labelled sentences), scored once per run. The runs are a
-resumable sweep of the worker notebook (finished runs are skipped when this script is run again). Then,
-in this process: zero-shot on test, mean ± 95% interval per method, per-seed paired differences against
-prompt tuning, and, for the trained full prompts, their effective rank and the test accuracy of their
-rank-r truncations. Writes ``benchmarks/results/sst2_lopt.json``.
+Embedded backbone, batch 8, n = 20, each method at its best learning rate on SST-2's validation in the grid of
+``benchmarks/lr_grid.py`` (read from the committed ``results/lr_grid_runs.json``; LoPT at r = 4 takes the rate its
+family found at r = 2, the only rank of the grid). Validation = dev.tsv (872 sentences; 500 of them scored every 30
+steps to keep the best checkpoint); test = test.tsv (1,821 labelled sentences), scored once per run. The runs are a
+resumable sweep of the worker notebook (finished runs are skipped when this script is run again; each finished run
+is also recorded in ``results/sst2_lopt_runs.json``, committed, so the sweep resumes on another machine). Then, in
+this process: zero-shot on test, mean ± 95% interval per method, per-seed paired differences against prompt tuning,
+and, for the trained full prompts, their effective rank and the test accuracy of their rank-r truncations. Writes
+``benchmarks/results/sst2_lopt.json``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ from lopt_core.stats import paired_difference
 from lopt_core.sweep import run_key
 from lopt_core.tasks import load_task
 
-from common import RUNS, intervals, save, sweep
+from common import RESULTS, RUNS, intervals, record_runs, restore_runs, save, sweep
+from lr_grid import tuned_rates
+
+RECORD = RESULTS / "sst2_lopt_runs.json"
 
 CONFIGS = [("prompt_tuning", 0), ("lopt1", 2), ("lopt1", 4), ("lopt2", 2), ("lopt2", 4)]  # (method, rank)
 
@@ -40,10 +45,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8], help="truncation ranks")
     args = parser.parse_args()
-    data = str(Path(args.data).resolve())
-    points = [{"method": m, "prompt_len": 20, "rank": r, "task_name": "sst2", "task_path": data, "eval_limit": 500,
-               "seed": s} for s in args.seeds for m, r in CONFIGS]
-    table = sweep(points, Path(args.out), steps=args.steps)
+    data, out = str(Path(args.data).resolve()), Path(args.out)
+    rates = tuned_rates("sst2", sorted({m for m, _ in CONFIGS}))
+    missing = sorted({m for m, _ in CONFIGS} - set(rates))
+    if missing:
+        raise SystemExit(f"no learning rate tuned on SST-2's validation for {missing}: run "
+                         f"`python benchmarks/lr_grid.py --only {' '.join(missing)} --tasks sst2` first")
+    for m, r in rates.items():
+        print(f"{m}: lr {r['lr']:g} (validation {100 * r['validation_accuracy']:.1f}%, {r['seeds']} seed(s)"
+              + (", at the grid's edge: the grid is not finished there" if r["at_edge"] else "") + ")", flush=True)
+    points = [{"method": m, "prompt_len": 20, "rank": r, "lr": rates[m]["lr"], "task_name": "sst2", "task_path": data,
+               "eval_limit": 500, "seed": s} for s in args.seeds for m, r in CONFIGS]
+    print(f"{restore_runs(out, RECORD)} recorded runs restored into {out}", flush=True)
+    try:
+        table = sweep(points, out, steps=args.steps)
+    finally:
+        record_runs(out, RECORD, "finished runs of benchmarks/sst2_lopt.py (validation selects, test.tsv reports)")
     table["label"] = [label(m, r) for m, r in zip(table["method"], table["rank"])]
     summary = intervals(table, ["label"], "test_accuracy")
     base = table[table.label == "prompt_tuning"]
@@ -63,7 +80,10 @@ def main() -> None:
     zero = evaluate(build_method("zero_shot", backbone), backbone, task, "test")
     spectra = []
     for s in args.seeds:  # the trained full prompts: how low rank are they, and what does cutting them cost?
-        folder = Path(args.out) / run_key(next(p for p in points if p["method"] == "prompt_tuning" and p["seed"] == s))
+        folder = out / run_key(next(p for p in points if p["method"] == "prompt_tuning" and p["seed"] == s))
+        if not (folder / "run" / "method").is_dir():  # a run restored from the record keeps its metrics only
+            print(f"seed {s}: no trained prompt under {folder} (restored from the record): no spectrum")
+            continue
         method = load_method(folder / "run" / "method", backbone)
         values = analysis.singular_values(method.prompt_matrix())
         cut = {r: evaluate(analysis.truncate_method(method, r, backbone), backbone, task, "test")["accuracy"]
@@ -71,10 +91,12 @@ def main() -> None:
         spectra.append({"seed": s, "singular_values": values.tolist(),
                         "effective_rank_90": analysis.effective_rank(values),
                         "entropy_rank": analysis.entropy_effective_rank(values), "truncated_test_accuracy": cut})
+    tuned = {m: {k: v for k, v in r.items() if k != "grid"} for m, r in rates.items()}
     path = save("sst2_lopt", {
         "protocol": {"train": "train.tsv (6,920)", "validation": "dev.tsv (872; 500 scored during training)",
                      "test": "test.tsv (1,821), scored once per run", "steps": args.steps, "batch_size": 8,
-                     "prompt_len": 20, "seeds": args.seeds, "learning_rates": "each method's recommended rate"},
+                     "prompt_len": 20, "seeds": args.seeds, "learning_rates": tuned,
+                     "learning_rate_source": "best validation accuracy on SST-2 in benchmarks/lr_grid.py"},
         "zero_shot": zero, "summary": summary, "differences": differences, "details": details, "spectra": spectra,
         "runs": table[["label", "method", "rank", "seed", "lr", "validation_accuracy", "test_accuracy", "best_step",
                        "trainable_parameters", "seconds_per_step"]].to_dict(orient="records")}, backbone.device)
