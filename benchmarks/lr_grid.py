@@ -92,8 +92,43 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
         means = {lr: sum(v) / len(v) for lr, v in acc.items()}
         best = max(means, key=means.get)
         out[label] = {"lr": best, "validation_accuracy": means[best], "seeds": len(acc[best]),
-                      "at_edge": best in (min(means), max(means)), "grid": dict(sorted(means.items()))}
+                      "at_edge": best in (min(means), max(means)), "grid": dict(sorted(means.items())),
+                      "runs": {lr: len(v) for lr, v in sorted(acc.items())}}
     return out
+
+
+NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r = 2)",
+         "lopt2": "LoPT-2 (n = 20, r = 2)",
+         "prefix_tuning": "prefix-tuning, MLP (n = 10)", "prefix_table": "prefix-tuning, table (n = 10)",
+         "iapt": "IAPT (m = 32)"}
+TASK_NAMES = {"yesno": "yes/no", "sst2": "SST-2"}
+
+
+def rate_text(lr: float) -> str:
+    """3e-3, 9.5e-4, 1e-1: two significant digits at most, the exponent without padding."""
+    mantissa, exponent = f"{lr:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def markdown(tasks: list[str]) -> str:
+    """The README's table of the recorded runs: validation accuracy per method, task and rate (seeds averaged,
+    their count in brackets when more than one), the best rate of each row in bold."""
+    rows = {(label, task): tuned_rates(task, [label]).get(label) for label in GRIDS for task in tasks}
+    rates = sorted({lr for row in rows.values() if row for lr in row["grid"]})
+    lines = ["| method | task | " + " | ".join(rate_text(lr) for lr in rates) + " |", "|---|---|" + "---|" * len(rates)]
+    for (label, task), row in rows.items():
+        if not row:
+            continue
+        cells = []
+        for lr in rates:
+            if lr not in row["grid"]:
+                cells.append("")
+                continue
+            n = row["runs"][lr]
+            text = f"{100 * row['grid'][lr]:.1f}%" + (f" ({n} seeds)" if n > 1 else "")
+            cells.append(f"**{text}**" if lr == row["lr"] else text)
+        lines.append(f"| {NAMES[label]} | {TASK_NAMES[task]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -116,6 +151,7 @@ def main() -> None:
     if args.record_only:
         print(f"{record(out)} finished runs recorded in {RECORD}; the table so far:")
         summarise(gather(out), labels, datasets)
+        print(markdown(list(datasets)))
         return
     rates = {label: list(GRIDS[label][2]) for label in labels}  # one grid per method, on both tasks
     fixed = {"test": False}
