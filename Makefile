@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 BROWSER_STAMP := $(VENV)/.installed-browser
 
-.PHONY: setup backbone browser demo test test-fast lab lint strip clean-outputs bench
+.PHONY: setup backbone browser demo test test-fast lab lint strip clean-outputs bench quality
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +57,7 @@ bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results
 	cd benchmarks && ../$(PY) train_step.py && ../$(PY) efficiency.py && ../$(PY) small_batch_matmul.py \
 		&& ../$(PY) serving.py \
 		&& ../$(PY) notebook_series.py && ../$(PY) summary.py
+
+quality: backbone  ## the protocol's quality runs, in order (many CPU-hours; each resumes where it stopped) → results/
+	cd benchmarks && ../$(PY) lr_grid.py && ../$(PY) sst2_lopt.py && ../$(PY) time_to_accuracy.py \
+		&& ../$(PY) e2e_prefix.py && ../$(PY) iapt_report.py && ../$(PY) summary.py
