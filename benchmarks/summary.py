@@ -55,6 +55,14 @@ def main() -> None:
             ours, theirs = m[key][k], m[key][p]
             rows.append((f"mixed-task batch (8 tasks): {label}", f"{ours:.1f} vs {theirs:.1f}",
                          f"{ours / theirs:.2f}x", "vs PEFT LoRA, 8 adapters"))
+    if (r := load("time_to_accuracy")):
+        kit, peft = r["median"]["kit"], r["median"]["peft"]
+        eff = r["padding_efficiency"]
+        rows.append((f"time to {r['config']['target']:.0%} validation accuracy on SST-2 (median of "
+                     f"{len(r['config']['seeds'])} seeds)", f"{kit['seconds']:.0f} s vs {peft['seconds']:.0f} s",
+                     f"{r['ratio']:.2f}x", f"vs PEFT PromptTuning; steps {kit['steps']:.0f} vs {peft['steps']:.0f}, "
+                     f"s/step {kit['seconds_per_step']:.2f} vs {peft['seconds_per_step']:.2f}; padding efficiency "
+                     + " vs ".join(f"{v:.1%}" for v in eff.values())))
     if (r := load("notebook_series")):
         rows.append((f"notebook series, profile {r['profile']}", f"{r['total_seconds'] / 60:.1f} min",
                      f"{len(r['runs'])} notebooks", ""))
