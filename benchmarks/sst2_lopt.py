@@ -29,6 +29,7 @@ from common import RESULTS, RUNS, intervals, record_runs, restore_runs, save, sw
 from lr_grid import tuned_rates
 
 RECORD = RESULTS / "sst2_lopt_runs.json"
+ABOUT = "finished runs of benchmarks/sst2_lopt.py (validation selects, test.tsv reports)"
 
 CONFIGS = [("prompt_tuning", 0), ("lopt1", 2), ("lopt1", 4), ("lopt2", 2), ("lopt2", 4)]  # (method, rank)
 
@@ -60,7 +61,7 @@ def main() -> None:
     try:
         table = sweep(points, out, steps=args.steps)
     finally:
-        record_runs(out, RECORD, "finished runs of benchmarks/sst2_lopt.py (validation selects, test.tsv reports)")
+        record_runs(out, RECORD, ABOUT)
     table["label"] = [label(m, r) for m, r in zip(table["method"], table["rank"])]
     summary = intervals(table, ["label"], "test_accuracy")
     base = table[table.label == "prompt_tuning"]
