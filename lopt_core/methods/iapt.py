@@ -106,7 +106,10 @@ class IAPT(PromptMethod):
     """Per-layer prompt generators fed by the instruction; prompts enter each layer's K/V cache."""
 
     Config = IAPTConfig
-    recommended_lr = 1e-3
+    # benchmarks/lr_grid.py (120 steps, m = 32, validation accuracy, seeds averaged): 3e-5 is best on yes/no and
+    # SST-2 (99.7%, 86.2%); the curve is flat below it (9.49e-6: 98.7%, 86.0%; 9.49e-5: 99.7%, 85.6%) and falls
+    # above (1e-3: 79.3%, 83.5%; 3e-3: 56.7%, 81.0%).
+    recommended_lr = 3e-5
 
     def __init__(self, config: IAPTConfig, backbone: Backbone, initialise: bool = True):
         super().__init__(config, backbone)

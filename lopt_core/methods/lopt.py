@@ -71,7 +71,9 @@ class LoPT1(InputPromptMethod):
     """X = U V; initialised with the truncated SVD of a starting prompt (or of given factors)."""
 
     Config = LoPT1Config
-    recommended_lr = 3e-2
+    # benchmarks/lr_grid.py (120 steps, n = 20, r = 2): mean validation accuracy over yes/no and SST-2 is 72.4% at
+    # 3e-3 and 71.7% at 3e-2, a tie (SST-2 alone prefers 3e-2, 86.1%; yes/no barely learns at any rate, 53-67%).
+    recommended_lr = 3e-3
 
     def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None,
                  initialise: bool = True):
@@ -137,6 +139,8 @@ class LoPT2(InputPromptMethod):
     """X = σ(X0 U) V with X0 frozen (a non-persistent buffer rebuilt from token ids)."""
 
     Config = LoPT2Config
+    # benchmarks/lr_grid.py (120 steps, n = 20, r = 2): best mean validation accuracy over yes/no and SST-2
+    # (81.3%; yes/no 77.3%, SST-2 85.3%, 2 seeds each); 1e-1 diverged on yes/no (nan at step 39).
     recommended_lr = 1e-2
 
     def __init__(self, config: LoPT2Config, backbone: Backbone, initialise: bool = True):

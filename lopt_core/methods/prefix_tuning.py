@@ -52,9 +52,10 @@ class PrefixTuning(PromptMethod):
 
     @property
     def recommended_lr(self) -> float:
-        # MLP: 5e-3 degenerated on the built-in restaurant data (loss 4.4 → 4.5 in 40 steps), 1e-3 learns;
-        # a raw table needs larger steps (1e-2; 1e-3 barely moved it on the instruction mixture).
-        return 1e-3 if self.config.reparam else 1e-2
+        # benchmarks/lr_grid.py (120 steps, n = 10, validation accuracy on yes/no and SST-2, seeds averaged):
+        # through the MLP, 9.49e-5 is best on both (85.0%, 79.5%; 3e-5: 84.3%, 77.7%; 1e-3: 57.0%, 51.3%);
+        # a raw table wants 3e-2 (100.0%, 83.4%; 1e-2: 99.3%, 82.7%; 9.49e-2 fell to 52.7% on yes/no).
+        return 9.49e-5 if self.config.reparam else 3e-2
 
     def __init__(self, config: PrefixTuningConfig, backbone: Backbone, initialise: bool = True):
         super().__init__(config, backbone)

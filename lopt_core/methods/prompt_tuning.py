@@ -24,7 +24,9 @@ class PromptTuning(InputPromptMethod):
     """X (n, d) is one trainable matrix."""
 
     Config = PromptTuningConfig
-    recommended_lr = 3e-2
+    # benchmarks/lr_grid.py (120 steps, n = 20, validation accuracy, seeds averaged): 3e-3 is best on yes/no
+    # (92.7%, 2 seeds; 1e-2 80.3%, 1e-1 56.7%), 85.3% on SST-2 (best there 1e-1, 87.2%); best mean over the two.
+    recommended_lr = 3e-3
 
     def __init__(self, config: PromptTuningConfig, backbone: Backbone, prompt: torch.Tensor | None = None,
                  initialise: bool = True):
