@@ -8,7 +8,9 @@ target loss is kept, then the 200 test rows are decoded once (exact match on clo
 free text). (2) With ``--ablations``: IAPT's pooling (attention/mean/last) and activation
 (rational/GELU/ReLU), 3 seeds each. Runs are a resumable sweep of the worker notebook. (3) Greedy decode
 tokens/s of IAPT against the bare backbone (8 prompts × 32 new tokens, in this process).
-Writes benchmarks/results/iapt_report.json.
+Writes benchmarks/results/iapt_report.json. Every finished run is also recorded in
+``results/iapt_report_runs.json`` (committed), so a stopped sweep resumes on another machine; each method trains
+at its ``recommended_lr`` (the run's rate is in its metrics).
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ from lopt_core.methods import build_method
 from lopt_core.stats import paired_difference
 from lopt_core.tasks import load_task
 
-from common import RUNS, alternate, intervals, save, summary, sweep
+from common import RESULTS, RUNS, alternate, intervals, record_runs, restore_runs, save, summary, sweep
+
+RECORD = RESULTS / "iapt_report_runs.json"  # every finished run, committed: the sweep resumes on any machine
+ABOUT = "finished runs of benchmarks/iapt_report.py (validation target loss selects, 200 test rows decoded once)"
 
 DEFAULT_IAPT = "iapt (m=32)"  # trained in the 1.1M budget; also the "attention + rational" ablation row
 BUDGETS = {  # label -> (budget, method, prompt_len, options)
@@ -40,11 +45,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(RUNS / "iapt_report"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablations", action="store_true")
+    parser.add_argument("--record-only", action="store_true",
+                        help="record the finished runs of --out in results/iapt_report_runs.json; train nothing")
     args = parser.parse_args()
     labels = {}  # run parameters → label
     points = []
-    for label, (budget, method, n, options) in BUDGETS.items():
-        for s in args.seeds:
+    for s in args.seeds:  # seed-major: a sweep stopped part-way leaves every method with the same seeds
+        for label, (budget, method, n, options) in BUDGETS.items():
             points.append({"method": method, "prompt_len": n, "options": options, "task_name": "instructions",
                            "seed": s})
             labels[(method, n, str(sorted(options.items())))] = (label, budget)
@@ -55,7 +62,15 @@ def main() -> None:
                 points += [{"method": "iapt", "prompt_len": 4, "options": options, "task_name": "instructions",
                             "seed": s} for s in args.seeds]
                 labels[("iapt", 4, str(sorted(options.items())))] = (label, None)
-    table = sweep(points, Path(args.out), generate=True, max_new_tokens=40)
+    out = Path(args.out)
+    print(f"{restore_runs(out, RECORD)} recorded runs restored into {out}", flush=True)
+    if args.record_only:
+        print(f"{record_runs(out, RECORD, ABOUT)} finished runs recorded in {RECORD}")
+        return
+    try:
+        table = sweep(points, out, generate=True, max_new_tokens=40)
+    finally:
+        record_runs(out, RECORD, ABOUT)
     keys = [(m, n, str(sorted(o.items()))) for m, n, o in zip(table["method"], table["prompt_len"], table["options"])]
     table["label"] = [labels[k][0] for k in keys]
     table["budget"] = [labels[k][1] for k in keys]
