@@ -117,10 +117,12 @@ def quality() -> None:
               ("method", "BLEU [95% CI]", "ROUGE-L [95% CI]", "stored parameters"), rows)
         print("\n" + r["difference"]["text"])
     if (r := load("iapt_report")) and "protocol" in r:
-        em = r["mixture"]["test_exact_match"]
-        table(f"IAPT mixture, test exact match ({r['protocol']['test']}), seeds {r['protocol']['seeds']}",
-              ("budget", "method", "exact match [95% CI]"), [(row["budget"], row["label"], interval(row, 1, ""))
-                                                             for row in em])
+        rouge = {row["label"]: row for row in r["mixture"]["test_rouge_l_free"]}
+        table(f"IAPT mixture, test ({r['protocol']['test']}), seeds {r['protocol']['seeds']}",
+              ("budget", "method", "exact match, closed answers [95% CI]", "ROUGE-L, free text [95% CI]",
+               "trainable parameters"),
+              [(row["budget"], row["label"], interval(row), interval(rouge[row["label"]], 1, ""),
+                f"{r['details']['trainable_parameters'][row['label']]:,}") for row in r["mixture"]["test_exact_match"]])
         print("\n" + "\n".join(d["text"] for d in r["differences"]))
     if (r := load("iapt_report")) and r.get("decode"):  # a speed measurement: valid under any protocol
         table("Greedy decode, 8 prompts × 32 new tokens", ("model", "tokens/s"),

@@ -214,8 +214,9 @@ def test_prompt_tuning_learns_builtin_sentiment_on_the_embedded_backbone(embedde
     """Loss must fall clearly: the mean of the last 5 steps under 60% of the first 5."""
     task = load_task("sentiment")
     method = build_method("prompt_tuning", embedded, prompt_len=8, init="random")
-    result = Trainer(method, embedded, task, TrainConfig(steps=25, batch_size=8, eval_every=25, eval_limit=64,
-                                                         progress=False)).fit()
+    # a random start needs larger steps than recommended_lr, which the grid tuned from vocabulary rows
+    result = Trainer(method, embedded, task, TrainConfig(steps=25, batch_size=8, lr=3e-2, eval_every=25,
+                                                         eval_limit=64, progress=False)).fit()
     losses = result.history["loss"]
     assert losses.tail(5).mean() < 0.6 * losses.head(5).mean(), losses.tolist()
     assert backbone_unchanged_after(embedded, result)
