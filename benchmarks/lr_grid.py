@@ -44,6 +44,7 @@ GRIDS = {
     "prefix_tuning": ("prefix_tuning", {"prompt_len": 10}, [3e-4, 1e-3, 3e-3]),  # through the MLP (k = 512)
     "prefix_table": ("prefix_tuning", {"prompt_len": 10, "reparam": False}, [3e-3, 1e-2, 3e-2]),
     "iapt": ("iapt", {"prompt_len": 4, "bottleneck": 32}, [3e-4, 1e-3, 3e-3]),
+    "iapt_m1": ("iapt", {"prompt_len": 4, "bottleneck": 1}, [3e-4, 1e-3, 3e-3]),  # the ~35k budget of iapt_report
 }
 STEP = math.sqrt(10)  # grids are spaced by half a decade
 MAX_GROWTH = 3  # rates a grid may gain at its edges, per task
@@ -58,13 +59,11 @@ def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
 
 def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
     """rate → validation accuracies of the finished runs of ``label`` on ``task``."""
-    name, options, _ = GRIDS[label]
+    want = point(label, 0.0, {}, 0)  # the label's method, prompt length, rank and options
     out: dict[float, list[float]] = {}
     for row in table.to_dict(orient="records"):
-        reparam = row.get("options.reparam")
-        reparam = True if reparam is None or reparam != reparam else bool(reparam)  # absent (NaN): the default
-        if (row.get("status") == "ok" and row["method"] == name and row["task_name"] == task
-                and reparam == options.get("reparam", True)):
+        if (row.get("status") == "ok" and row["task_name"] == task
+                and all(row[k] == want[k] for k in ("method", "prompt_len", "rank", "options"))):
             out.setdefault(row["lr"], []).append(row["validation_accuracy"])
     return out
 
@@ -83,8 +82,7 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
     import pandas as pd
 
     runs = read_json(RECORD)["runs"] if RECORD.is_file() else []
-    rows = [{**run["status"]["params"], "status": run["status"]["status"],
-             "options.reparam": run["status"]["params"].get("options", {}).get("reparam"),
+    rows = [{"rank": 0, "options": {}, **run["status"]["params"], "status": run["status"]["status"],
              "validation_accuracy": run["metrics"].get("validation_accuracy")} for run in runs]
     table = pd.DataFrame(rows)
     out = {}
@@ -100,10 +98,22 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
     return out
 
 
+def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2")) -> float:
+    """The recommended rate of ``label`` from the committed record: the best validation accuracy averaged over the
+    tasks (each task's seeds averaged first), over the rates every task has."""
+    found = {task: tuned_rates(task, [label]).get(label) for task in tasks}
+    missing = [task for task, row in found.items() if row is None]
+    if missing:
+        raise ValueError(f"no finished grid run of {label!r} on {', '.join(missing)} in {RECORD}: run "
+                         f"`python benchmarks/lr_grid.py --only {label}` first")
+    common = set.intersection(*(set(row["grid"]) for row in found.values()))
+    return max(common, key=lambda lr: sum(row["grid"][lr] for row in found.values()))
+
+
 NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r = 2)",
          "lopt2": "LoPT-2 (n = 20, r = 2)",
          "prefix_tuning": "prefix-tuning, MLP (n = 10)", "prefix_table": "prefix-tuning, table (n = 10)",
-         "iapt": "IAPT (m = 32)"}
+         "iapt": "IAPT (m = 32)", "iapt_m1": "IAPT (m = 1)"}
 TASK_NAMES = {"yesno": "yes/no", "sst2": "SST-2"}
 
 
