@@ -106,8 +106,14 @@ def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2")) -> 
     if missing:
         raise ValueError(f"no finished grid run of {label!r} on {', '.join(missing)} in {RECORD}: run "
                          f"`python benchmarks/lr_grid.py --only {label}` first")
-    common = set.intersection(*(set(row["grid"]) for row in found.values()))
-    return max(common, key=lambda lr: sum(row["grid"][lr] for row in found.values()))
+    both = mean_over_tasks({task: row["grid"] for task, row in found.items()})
+    return max(both, key=both.get)
+
+
+def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, float]:
+    """rate → validation accuracy averaged over the tasks, for the rates that every task has."""
+    common = set.intersection(*(set(v) for v in per_task.values()))
+    return {lr: sum(v[lr] for v in per_task.values()) / len(per_task) for lr in common}
 
 
 NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r = 2)",
@@ -210,8 +216,7 @@ def summarise(table, labels: list[str], datasets: dict) -> dict:
     for label in labels:
         per_task = {task: {lr: mean_ci(v).mean for lr, v in sorted(accuracy(table, label, task).items())}
                     for task in datasets}
-        common = set.intersection(*(set(v) for v in per_task.values()))
-        both = {lr: sum(per_task[t][lr] for t in datasets) / len(datasets) for lr in common}
+        both = mean_over_tasks(per_task)
         runs = {task: {lr: v for lr, v in sorted(accuracy(table, label, task).items())} for task in datasets}
         results[label] = {"method": GRIDS[label][0], "options": GRIDS[label][1], "validation_accuracy": runs,
                           "mean_over_seeds": per_task, "mean_over_tasks": both,
