@@ -48,7 +48,7 @@ lint: setup
 	$(VENV)/bin/ruff check lopt_core tests benchmarks data
 
 strip: setup  ## remove outputs from the committed notebooks
-	$(PY) -m lopt_core.notebooks --strip notebooks/*.ipynb notebooks/*/*.ipynb
+	$(PY) -m lopt_core.lab.notebooks --strip notebooks/*.ipynb notebooks/*/*.ipynb
 
 clean-outputs:
 	rm -rf $(OUT)

@@ -115,7 +115,7 @@ RUNS = HERE.parent.parent / "runs"  # long runs live outside the clone
 def sweep(points: list[dict], out: Path, **fixed):
     """Every point through the worker notebook (profile ``cpu``), finished runs skipped; the finished rows.
     A failed run stops the report (after the others ran): a table with holes is not a result."""
-    from lopt_core.sweep import run_sweep
+    from lopt_core.lab.sweep import run_sweep
 
     table = run_sweep(WORKER, points, out, profile="cpu", fixed=fixed)
     failed = table[table["status"] != "ok"]
@@ -161,7 +161,7 @@ def record_runs(out: Path, record: Path, about: str) -> int:
 
 def intervals(table, by: list[str], value: str) -> list[dict]:
     """Per group of ``by``: mean, 95% interval and the seeds' values of ``value``."""
-    from lopt_core.stats import mean_ci
+    from lopt_core.evaluation.stats import mean_ci
 
     out = []
     for key, part in table.groupby(by, sort=False):

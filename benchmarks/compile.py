@@ -17,7 +17,7 @@ import warnings
 
 import torch
 
-from lopt_core.backbone import Backbone, load_backbone
+from lopt_core.model import Backbone, load_backbone
 
 from common import alternate, save, summary
 from train_step import make_batch, our_step

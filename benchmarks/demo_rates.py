@@ -15,9 +15,9 @@ import json
 import math
 import time
 
+from lopt_core.lab.profiles import get_profile
 from lopt_core.methods import build_method
-from lopt_core.profiles import get_profile
-from lopt_core.train import Trainer, TrainingDiverged
+from lopt_core.training.trainer import Trainer, TrainingDiverged
 from lopt_core.utils import seed_everything
 
 from common import RESULTS, save

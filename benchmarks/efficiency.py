@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--virtual", type=int, default=20)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from lopt_core.backbone import load_backbone
+    from lopt_core.model import load_backbone
 
     backbone = load_backbone("embedded", device="cpu")
     names = ["prompt_tuning", "lopt2", "prefix_tuning", "iapt", "peft_prompt_tuning"]

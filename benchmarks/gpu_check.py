@@ -48,7 +48,7 @@ DRY = {"smollm2-135m": dict(num_hidden_layers=3), "smollm2-1.7b": dict(num_hidde
 
 def prepare() -> None:
     """Here: the wheels (``pip download --no-deps`` for the device's Python 3.12) and the embedded tokenizer."""
-    from lopt_core.backbone import prepare_embedded
+    from lopt_core.model import prepare_embedded
 
     CARRY.mkdir(exist_ok=True)
     source = prepare_embedded()
@@ -80,7 +80,7 @@ def models(out: Path, dry: bool) -> dict[str, str]:
 
     carried = CARRY / "tokenizer"
     if not carried.is_dir() and dry:  # a dry run here, without `prepare`: the embedded model's own tokenizer
-        from lopt_core.backbone import prepare_embedded
+        from lopt_core.model import prepare_embedded
 
         carried = prepare_embedded()
     if not carried.is_dir():
@@ -121,7 +121,7 @@ SHORT = {
 
 
 def notebooks(out: Path, dry: bool) -> dict:
-    from lopt_core.notebooks import list_notebooks, run_code
+    from lopt_core.lab.notebooks import list_notebooks, run_code
 
     results = {}
     for key, parameters in SHORT.items():
@@ -148,7 +148,7 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     sys.path.insert(0, str(HERE))
-    from lopt_core.backbone import load_backbone
+    from lopt_core.model import load_backbone
 
     from common import alternate, summary
     from train_step import PEFT, build_steps

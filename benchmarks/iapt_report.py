@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lopt_core.backbone import load_backbone
-from lopt_core.generation import generate
+from lopt_core.data.tasks import load_task
+from lopt_core.evaluation.decoding import generate
+from lopt_core.evaluation.stats import paired_difference
 from lopt_core.methods import build_method
-from lopt_core.stats import paired_difference
-from lopt_core.tasks import load_task
+from lopt_core.model import load_backbone
 
 from common import RESULTS, RUNS, alternate, intervals, record_runs, restore_runs, save, summary, sweep
 from lr_grid import recommended_rate

@@ -26,8 +26,8 @@ import argparse
 import math
 from pathlib import Path
 
-from lopt_core.stats import mean_ci
-from lopt_core.sweep import gather, run_sweep
+from lopt_core.evaluation.stats import mean_ci
+from lopt_core.lab.sweep import gather, run_sweep
 from lopt_core.utils import read_json
 
 from common import RESULTS, record_runs, restore_runs, save

@@ -10,7 +10,7 @@ import argparse
 import tempfile
 import time
 
-from lopt_core.notebooks import execute_notebook, list_notebooks
+from lopt_core.lab.notebooks import execute_notebook, list_notebooks
 
 from common import save
 

@@ -19,10 +19,10 @@ import warnings
 
 import torch
 
-from lopt_core.backbone import load_backbone
+from lopt_core.data.tasks import load_task
 from lopt_core.methods import build_method
-from lopt_core.serving import Server
-from lopt_core.tasks import load_task
+from lopt_core.model import load_backbone
+from lopt_core.serving.server import Server
 
 from common import alternate, save, summary
 

@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from lopt_core.backbone import load_backbone
+    from lopt_core.model import load_backbone
 
     backbone = load_backbone("embedded", device="cpu")
     weights = [m.weight.detach() for m in backbone.transformer.modules() if isinstance(m, torch.nn.Linear)]

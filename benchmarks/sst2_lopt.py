@@ -18,12 +18,12 @@ import argparse
 from pathlib import Path
 
 from lopt_core import analysis
-from lopt_core.backbone import load_backbone
-from lopt_core.evaluation import evaluate
+from lopt_core.data.tasks import load_task
+from lopt_core.evaluation.evaluator import evaluate
+from lopt_core.evaluation.stats import paired_difference
+from lopt_core.lab.sweep import run_key
 from lopt_core.methods import build_method, load_method
-from lopt_core.stats import paired_difference
-from lopt_core.sweep import run_key
-from lopt_core.tasks import load_task
+from lopt_core.model import load_backbone
 
 from common import RESULTS, RUNS, intervals, record_runs, restore_runs, save, sweep
 from lr_grid import tuned_rates

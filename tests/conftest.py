@@ -1,5 +1,5 @@
 """The test matrix: every registered method (``METHODS``, one table of tiny options) × every tiny
-backbone (``lopt_core.backbone.TINY_SPECS``), plus small tasks whose rows fit the smallest context
+backbone (``lopt_core.model.tiny.TINY_SPECS``), plus small tasks whose rows fit the smallest context
 (tiny-gpt2's 64 positions) with room for a prompt and generated tokens."""
 import os
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lopt_core.backbone import TINY_SPECS, load_backbone
+from lopt_core.data.tasks import Task
 from lopt_core.methods import build_method
-from lopt_core.tasks import Task
+from lopt_core.model import TINY_SPECS, load_backbone
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LOPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -54,7 +54,7 @@ def backbone(spec: str):
 
 @pytest.fixture(scope="session", params=TINY_SPECS)
 def tiny(request):
-    """Each tiny backbone in turn (see ``lopt_core.backbone.TINY`` for what each one is there to test)."""
+    """Each tiny backbone in turn (see ``lopt_core.model.tiny.TINY`` for what each one is there to test)."""
     return backbone(request.param)
 
 

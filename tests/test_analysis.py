@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from lopt_core import analysis as A
+from lopt_core.data.tasks import load_task
 from lopt_core.methods import build_method
-from lopt_core.tasks import load_task
 
 
 def diag_matrix(values, d=8):

@@ -2,9 +2,9 @@ import pytest
 import torch
 from conftest import backbone
 
-from lopt_core.backbone import TINY_SPECS, Backbone, load_backbone
-from lopt_core.kv import new_cache, project_kv
 from lopt_core.methods.base import adds_bos
+from lopt_core.model import TINY_SPECS, Backbone, load_backbone
+from lopt_core.model.kv import new_cache, project_kv
 from lopt_core.utils import get_device
 
 

@@ -19,10 +19,10 @@ CHROMIUM = os.environ.get("LOPT_CHROMIUM") or shutil.which("chromium") or shutil
 TOKEN = "lopt-kit-browser-test"
 CELLS = [
     # the rank slider on a 6-token prompt (random words: what is tested is the widget, not learning)
-    """from lopt_core.backbone import load_backbone
+    """from lopt_core.model import load_backbone
 from lopt_core.methods import build_method
-from lopt_core.tasks import load_task
-from lopt_core.widgets import MethodExplorer, rank_slider
+from lopt_core.data.tasks import load_task
+from lopt_core.lab.widgets import MethodExplorer, rank_slider
 backbone = load_backbone("embedded", device="cpu")
 task = load_task("yesno")  # near chance zero-shot: accuracy moves with the rank
 method = build_method("prompt_tuning", backbone, prompt_len=6, seed=0, init="random")
@@ -31,8 +31,8 @@ slider.widget()""",
     """explorer = MethodExplorer(backbone)
 explorer.widget()""",
     # computed in the kernel, independently of the widget: the truncation at the slider's current rank
-    """from lopt_core.analysis import truncate_method
-from lopt_core.evaluation import evaluate
+    """from lopt_core.lab.analysis import truncate_method
+from lopt_core.evaluation.evaluator import evaluate
 r = slider.slider.value
 cut = truncate_method(method, r, backbone)
 print(f"kernel: r={r} accuracy={evaluate(cut, backbone, task, 'validation', 16)['accuracy']:.3f}")""",
@@ -90,8 +90,8 @@ def accept_dialog(page, wait_ms: int = 8_000) -> None:
 def test_rank_slider_and_method_explorer_in_chromium(lab):
     from playwright.sync_api import expect, sync_playwright
 
-    from lopt_core.backbone import load_backbone
     from lopt_core.methods import build_method
+    from lopt_core.model import load_backbone
 
     url, folder = lab
     with sync_playwright() as p:

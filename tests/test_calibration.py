@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import backbone, make, short_task
 
-from lopt_core.evaluation import evaluate
-from lopt_core.scoring import calibrated, content_free_probs
+from lopt_core.evaluation.evaluator import evaluate
+from lopt_core.evaluation.scoring import calibrated, content_free_probs
 
 
 def biased(bb, token_id: int, bias: float):
@@ -43,8 +43,8 @@ def test_calibration_removes_a_known_label_bias_exactly(label):
 
 @pytest.mark.slow
 def test_calibration_gives_back_what_a_label_bias_took_on_the_embedded_backbone(embedded):
+    from lopt_core.data.tasks import load_task
     from lopt_core.methods import build_method
-    from lopt_core.tasks import load_task
 
     task, method = load_task("sentiment"), build_method("zero_shot", embedded)
     negative = task.verbalizer(embedded.tokenizer).token_ids[0][0]

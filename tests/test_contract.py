@@ -3,12 +3,12 @@ import pytest
 import torch
 from conftest import ATOL, CACHEABLE, METHODS, RTOL, TRAINABLE, batch_of, make, short_generation_task, short_task
 
-from lopt_core.batching import pad
-from lopt_core.generation import generate_ids
+from lopt_core.data.batching import pad
+from lopt_core.evaluation.decoding import generate_ids
+from lopt_core.evaluation.scoring import class_scores, last_positions, loss_and_scores
 from lopt_core.methods import list_methods, load_method, save_method
-from lopt_core.scoring import class_scores, last_positions, loss_and_scores
-from lopt_core.serving import Server
-from lopt_core.train import TrainConfig, Trainer
+from lopt_core.serving.server import Server
+from lopt_core.training.trainer import TrainConfig, Trainer
 
 PROMPTS = ["Table: name : A | food : French\nText:", "Hi", "A longer prompt, about food\nText:"]
 
@@ -180,7 +180,7 @@ def test_a_mixed_task_batch_equals_one_task_at_a_time(tiny, servers):
 
 @pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
 def test_served_generation_equals_the_methods_generation(beams, tiny, servers):
-    from lopt_core.generation import generate
+    from lopt_core.evaluation.decoding import generate
 
     server, methods = servers(tiny.name)
     mixed = server.generate([(label, p) for label in CACHEABLE for p in PROMPTS[:2]], max_new_tokens=5,

@@ -16,13 +16,13 @@ import pytest
 import torch
 from conftest import CACHEABLE, TRAINABLE, backbone, batch_of, make, short_generation_task, short_task
 
-from lopt_core.backbone import TINY_SPECS, load_backbone
-from lopt_core.batching import LengthPolicy, last_positions
-from lopt_core.evaluation import to_device
-from lopt_core.generation import encode_prompts, generate
-from lopt_core.scoring import class_scores, loss_terms
-from lopt_core.serving import Server
-from lopt_core.train import TrainConfig, Trainer
+from lopt_core.data.batching import LengthPolicy, last_positions
+from lopt_core.evaluation.decoding import encode_prompts, generate
+from lopt_core.evaluation.evaluator import to_device
+from lopt_core.evaluation.scoring import class_scores, loss_terms
+from lopt_core.model import TINY_SPECS, load_backbone
+from lopt_core.serving.server import Server
+from lopt_core.training.trainer import TrainConfig, Trainer
 
 ACCEL = os.environ.get("LOPT_ACCEL_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
 SPECS = [s for s in os.environ.get("LOPT_ACCEL_SPECS", "").split(",") if s] or list(TINY_SPECS)

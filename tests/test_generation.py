@@ -5,10 +5,11 @@ import pytest
 import torch
 from conftest import backbone, make, short_generation_task
 
-from lopt_core.generation import banned_token_ids, evaluate_generation, generate, generate_ids
+from lopt_core.evaluation.decoding import banned_token_ids, generate, generate_ids
+from lopt_core.evaluation.evaluator import evaluate_generation
+from lopt_core.evaluation.metrics import corpus_bleu, exact_match, rouge_l
 from lopt_core.methods import build_method
 from lopt_core.methods.base import adds_bos
-from lopt_core.metrics import corpus_bleu, exact_match, rouge_l
 
 PROMPTS = ["Table: name : A | food : French\nText:", "Hi", "A longer prompt, about food\nText:"]
 
@@ -100,7 +101,7 @@ def test_evaluate_generation_scores_each_output_against_its_own_references():
 
 
 def test_instruction_scores_exact_match_closed_and_rouge_free():
-    from lopt_core.generation import answer_type, instruction_scores
+    from lopt_core.evaluation.evaluator import answer_type, instruction_scores
 
     rows = [{"task": "parity", "instruction": "i", "references": ["even"], "answer_type": "closed"},
             {"task": "parity", "instruction": "i", "references": ["odd"], "answer_type": "closed"},

@@ -8,9 +8,12 @@ import torch
 from conftest import METHODS, backbone, make
 from safetensors.torch import load_file, save_file
 
-from lopt_core.backbone import TINY_SPECS
-from lopt_core.batching import pad
-from lopt_core.interop import (
+from lopt_core.data.batching import pad
+from lopt_core.data.tasks import Task
+from lopt_core.evaluation.scoring import class_scores
+from lopt_core.methods.base import adds_bos
+from lopt_core.model import TINY_SPECS
+from lopt_core.serving.interop import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     SIDECAR,
@@ -21,9 +24,6 @@ from lopt_core.interop import (
     read_sidecar,
     to_peft,
 )
-from lopt_core.methods.base import adds_bos
-from lopt_core.scoring import class_scores
-from lopt_core.tasks import Task
 
 EXPORTABLE = ["prompt_tuning", "lopt1", "lopt2", "prefix_tuning", "prefix_tuning_raw"]
 TEXTS = ["a fine film =", "no =", "loved every minute of it ="]
@@ -230,9 +230,9 @@ def test_an_imported_adapter_is_a_kit_method_for_analysis_the_slider_and_serving
     from conftest import short_task
 
     from lopt_core import analysis
-    from lopt_core.evaluation import evaluate
-    from lopt_core.serving import Server
-    from lopt_core.widgets import rank_slider
+    from lopt_core.evaluation.evaluator import evaluate
+    from lopt_core.lab.widgets import rank_slider
+    from lopt_core.serving.server import Server
 
     bb, task = backbone("tiny-llama-bos"), short_task()
     method = make("lopt2", bb, perturb=0.05)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import backbone, make, short_generation_task, short_task
 
-from lopt_core.batching import LengthPolicy
-from lopt_core.generation import generate_ids
-from lopt_core.scoring import class_scores
-from lopt_core.tasks import Task
-from lopt_core.train import TrainConfig, Trainer, evaluate
+from lopt_core.data.batching import LengthPolicy
+from lopt_core.data.tasks import Task
+from lopt_core.evaluation.decoding import generate_ids
+from lopt_core.evaluation.scoring import class_scores
+from lopt_core.training.trainer import TrainConfig, Trainer, evaluate
 
 
 def test_policy_keeps_bos_and_the_prompts_end_and_cuts_the_target_first():

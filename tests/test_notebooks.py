@@ -6,8 +6,8 @@ import re
 import pandas as pd
 import pytest
 
-from lopt_core.notebooks import execute_notebook, list_notebooks, run_solutions
-from lopt_core.profiles import get_profile
+from lopt_core.lab.notebooks import execute_notebook, list_notebooks, run_solutions
+from lopt_core.lab.profiles import get_profile
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
@@ -130,8 +130,8 @@ def test_06_iapt(out_root):
     small = [row["trainable_parameters"] for row in m["comparison"] if row["budget"] == "small"]
     assert len(small) == 3 and max(small) / min(small) < 1.05  # the same budget, within 5% (computed from L, d, W)
     assert budget["iapt (m=1)"]["trainable_parameters"] == 30 * (2 * 576 + 4) + 30 * 12
-    from lopt_core.generation import answer_type
-    from lopt_core.tasks import load_task
+    from lopt_core.data.tasks import load_task
+    from lopt_core.evaluation.evaluator import answer_type
 
     rows = load_task("instructions").examples("test", m["eval_rows"])  # the table must add up from its sub-tasks
     closed = {}
@@ -158,7 +158,7 @@ def test_notebook_runs_on_another_layout_and_size(name, out_root):
     learns nothing, so only what holds for any backbone is checked: the notebook's own by-hand-vs-library asserts
     ran, and its results name this backbone's sizes."""
     m, out = run(name, out_root, backbone_spec=GUARD)
-    from lopt_core.backbone import load_backbone
+    from lopt_core.model import load_backbone
 
     guard = load_backbone(GUARD)
     if name == "00":

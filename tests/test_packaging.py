@@ -4,7 +4,7 @@ import pytest
 import tomllib
 from conftest import ROOT
 
-from lopt_core.notebooks import all_notebooks, is_stripped
+from lopt_core.lab.notebooks import all_notebooks, is_stripped
 
 
 def test_environment_yml_pip_section_matches_pyproject():

@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT, TRAINABLE, batch_of, make, short_generation_task, short_task
 from safetensors.torch import load_file
 
-from lopt_core.scoring import loss_and_scores
-from lopt_core.train import TrainConfig, Trainer
+from lopt_core.evaluation.scoring import loss_and_scores
+from lopt_core.training.trainer import TrainConfig, Trainer
 
 
 def gradients(method, backbone, task, checkpointing: bool) -> dict:
@@ -77,7 +77,7 @@ def test_gradient_accumulation_of_two_half_batches_equals_one_batch_when_they_ho
 
 
 def batch_of_rows(n):
-    from lopt_core.sampler import batch_indices
+    from lopt_core.data.sampler import batch_indices
 
     return batch_indices(8, n, 0, 0)  # short_task() has 8 training rows: step 0 of batch n
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import CACHEABLE, METHODS, backbone, batch_of, make, short_task
 
-from lopt_core.backbone import load_backbone
-from lopt_core.scoring import class_scores
-from lopt_core.serving import Server
-from lopt_core.train import TrainConfig, Trainer
+from lopt_core.evaluation.scoring import class_scores
+from lopt_core.model import load_backbone
+from lopt_core.serving.server import Server
+from lopt_core.training.trainer import TrainConfig, Trainer
 
 
 def in_bf16(bb):
@@ -63,7 +63,7 @@ def test_every_method_in_bf16_stays_within_twice_the_backbones_own_error(label, 
 def test_served_keys_and_values_are_made_in_the_precision_requests_run_in(label, tiny, bare_gap):
     """A soft prompt's K/V come out of bf16 projections; a prefix is exactly the table the method's own
     bf16 forward puts in its cache. bf16 requests on them score as that forward does."""
-    from lopt_core.generation import prefill
+    from lopt_core.evaluation.decoding import prefill
 
     bf = in_bf16(tiny)
     method = make(label, tiny, perturb=0.3)

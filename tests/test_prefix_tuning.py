@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import ATOL, RTOL, short_generation_task
 
-from lopt_core.kv import join_layers, prefix_cache, split_table, text_kv
 from lopt_core.methods import build_method, load_method, save_method
+from lopt_core.model.kv import join_layers, prefix_cache, split_table, text_kv
 
 
 def batch_of(backbone, n=3):

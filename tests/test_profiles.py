@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import make, short_task
 
-from lopt_core.backbone import load_backbone
 from lopt_core.cli import main
-from lopt_core.profiles import get_profile
-from lopt_core.train import TrainConfig, Trainer
+from lopt_core.lab.profiles import get_profile
+from lopt_core.model import load_backbone
+from lopt_core.training.trainer import TrainConfig, Trainer
 
 
 def glue_folder(root):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lopt_core.notebooks import list_notebooks, run_code
+from lopt_core.lab.notebooks import list_notebooks, run_code
 
 
 def test_a_notebook_runs_in_process_with_its_parameters(tmp_path):

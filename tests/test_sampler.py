@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from lopt_core.sampler import batch_indices, epoch_order, padding_efficiency
+from lopt_core.data.sampler import batch_indices, epoch_order, padding_efficiency
 
 _rng = random.Random(0)
 LENGTHS = tuple(_rng.randint(5, 120) for _ in range(1000))

@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import ATOL, RTOL, backbone, make, short_task
 
+from lopt_core.evaluation.scoring import class_scores
 from lopt_core.methods import build_method
-from lopt_core.scoring import class_scores
-from lopt_core.serving import Server
+from lopt_core.serving.server import Server
 
 
 @pytest.fixture(scope="module")

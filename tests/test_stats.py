@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from lopt_core.stats import mean_ci, paired_difference, summarise, t_cdf, t_quantile
+from lopt_core.evaluation.stats import mean_ci, paired_difference, summarise, t_cdf, t_quantile
 
 
 @pytest.mark.parametrize("p, df, want", [(0.975, 2, 4.303), (0.975, 1, 12.706), (0.975, 4, 2.776), (0.975, 10, 2.228),
@@ -52,7 +52,7 @@ def test_summarise_groups_seeds():
 
 
 def test_paired_table_compares_every_method_with_the_baseline():
-    from lopt_core.stats import paired_table
+    from lopt_core.evaluation.stats import paired_table
 
     rows = [{"method": m, "seed": s, "accuracy": v} for m, vals in
             (("prompt_tuning", [0.86, 0.87, 0.88]), ("lopt2", [0.85, 0.85, 0.86])) for s, v in enumerate(vals)]

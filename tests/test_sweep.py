@@ -7,7 +7,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from lopt_core.cli import main
-from lopt_core.sweep import flatten, grid, parse_values, run_sweep
+from lopt_core.lab.sweep import flatten, grid, parse_values, run_sweep
 
 pytestmark = pytest.mark.notebook
 
@@ -91,7 +91,7 @@ def test_missing_notebook_is_a_clear_error(tmp_path):
 
 
 def test_cell_timeout_is_30_min_under_ci_and_none_for_long_profiles(tmp_path):
-    from lopt_core.notebooks import cell_timeout, execute_notebook
+    from lopt_core.lab.notebooks import cell_timeout, execute_notebook
 
     assert cell_timeout("ci") == 1800 and cell_timeout("cpu") is None and cell_timeout("gpu") is None
     assert cell_timeout("cpu", 5) == 5 and cell_timeout("ci", None) is None

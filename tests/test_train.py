@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import short_generation_task
 
+from lopt_core.data.tasks import load_task
 from lopt_core.methods import build_method, load_method
-from lopt_core.tasks import load_task
-from lopt_core.train import TrainConfig, Trainer, TrainingDiverged, evaluate
+from lopt_core.training.trainer import TrainConfig, Trainer, TrainingDiverged, evaluate
 
 FAST = dict(batch_size=4, eval_every=3, eval_limit=8, eval_batch_size=8, progress=False)
 

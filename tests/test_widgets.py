@@ -1,9 +1,9 @@
 """Widget callbacks driven headlessly by setting values in Python."""
 import pytest
 
+from lopt_core.data.tasks import load_task
+from lopt_core.lab.widgets import MethodExplorer, rank_slider
 from lopt_core.methods import build_method
-from lopt_core.tasks import load_task
-from lopt_core.widgets import MethodExplorer, rank_slider
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_rank_slider_scores_each_rank_once(slider):
 
 
 def test_rank_slider_truncation_at_full_rank_scores_like_the_prompt(slider, tiny_llama):
-    from lopt_core.train import evaluate
+    from lopt_core.training.trainer import evaluate
 
     full = evaluate(slider.method, tiny_llama, slider.task, "validation", 8)
     assert slider.score(6)["accuracy"] == full["accuracy"]

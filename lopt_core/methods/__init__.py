@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lopt_core.backbone import Backbone
 from lopt_core.methods.base import CachedPrompt, MethodConfig, PromptMethod
+from lopt_core.model.backbone import Backbone
 from lopt_core.utils import atomic_path, read_json, write_json
 
 _METHODS: dict[str, type[PromptMethod]] = {}

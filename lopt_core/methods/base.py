@@ -16,8 +16,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lopt_core.backbone import Backbone
-from lopt_core.batching import check_context, check_right_padded
+from lopt_core.data.batching import check_context, check_right_padded
+from lopt_core.model.backbone import Backbone
 from lopt_core.utils import option
 
 PROMPT_LEN = "n: soft tokens of an input prompt, prefix positions (prefix-tuning) or tokens generated per layer (IAPT)"
@@ -75,13 +75,13 @@ class PromptMethod(nn.Module, ABC):
 
     Subclasses take ``(config, backbone, initialise=True)``; ``initialise=False`` skips any costly
     data-dependent start (a fit, a calibration pass) because a saved state is about to be loaded.
-    Every batch a method sees is right-padded (``lopt_core.batching``).
+    Every batch a method sees is right-padded (``lopt_core.data.batching``).
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     recommended_lr: ClassVar[float] = 3e-2  # AdamW default for this method's parameters
-    # where the method's fixed prompt goes, for export (lopt_core.interop): "input" (X (n, d) before the text's
+    # where the method's fixed prompt goes, for export (lopt_core.serving.interop): "input" (X (n, d) before the text's
     # embeddings), "kv" (a (n, L·2·n_kv·head_dim) key/value table at every layer) or None (no fixed prompt)
     prompt_kind: ClassVar[str | None] = None
 
@@ -117,7 +117,7 @@ class PromptMethod(nn.Module, ABC):
     def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
         """The method's effect as a cache prefix that every request can start from.
 
-        Serving computes this once per task and reuses it for every request (``lopt_core.serving``).
+        Serving computes this once per task and reuses it for every request (``lopt_core.serving.server``).
         Input-dependent methods cannot, and say so.
         """
         raise NotImplementedError(f"{self.name} has no input-independent prompt to cache")
@@ -182,7 +182,7 @@ class InputPromptMethod(PromptMethod):
     def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
         """Run the soft prompt alone through the model (under the backbone's precision, as requests run):
         its K/V at positions 0..n-1 are exactly what every later token attends to (causal attention)."""
-        from lopt_core.kv import cache_layers, new_cache
+        from lopt_core.model.kv import cache_layers, new_cache
 
         X = self.prompt_matrix().to(backbone.dtype).unsqueeze(0)  # (1, n, d)
         bos = adds_bos(backbone)

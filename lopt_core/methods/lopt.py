@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lopt_core.backbone import Backbone
 from lopt_core.methods import register
 from lopt_core.methods.base import (
     InputPromptMethod,
@@ -28,6 +27,7 @@ from lopt_core.methods.base import (
     initial_prompt,
     vocab_token_ids,
 )
+from lopt_core.model.backbone import Backbone
 from lopt_core.utils import option
 
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lopt_core.backbone import Backbone
-from lopt_core.batching import check_context, check_right_padded
-from lopt_core.kv import ReadOnlyCache, join_layers, kv_width, prefix_cache, split_table, text_kv
+from lopt_core.data.batching import check_context, check_right_padded
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, CachedPrompt, MethodConfig, PromptMethod
+from lopt_core.model.backbone import Backbone
+from lopt_core.model.kv import ReadOnlyCache, join_layers, kv_width, prefix_cache, split_table, text_kv
 from lopt_core.utils import option, seeded
 
 INITS = ("random", "zero", "text")

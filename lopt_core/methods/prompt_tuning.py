@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lopt_core.backbone import Backbone
 from lopt_core.methods import register
 from lopt_core.methods.base import InputPromptMethod, PromptInitConfig, initial_prompt
+from lopt_core.model.backbone import Backbone
 
 
 @dataclass

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
-from lopt_core.backbone import Backbone
-from lopt_core.batching import check_context, check_right_padded
+from lopt_core.data.batching import check_context, check_right_padded
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, CachedPrompt, MethodConfig, PromptMethod
+from lopt_core.model.backbone import Backbone
 from lopt_core.utils import option
 
 

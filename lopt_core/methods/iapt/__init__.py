@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lopt_core.backbone import Backbone
-from lopt_core.batching import check_context, check_right_padded, pad, pad_id, positions
-from lopt_core.kv import ReadOnlyCache, new_cache, project_kv
+from lopt_core.data.batching import check_context, check_right_padded, pad, pad_id, positions
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, MethodConfig, PromptMethod
-from lopt_core.methods.rational import RationalActivation, full_precision
+from lopt_core.methods.iapt.rational import RationalActivation, full_precision
+from lopt_core.model.backbone import Backbone
+from lopt_core.model.kv import ReadOnlyCache, new_cache, project_kv
 from lopt_core.utils import option, seeded
 
 POOLINGS = ("attention", "mean", "last")

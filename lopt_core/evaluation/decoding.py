@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from lopt_core.backbone import Backbone
-from lopt_core.batching import LengthPolicy, check_text, input_limit, pad, pad_id, positions
-from lopt_core.kv import left_align, new_cache
+from lopt_core.data.batching import LengthPolicy, check_text, input_limit, pad, pad_id, positions
+from lopt_core.model.backbone import Backbone
+from lopt_core.model.kv import left_align, new_cache
 
 
 @dataclass(frozen=True)
@@ -134,57 +134,3 @@ def generate_ids(method, backbone: Backbone, prompts: list[str], max_new_tokens:
         method.train(was_training)
     policy.warn()
     return outputs
-
-
-def evaluate_generation(method, backbone: Backbone, task, split: str = "test", limit: int | None = None,
-                        num_beams: int = 1, max_new_tokens: int = 60, batch_size: int = 8,
-                        progress: bool = False) -> dict:
-    """Generate for each source of a generation task and score against all its references:
-    corpus BLEU (sacrebleu, multi-reference) and ROUGE-L (rouge-score, best reference), both ×100."""
-    from lopt_core.metrics import corpus_bleu, rouge_l
-
-    rows = task.examples(split, limit)
-    prompts = [task.prompt(r) for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))  # length bucketing: less padding
-    ordered = generate(method, backbone, [prompts[i] for i in order], max_new_tokens, num_beams,
-                       batch_size=batch_size, progress=progress)
-    outputs = [""] * len(rows)
-    for i, text in zip(order, ordered):
-        outputs[i] = text
-    references = [r["references"] for r in rows]
-    result = {"split": split, "n": len(rows), "num_beams": num_beams, "bleu": corpus_bleu(outputs, references),
-              "rouge_l": rouge_l(outputs, references),
-              "samples": [{"source": task.prompt(r), "output": o, "references": r["references"]}
-                          for r, o in zip(rows[:5], outputs[:5])]}
-    if rows and "instruction" in rows[0]:
-        result.update(instruction_scores(rows, outputs))
-    return result
-
-
-def answer_type(row: dict) -> str:
-    """"closed" (exact match) or "free" (ROUGE-L): the row's own field, else short answers are closed."""
-    return row.get("answer_type") or ("closed" if len(row["references"][0].split()) <= 3 else "free")
-
-
-def instruction_scores(rows: list[dict], outputs: list[str]) -> dict:
-    """Exact match on closed-form answers, ROUGE-L on free text, and a score per sub-task."""
-    from lopt_core.metrics import exact_match, rouge_l
-
-    closed = [i for i, r in enumerate(rows) if answer_type(r) == "closed"]
-    free = [i for i, r in enumerate(rows) if answer_type(r) == "free"]
-    out: dict = {}
-    if closed:
-        out["exact_match"] = exact_match([outputs[i] for i in closed], [rows[i]["references"][0] for i in closed])
-    if free:
-        out["rouge_l_free"] = rouge_l([outputs[i] for i in free], [rows[i]["references"] for i in free])
-    by_task: dict = {}
-    for name in sorted({r.get("task", "all") for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r.get("task", "all") == name]
-        if answer_type(rows[idx[0]]) == "closed":
-            score = exact_match([outputs[i] for i in idx], [rows[i]["references"][0] for i in idx])
-            by_task[name] = {"metric": "exact_match", "score": score, "n": len(idx)}
-        else:
-            score = rouge_l([outputs[i] for i in idx], [rows[i]["references"] for i in idx])
-            by_task[name] = {"metric": "rouge_l", "score": score / 100, "n": len(idx)}
-    out["by_task"] = by_task
-    return out

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lopt_core.backbone import Backbone
-from lopt_core.batching import check_text, pad, pad_id
-from lopt_core.generation import DecodeConfig, decode
-from lopt_core.kv import new_cache
+from lopt_core.data.batching import check_text, pad, pad_id
+from lopt_core.evaluation.decoding import DecodeConfig, decode
+from lopt_core.evaluation.scoring import label_logits
 from lopt_core.methods import CachedPrompt
-from lopt_core.scoring import label_logits
+from lopt_core.model.backbone import Backbone
+from lopt_core.model.kv import new_cache
 
 
 @dataclass
@@ -147,7 +147,7 @@ class Server:
         return results
 
     def _classify_sequences(self, name: str, text: str) -> dict:
-        from lopt_core.scoring import class_scores
+        from lopt_core.evaluation.scoring import class_scores
 
         entry = self.prompts[name]
         longest = max(len(s) for s in entry.task.verbalizer(self.backbone.tokenizer).token_ids)

@@ -9,7 +9,7 @@ PEFT (the pinned 0.21.2) saves every prompt-learning adapter as ``adapter_config
   BOS (``add_special_tokens=False``) and PEFT computes exactly the kit's ``[BOS][X][text]``.
 - ``PREFIX_TUNING``: the table (n, L·2·n_kv·head_dim), per token K_0, V_0, K_1, V_1, ... with
   grouped-query attention sized by the key/value heads (``token_dim = n_kv·head_dim``,
-  ``num_attention_heads = n_kv``): the kit's own table layout (``lopt_core.kv.split_table``).
+  ``num_attention_heads = n_kv``): the kit's own table layout (``lopt_core.model.kv.split_table``).
 
 prompt_tuning, lopt1 and lopt2 export their materialised X; prefix_tuning its materialised table (the MLP
 is dropped, as PEFT does on save). IAPT generates its prompts from each input and has no PEFT equivalent.
@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lopt_core.backbone import Backbone, prepare_embedded
-from lopt_core.kv import kv_width
 from lopt_core.methods import build_method, make_config, method_class
 from lopt_core.methods.base import PromptMethod, adds_bos
+from lopt_core.model.backbone import Backbone
+from lopt_core.model.embedded import prepare_embedded
+from lopt_core.model.kv import kv_width
 from lopt_core.utils import atomic_path, read_json, write_json
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS, SIDECAR = "adapter_config.json", "adapter_model.safetensors", "lopt_kit.json"

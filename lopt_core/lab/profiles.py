@@ -45,7 +45,7 @@ class Profile:
         """The ``TrainConfig`` of this profile for one seed; ``overrides`` win (e.g. ``lr=3e-2``). With
         ``method`` (a registry key), the rate this profile tuned for it, if any (else the method's own
         ``recommended_lr`` applies)."""
-        from lopt_core.train import TrainConfig
+        from lopt_core.training.trainer import TrainConfig
 
         base = {"steps": self.steps, "batch_size": self.batch_size, "eval_every": self.eval_every,
                 "eval_limit": self.eval_limit, "final_eval_limit": self.test_limit, "seed": seed,
@@ -54,13 +54,13 @@ class Profile:
         return TrainConfig(**{**base, **given})
 
     def load_backbone(self, **options):
-        from lopt_core.backbone import load_backbone
+        from lopt_core.model.backbone import load_backbone
 
         return load_backbone(self.backbone, **options)
 
     def load_task(self, name: str | None = None, **options):
         """The profile's task (or ``name``), its train split cut to ``train_limit`` rows."""
-        from lopt_core.tasks import load_task
+        from lopt_core.data.tasks import load_task
 
         if name is None:
             options = {"source": self.task_source, "path": self.task_path, **options}

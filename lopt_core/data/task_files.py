@@ -21,7 +21,7 @@
   ``columns`` (column names of CSV/TSV files that have no header row), ``validation_from_train``
   (true: validation is carved from train and a validation file, if any, is reported as test).
 
-Splits follow the kit's roles (``lopt_core.tasks``): without a validation file, validation is carved from
+Splits follow the kit's roles (``lopt_core.data.tasks``): without a validation file, validation is carved from
 train; without a test file, the validation file becomes test and validation is carved. Every error names
 the field, or the file and line.
 """
@@ -32,8 +32,8 @@ import json
 import string
 from pathlib import Path
 
-from lopt_core.formats import DataError
-from lopt_core.tasks import ALIASES, SPLITS, Task
+from lopt_core.data.formats import DataError
+from lopt_core.data.tasks import ALIASES, SPLITS, Task
 
 REQUIRED = {"name": str, "kind": str, "files": dict, "text_columns": list}
 OPTIONAL = {"label_column": str, "label_words": dict, "target_column": str, "template": str, "columns": list,

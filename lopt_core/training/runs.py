@@ -90,7 +90,7 @@ class RunFolder:
             history.to_csv(tmp, index=False)
         save_method(method, self.path / "method", backbone_name)
         if len(history):
-            from lopt_core import plots  # matplotlib only when there is a figure to write
+            from lopt_core.evaluation import plots  # matplotlib only when there is a figure to write
 
             fig = plots.loss_curves({method.name: history})
             plots.save(fig, self.path / "loss.png")

@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from lopt_core import plots
-from lopt_core.analysis import kv_bytes_per_request, singular_values, truncate_method
-from lopt_core.evaluation import evaluate
+from lopt_core.evaluation import plots
+from lopt_core.evaluation.evaluator import evaluate
+from lopt_core.lab.analysis import kv_bytes_per_request, singular_values, truncate_method
 
 
 class RankSlider:

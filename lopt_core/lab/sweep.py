@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lopt_core.notebooks import execute_notebook
+from lopt_core.lab.notebooks import execute_notebook
 from lopt_core.utils import atomic_path, read_json, write_json
 
 

@@ -43,7 +43,7 @@ def check_right_padded(mask: torch.Tensor) -> None:
     expected = torch.arange(mask.shape[1], device=mask.device)[None] < lengths
     if not torch.equal(mask.bool(), expected):
         raise ValueError("the batch is not right-padded: methods read the answer at each row's last real token "
-                         "and start positions at 0. Pad on the right (Task.collate and lopt_core.batching.pad "
+                         "and start positions at 0. Pad on the right (Task.collate and lopt_core.data.batching.pad "
                          "do); generation and serving left-align internally.")
 
 
@@ -60,7 +60,8 @@ def check_context(backbone, mask: torch.Tensor, extra: int = 0, what: str = "the
         shown = ", ".join(f"row {i} needs {int(needed[i])}" for i in over[:5]) + (" …" if len(over) > 5 else "")
         raise ValueError(f"{what}: {len(over)} of {mask.shape[0]} rows do not fit {backbone.name}'s context of "
                          f"{context} positions ({shown}, counting {extra} added by the method). Cut the inputs "
-                         "first: evaluate, generate and the Trainer do (max_length, lopt_core.batching.LengthPolicy), "
+                         "first: evaluate, generate and the Trainer do (max_length, "
+                         "lopt_core.data.batching.LengthPolicy), "
                          "and Task.collate(..., backbone=backbone, method=method) does.")
 
 

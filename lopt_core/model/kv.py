@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from lopt_core.backbone import Backbone
+from lopt_core.model.backbone import Backbone
 
 
 def new_cache() -> DynamicCache:
@@ -107,7 +107,7 @@ def left_align(cache, mask: torch.Tensor, drop_last: int = 0, repeat: int = 1) -
     the decoder), and the cache's rows are repeated ``repeat`` times (beams; ``generate`` repeats the mask
     and input ids itself). Returns the new cache and its (unrepeated) mask.
     """
-    from lopt_core.batching import left_align_order
+    from lopt_core.data.batching import left_align_order
 
     order = left_align_order(mask)  # (B, T)
     keep = order.shape[1] - drop_last
@@ -203,7 +203,8 @@ def kv_projector(backbone: Backbone) -> Callable:
     if kind not in _DECODERS:
         raise NotImplementedError(
             f"the kit does not know how layers of model_type {kind!r} ({type(backbone.transformer).__name__}) "
-            f"compute keys and values; known: {', '.join(sorted(_DECODERS))}. Add an entry to lopt_core.kv._decoders "
+            f"compute keys and values; known: {', '.join(sorted(_DECODERS))}. Add an entry to "
+            "lopt_core.model.kv._decoders "
             "(its input norm, k/v projections and rotary embedding) to use IAPT on it.")
     return _DECODERS[kind]
 
