@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import os
-import string
 import sys
 import time
 import typing
@@ -143,10 +142,9 @@ def _weights_dtype(cfg: dict):
 
 
 def cmd_train(args) -> int:
-    import torch
 
     from lopt_core.methods import build_method, config_fields
-    from lopt_core.model.backbone import load_backbone
+    from lopt_core.model.backbone import DTYPES, load_backbone
     from lopt_core.training.trainer import TrainConfig, Trainer
     from lopt_core.utils import seed_everything
 
@@ -167,7 +165,7 @@ def cmd_train(args) -> int:
                        "task_source_kind": args.source})
     if args.train_limit:
         task.splits["train"] = task.splits["train"][: args.train_limit]
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = DTYPES[args.dtype]
     backbone = load_backbone(args.backbone, device=args.device, dtype=dtype, precision=args.precision)
     method = build_method(args.method, backbone, **given)
     out = Path(args.out) if args.out else RUNS_DIR / f"{args.method}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -244,7 +242,7 @@ def cmd_predict(args) -> int:
         task = _load_task(cfg)
         server.add(name, load_method(Path(run) / "method", backbone), task)
         kinds[name] = task.kind
-        fields = {f for _, f, _, _ in string.Formatter().parse(task.template) if f}
+        fields = set(task.fields)
         fitting = [i for i, row in enumerate(rows) if fields <= set(row)]  # a row goes to the runs it fits
         used.update(fitting)
         requests += [(name, p) for p in args.prompt] + [(name, task.prompt(rows[i])) for i in fitting]

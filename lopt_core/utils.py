@@ -17,6 +17,11 @@ import numpy as np
 import torch
 
 
+class KitError(Exception):
+    """An error the kit explains itself: the CLI prints its message alone and exits with status 2.
+    Anything else keeps its traceback (a bug should be seen)."""
+
+
 def option(default: Any, help: str):
     """A config field with its help text, written once: ``--help`` of the CLI shows it."""
     if isinstance(default, (list, dict, set)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import string
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -46,6 +47,11 @@ def _need(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     return path
+
+
+def template_fields(template: str) -> list[str]:
+    """The row fields a prompt template reads, in order (``"{text} =" → ["text"]``)."""
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

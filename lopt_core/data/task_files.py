@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import csv
 import json
-import string
 from pathlib import Path
 
-from lopt_core.data.formats import DataError
+from lopt_core.data.formats import DataError, template_fields
 from lopt_core.data.tasks import ALIASES, SPLITS, Task
 
 REQUIRED = {"name": str, "kind": str, "files": dict, "text_columns": list}
@@ -55,7 +54,7 @@ def load_task_file(path: str | Path) -> Task:
     kind, columns = spec["kind"], spec["text_columns"]
     template = spec.get("template") or "\n".join(f"{c.replace('_', ' ').capitalize()}: {{{c}}}" for c in columns) \
         + ("\nAnswer:" if kind == "classification" else "\nOutput:")
-    unknown = [f for _, f, _, _ in string.Formatter().parse(template) if f and f not in columns]
+    unknown = [f for f in template_fields(template) if f not in columns]
     if unknown:
         raise TaskFileError(f"{path}: 'template' reads {unknown}, which are not in 'text_columns' {columns}")
     words = spec.get("label_words", {})

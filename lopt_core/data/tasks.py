@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -90,7 +89,7 @@ class Task:
     @property
     def fields(self) -> list[str]:
         """The row fields the template reads."""
-        return [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
+        return formats.template_fields(self.template)
 
     def prompt(self, row: dict) -> str:
         """The prompt text for a row (the "instruction" part, before any label or target).

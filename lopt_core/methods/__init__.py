@@ -1,4 +1,6 @@
-"""Method registry: ``build_method("lopt2", backbone, prompt_len=20, rank=2)``.
+"""Methods: one module per method behind one interface (``base``), and the registry that builds them.
+
+``build_method("lopt2", backbone, prompt_len=20, rank=2)``.
 
 Each method lives in its own module of this package and registers itself with ``@register``;
 the modules are discovered here, so adding a method touches nothing central.

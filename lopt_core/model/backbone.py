@@ -26,7 +26,8 @@ from lopt_core.model.tiny import TINY, byte_tokenizer, tiny_model
 from lopt_core.utils import get_device, hub_offline_mode, hub_reachable
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the one name → dtype map
+_AUTOCAST_DTYPES = {k: v for k, v in DTYPES.items() if k != "fp32"}
 
 
 @dataclass

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from lopt_core.methods import build_method, make_config, method_class
 from lopt_core.methods.base import PromptMethod, adds_bos
-from lopt_core.model.backbone import Backbone
+from lopt_core.model.backbone import DTYPES, Backbone
 from lopt_core.model.embedded import prepare_embedded
 from lopt_core.model.kv import kv_width
 from lopt_core.utils import atomic_path, read_json, write_json
@@ -36,7 +36,6 @@ from lopt_core.utils import atomic_path, read_json, write_json
 ADAPTER_CONFIG, ADAPTER_WEIGHTS, SIDECAR = "adapter_config.json", "adapter_model.safetensors", "lopt_kit.json"
 PEFT_TYPES = {"input": "PROMPT_TUNING", "kv": "PREFIX_TUNING"}  # where a method's prompt goes → PEFT's name
 EMBEDDINGS, EMBEDDINGS_JSON = "prompt_embeds.safetensors", "prompt_embeds.json"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _exported_prompt(method: PromptMethod, backbone: Backbone) -> tuple[str, torch.Tensor, bool]:
