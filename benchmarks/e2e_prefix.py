@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from lopt_core import evaluate_generation
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.evaluation.stats import paired_difference
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.evaluation.decoding import generate
 from lopt_core.evaluation.stats import paired_difference
 from lopt_core.methods import build_method

@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 from lopt_core.serving.server import Server

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from lopt_core import analysis
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.evaluation.stats import paired_difference
 from lopt_core.lab.sweep import run_key

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
+from lopt_core.data import load_task
 from lopt_core.data.sampler import batch_indices, padding_efficiency
-from lopt_core.data.tasks import load_task
 from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.methods import build_method
 from lopt_core.methods.prompt_tuning import PromptTuning, PromptTuningConfig

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from lopt_core.data.tasks import Task
+from lopt_core.data import Task
 from lopt_core.evaluation.scoring import loss_and_scores
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone

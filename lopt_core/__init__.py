@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 # name → the module that defines it (the one place to look it up)
 _API = {
     # data
-    "load_task": "lopt_core.data.tasks", "load_task_file": "lopt_core.data.task_files",
-    "list_tasks": "lopt_core.data.tasks", "register_task": "lopt_core.data.tasks", "Task": "lopt_core.data.tasks",
+    "load_task": "lopt_core.data.registry", "load_task_file": "lopt_core.data.task_files",
+    "list_tasks": "lopt_core.data.registry", "register_task": "lopt_core.data.registry", "Task": "lopt_core.data.task",
     "DataError": "lopt_core.data.formats",
     # model
     "load_backbone": "lopt_core.model.backbone", "Backbone": "lopt_core.model.backbone",

@@ -127,7 +127,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _load_task(cfg: dict, data: str | None = None):
     """The task a run's config (or the command line) names: a task file, or a registered task."""
-    from lopt_core.data.tasks import load_task, load_task_file
+    from lopt_core.data import load_task, load_task_file
 
     if cfg.get("task_file"):
         return load_task_file(cfg["task_file"])
@@ -323,7 +323,7 @@ def cmd_import_peft(args) -> int:
 def cmd_info(args) -> int:
     import torch
 
-    from lopt_core.data.tasks import list_tasks, task_description
+    from lopt_core.data.registry import list_tasks, task_description
     from lopt_core.methods import list_methods, method_class
     from lopt_core.model.embedded import cache_root, embedded_cache_dir
     from lopt_core.model.tiny import TINY

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lopt_core.data.tasks import Task
+from lopt_core.data import Task
 from lopt_core.methods import build_method
 from lopt_core.model import TINY_SPECS, load_backbone
 

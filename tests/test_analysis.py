@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lopt_core import analysis as A
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.methods import build_method
 
 

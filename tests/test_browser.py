@@ -21,7 +21,7 @@ CELLS = [
     # the rank slider on a 6-token prompt (random words: what is tested is the widget, not learning)
     """from lopt_core.model import load_backbone
 from lopt_core.methods import build_method
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.lab.widgets import MethodExplorer, rank_slider
 backbone = load_backbone("embedded", device="cpu")
 task = load_task("yesno")  # near chance zero-shot: accuracy moves with the rank

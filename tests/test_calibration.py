@@ -43,7 +43,7 @@ def test_calibration_removes_a_known_label_bias_exactly(label):
 
 @pytest.mark.slow
 def test_calibration_gives_back_what_a_label_bias_took_on_the_embedded_backbone(embedded):
-    from lopt_core.data.tasks import load_task
+    from lopt_core.data import load_task
     from lopt_core.methods import build_method
 
     task, method = load_task("sentiment"), build_method("zero_shot", embedded)

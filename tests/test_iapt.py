@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ATOL, RTOL, short_generation_task, short_task
 
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.methods import build_method
 from lopt_core.methods.iapt.rational import RationalActivation, fit_rational
 from lopt_core.training.trainer import TrainConfig, Trainer

@@ -9,7 +9,7 @@ from conftest import METHODS, backbone, make
 from safetensors.torch import load_file, save_file
 
 from lopt_core.data.batching import pad
-from lopt_core.data.tasks import Task
+from lopt_core.data.task import Task
 from lopt_core.evaluation.scoring import class_scores
 from lopt_core.methods.base import adds_bos
 from lopt_core.model import TINY_SPECS

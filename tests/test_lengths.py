@@ -7,7 +7,7 @@ import torch
 from conftest import backbone, make, short_generation_task, short_task
 
 from lopt_core.data.batching import LengthPolicy
-from lopt_core.data.tasks import Task
+from lopt_core.data.task import Task
 from lopt_core.evaluation.decoding import generate_ids
 from lopt_core.evaluation.scoring import class_scores
 from lopt_core.training.trainer import TrainConfig, Trainer, evaluate

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import ATOL, RTOL, TRAINABLE, backbone, batch_of, make, short_task
 
-from lopt_core.data.tasks import Verbalizer, load_task
+from lopt_core.data import Verbalizer, load_task
 from lopt_core.evaluation.scoring import class_scores, label_logits, sequence_scores
 from lopt_core.methods import build_method, load_method, method_class, save_method
 from lopt_core.methods.lopt import LoPT1, sigma, svd_factors

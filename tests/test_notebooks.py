@@ -130,7 +130,7 @@ def test_06_iapt(out_root):
     small = [row["trainable_parameters"] for row in m["comparison"] if row["budget"] == "small"]
     assert len(small) == 3 and max(small) / min(small) < 1.05  # the same budget, within 5% (computed from L, d, W)
     assert budget["iapt (m=1)"]["trainable_parameters"] == 30 * (2 * 576 + 4) + 30 * 12
-    from lopt_core.data.tasks import load_task
+    from lopt_core.data import load_task
     from lopt_core.evaluation.evaluator import answer_type
 
     rows = load_task("instructions").examples("test", m["eval_rows"])  # the table must add up from its sub-tasks

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from lopt_core.cli import main
+from lopt_core.data import load_task_file
 from lopt_core.data.formats import DataError
 from lopt_core.data.task_files import TaskFileError
-from lopt_core.data.tasks import load_task_file
 
 REVIEWS = ["a lovely film", "dull and long", "loved it", "not for me", "so funny", "a bore", "great cast",
            "weak plot", "moving", "flat", "a gem", "too slow", "warm and wise", "tiresome", "a delight", "lifeless",

@@ -6,8 +6,8 @@ import pytest
 from conftest import ROOT, shared_data
 
 from lopt_core import formats
+from lopt_core.data import Task, Verbalizer, list_tasks, load_task
 from lopt_core.data.formats import DataError
-from lopt_core.data.tasks import Task, Verbalizer, list_tasks, load_task
 
 BUILTIN = {"sentiment": (600, 200, 200), "topic": (600, 200, 200), "yesno": (400, 150, 150),
            "restaurant": (300, 50, 50), "instructions": (800, 200, 200)}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import short_generation_task
 
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.methods import build_method, load_method
 from lopt_core.training.trainer import TrainConfig, Trainer, TrainingDiverged, evaluate
 

@@ -1,7 +1,7 @@
 """Widget callbacks driven headlessly by setting values in Python."""
 import pytest
 
-from lopt_core.data.tasks import load_task
+from lopt_core.data import load_task
 from lopt_core.lab.widgets import MethodExplorer, rank_slider
 from lopt_core.methods import build_method
 

@@ -54,22 +54,29 @@ def template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Plain JSON lines; a line that is not a JSON object is an error naming the line."""
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON-lines file; a line that is not a JSON object is
+    an error naming the file and the line. The one JSONL reader of the kit."""
     path = _need(path)
-    rows = []
+    records = []
     with path.open(encoding="utf-8") as f:
-        for i, raw in enumerate(f, 1):
+        for line, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as err:
-                raise _fail(path, i, f"not valid JSON ({err.msg})") from None
+                raise _fail(path, line, f"not valid JSON ({err.msg})") from None
             if not isinstance(obj, dict):
-                raise _fail(path, i, "each line must be a JSON object")
-            rows.append(obj)
-    return rows
+                raise _fail(path, line, "each line must be a JSON object")
+            records.append((line, obj))
+    return records
+
+
+def row_preview(row: dict, width: int = 120) -> str:
+    """A row as an error message shows it: its fields but the references, cut to ``width`` characters."""
+    text = repr({k: v for k, v in row.items() if k != "references"})
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def read_glue_tsv(path: str | Path, text_column: str = "sentence") -> list[Row]:
@@ -131,7 +138,7 @@ def _read_labelled(path: str | Path, fields: Sequence[str], mapping: dict) -> li
     """JSON lines holding text ``fields`` and a ``label`` that ``mapping`` turns into a class index."""
     path = _need(path)
     rows = []
-    for i, obj in enumerate(read_jsonl(path), 1):
+    for i, obj in read_jsonl(path):
         for column in (*fields, "label"):
             if column not in obj:
                 raise _fail(path, i, f"missing field {column!r}")
@@ -195,7 +202,7 @@ def read_instruction_jsonl(path: str | Path) -> list[Row]:
     match, "free": by ROUGE-L; when absent, outputs of up to 3 words count as closed)."""
     path = _need(path)
     rows = []
-    for i, obj in enumerate(read_jsonl(path), 1):
+    for i, obj in read_jsonl(path):
         for column in ("instruction", "input", "output"):
             if column not in obj:
                 raise _fail(path, i, f"missing field {column!r}")
@@ -270,7 +277,7 @@ def read_data2text_jsonl(path: str | Path) -> list[Row]:
     """The kit's own data-to-text JSONL: ``mr`` plus a non-empty list of ``references``."""
     path = _need(path)
     rows = []
-    for i, obj in enumerate(read_jsonl(path), 1):
+    for i, obj in read_jsonl(path):
         if "mr" not in obj or "references" not in obj:
             raise _fail(path, i, "each line needs 'mr' and 'references'")
         refs = obj["references"]

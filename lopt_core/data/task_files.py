@@ -21,7 +21,7 @@
   ``columns`` (column names of CSV/TSV files that have no header row), ``validation_from_train``
   (true: validation is carved from train and a validation file, if any, is reported as test).
 
-Splits follow the kit's roles (``lopt_core.data.tasks``): without a validation file, validation is carved from
+Splits follow the kit's roles (``lopt_core.data.task``): without a validation file, validation is carved from
 train; without a test file, the validation file becomes test and validation is carved. Every error names
 the field, or the file and line.
 """
@@ -31,8 +31,8 @@ import csv
 import json
 from pathlib import Path
 
-from lopt_core.data.formats import DataError, template_fields
-from lopt_core.data.tasks import ALIASES, SPLITS, Task
+from lopt_core.data.formats import DataError, read_jsonl, template_fields
+from lopt_core.data.task import ALIASES, SPLITS, Task
 
 REQUIRED = {"name": str, "kind": str, "files": dict, "text_columns": list}
 OPTIONAL = {"label_column": str, "label_words": dict, "target_column": str, "template": str, "columns": list,
@@ -139,19 +139,7 @@ def _check_spec(spec: dict, path: Path) -> None:
 def _read_records(file: Path, columns: list | None, spec_path: Path) -> list[tuple[str, dict]]:
     """("file:line", record) for every row of a CSV, TSV or JSONL file."""
     if file.suffix.lower() == ".jsonl":
-        records = []
-        with file.open(encoding="utf-8") as f:
-            for line, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{file}:{line}: not valid JSON ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{file}:{line}: each line must be a JSON object")
-                records.append((f"{file}:{line}", record))
-        return records
+        return [(f"{file}:{line}", record) for line, record in read_jsonl(file)]
     delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
     with file.open(encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)

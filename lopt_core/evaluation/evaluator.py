@@ -2,7 +2,7 @@
 
 Classification: accuracy and macro-F1 of rank classification; generation: the target-token loss
 (and perplexity). Which split a number comes from matters: ``validation`` selects checkpoints and
-learning rates, ``test`` is what a table reports (``lopt_core.data.tasks``).
+learning rates, ``test`` is what a table reports (``lopt_core.data.task``).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from lopt_core.data.batching import last_positions, pad, pad_id
-from lopt_core.data.tasks import Verbalizer
+from lopt_core.data.task import Verbalizer
 from lopt_core.model.backbone import Backbone
 
 __all__ = ["label_logits", "class_scores", "sequence_scores", "target_loss", "loss_terms", "loss_and_scores",

@@ -60,14 +60,12 @@ class Profile:
 
     def load_task(self, name: str | None = None, **options):
         """The profile's task (or ``name``), its train split cut to ``train_limit`` rows."""
-        from lopt_core.data.tasks import load_task
+        from lopt_core.data.registry import load_task
 
         if name is None:
             options = {"source": self.task_source, "path": self.task_path, **options}
         task = load_task(name or self.task, **options)
-        if self.train_limit:
-            task.splits["train"] = task.splits["train"][: self.train_limit]
-        return task
+        return task.limit("train", self.train_limit)
 
 
 PROFILES = {

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lopt_core.data.batching import LengthPolicy
 from lopt_core.data.sampler import batch_indices
-from lopt_core.data.tasks import Task
+from lopt_core.data.task import Task
 from lopt_core.evaluation.evaluator import evaluate, selection_score, to_device
 from lopt_core.methods import PromptMethod
 from lopt_core.model.backbone import Backbone
