@@ -19,7 +19,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "lopt_core.tasks": ("lopt_core.data.task", "lopt_core.data.registry", "lopt_core.data.loaders",
                         "lopt_core.data.task_files"),
     "lopt_core.task_files": ("lopt_core.data.task_files",),
-    "lopt_core.formats": ("lopt_core.data.formats",),
+    "lopt_core.formats": ("lopt_core.data.formats", "lopt_core.data.hub"),
     "lopt_core.data.tasks": ("lopt_core.data.task", "lopt_core.data.registry", "lopt_core.data.loaders",
                              "lopt_core.data.task_files"),
     "lopt_core.scoring": ("lopt_core.evaluation.scoring",),

@@ -109,6 +109,17 @@ def test_bad_rows_name_the_file_and_line(tmp_path, text, message):
                             text_columns=["text"], label_column="label", label_words={"0": " no", "1": " yes"}))
 
 
+@pytest.mark.parametrize("text, message", [
+    ('{"text": "fine", "label": "0"}\n\n{"text": "bad",\n', r"train.jsonl:3: not valid JSON"),
+    ('{"text": "fine", "label": "0"}\n["bad", "1"]\n', r"train.jsonl:2: each line must be a JSON object"),
+])
+def test_bad_jsonl_lines_name_the_file_and_line(tmp_path, text, message):
+    write(tmp_path, "train.jsonl", text)
+    with pytest.raises(DataError, match=message):
+        load_task_file(spec(tmp_path, name="t", kind="classification", files={"train": "train.jsonl"},
+                            text_columns=["text"], label_column="label", label_words={"0": " no", "1": " yes"}))
+
+
 def test_train_and_evaluate_a_task_file_from_the_command_line(tmp_path, capsys):
     label_text_csv(tmp_path, "train.csv", REVIEWS[:20])
     label_text_csv(tmp_path, "test.csv", REVIEWS[20:])

@@ -5,8 +5,7 @@ import json
 import pytest
 from conftest import ROOT, shared_data
 
-from lopt_core import formats
-from lopt_core.data import Task, Verbalizer, list_tasks, load_task
+from lopt_core.data import Task, Verbalizer, formats, hub, list_tasks, load_task
 from lopt_core.data.formats import DataError
 
 BUILTIN = {"sentiment": (600, 200, 200), "topic": (600, 200, 200), "yesno": (400, 150, 150),
@@ -153,6 +152,22 @@ def test_file_task_reads_a_folder_and_remaps_splits(tmp_path):
         task.examples("test")
 
 
+def test_splits_override_the_default_files_split_by_split(tmp_path):
+    write(tmp_path / "devset.csv", 'mr,ref\n' + "".join(f'"name[{c}], food[French]",{c} serves French food.\n'
+                                                        for c in "ABCD"))
+    write(tmp_path / "testset_w_refs.csv", 'mr,ref\n"name[E], food[Thai]",E serves Thai food.\n')
+    task = load_task("e2e", path=tmp_path, splits={"train": "devset.csv"})
+    assert [r["mr"] for r in task.splits["test"]] == ["name[E], food[Thai]"]  # the default test file stays
+    assert len(task.splits["train"]) == 3 and len(task.splits["validation"]) == 1  # devset.csv is train only
+    assert "carved from train" in task.split_notes["validation"]
+    for name in ("small.tsv", "dev.tsv", "test.tsv"):
+        write(tmp_path / name, "sentence\tlabel\n" + "".join(f"{name} {i}\t{i % 2}\n" for i in range(4)))
+    task = load_task("sst2", path=tmp_path, splits={"train": "small.tsv"})
+    assert {s: rows[0]["text"] for s, rows in task.splits.items()} == \
+        {"train": "small.tsv 0", "validation": "dev.tsv 0", "test": "test.tsv 0"}
+    assert task.split_notes == {}
+
+
 def test_file_task_without_files_explains_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("LOPT_DATA_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="LOPT_DATA_DIR"):
@@ -170,14 +185,14 @@ def test_unknown_task_lists_the_registered_ones():
 def test_hub_adapters_map_hub_schemas(tmp_path):
     datasets = pytest.importorskip("datasets")
     sst = datasets.Dataset.from_dict({"sentence": ["good ", "bad"], "label": [1, -1], "idx": [0, 1]})
-    assert formats._hf_rows(sst, formats.hf_sst2, "glue/sst2") == [{"text": "good", "label": 1}]
+    assert hub.convert_records(sst, hub.hf_sst2, "glue/sst2") == [{"text": "good", "label": 1}]
     cb = datasets.Dataset.from_dict({"premise": ["A."], "hypothesis": ["B."], "label": [2], "idx": [0]})
-    assert formats._hf_rows(cb, formats.hf_superglue("cb"), "super_glue/cb")[0]["label"] == 2
+    assert hub.convert_records(cb, hub.hf_superglue("cb"), "super_glue/cb")[0]["label"] == 2
     e2e = datasets.load_dataset("json", data_files=str(write(tmp_path / "e.jsonl", "\n".join(
         json.dumps({"meaning_representation": "name[A]", "human_reference": r}) for r in ("x", "y")))))["train"]
-    assert formats.hf_e2e(list(e2e)) == [{"mr": "name[A]", "references": ["x", "y"]}]
+    assert hub.hf_e2e(list(e2e)) == [{"mr": "name[A]", "references": ["x", "y"]}]
     with pytest.raises(DataError, match="record 1"):
-        formats._hf_rows(datasets.Dataset.from_dict({"sentence": ["a"], "label": [5]}), formats.hf_sst2, "glue/sst2")
+        hub.convert_records(datasets.Dataset.from_dict({"sentence": ["a"], "label": [5]}), hub.hf_sst2, "glue/sst2")
 
 
 def test_hub_source_offline_is_a_clear_error(monkeypatch):
@@ -286,6 +301,35 @@ def test_copy_and_carve_leave_the_original_alone():
     copy = task.copy().carve("outer", "train")
     assert "outer" not in task.splits and len(task.splits["train"]) == 400
     assert len(copy.splits["outer"]) == 40 and len(copy.splits["train"]) == 360
+
+
+def test_limit_keeps_the_first_rows_of_a_split_and_notes_nothing():
+    task = load_task("sentiment")
+    train, notes = task.splits["train"], dict(task.split_notes)
+    assert task.limit("train", 50) is task and task.splits["train"] == train[:50] and task.split_notes == notes
+    for keep_all in (None, 0):
+        assert task.limit("train", keep_all).splits["train"] == train[:50]
+    with pytest.raises(KeyError, match="has no 'dev' split"):
+        task.limit("dev", 5)
+
+
+def test_jsonl_errors_name_the_line_of_the_file_blank_lines_counted(tmp_path):
+    path = write(tmp_path / "i.jsonl", json.dumps({"instruction": "Add.", "input": "1", "output": "2"}) + "\n\n"
+                 + json.dumps({"instruction": "Say.", "input": ""}) + "\n")
+    with pytest.raises(DataError, match=r"i.jsonl:3: missing field 'output'"):
+        formats.read_instruction_jsonl(path)
+    with pytest.raises(DataError, match=r"x.jsonl:2: each line must be a JSON object"):
+        formats.read_jsonl(write(tmp_path / "x.jsonl", "{}\n[1]\n"))
+
+
+def test_the_old_module_path_still_imports_with_a_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("lopt_core.data.tasks", None)
+    with pytest.warns(DeprecationWarning, match="lopt_core.data.task and lopt_core.data.registry"):
+        old = importlib.import_module("lopt_core.data.tasks")
+    assert old.load_task is load_task and old.Task is Task and old.load_task_file is not None
 
 
 @pytest.mark.realdata

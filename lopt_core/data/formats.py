@@ -14,7 +14,7 @@ import json
 import re
 import string
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 Row = dict
@@ -217,55 +217,6 @@ def read_instruction_jsonl(path: str | Path) -> list[Row]:
             row["answer_type"] = obj["answer_type"]
         rows.append(row)
     return rows
-
-
-# ------------------------------------------------------------------ Hugging Face datasets (online)
-# Each adapter maps one HF schema onto the rows above; the same validation runs on them.
-
-def _hf_rows(records: Iterable[dict], convert: Callable[[dict], Row | None], name: str) -> list[Row]:
-    rows = []
-    for i, rec in enumerate(records, 1):
-        try:
-            row = convert(rec)
-        except (KeyError, ValueError) as err:
-            raise DataError(f"hf:{name}: record {i}: {err!r}") from None
-        if row is not None:
-            rows.append(row)
-    return rows
-
-
-def _labelled(value: int, n: int) -> int | None:
-    if value == -1:  # unlabelled test split
-        return None
-    if not 0 <= int(value) < n:
-        raise ValueError(f"label {value} out of range 0..{n - 1}")
-    return int(value)
-
-
-def hf_sst2(rec: dict) -> Row | None:
-    label = _labelled(rec["label"], 2)
-    return None if label is None else {"text": rec["sentence"].strip(), "label": label}
-
-
-def hf_ag_news(rec: dict) -> Row | None:
-    # The hub copy joins title and description into one "text" field.
-    return {"title": rec["text"].strip(), "description": "", "label": _labelled(rec["label"], 4)}
-
-
-def hf_superglue(task: str) -> Callable[[dict], Row | None]:
-    columns, mapping = SUPERGLUE[task]
-
-    def convert(rec: dict) -> Row | None:
-        label = _labelled(rec["label"], len(set(mapping.values())))
-        return None if label is None else {**{c: rec[c].strip() for c in columns}, "label": label}
-    return convert
-
-
-def hf_e2e(records: Sequence[dict]) -> list[Row]:
-    grouped: OrderedDict[str, list[str]] = OrderedDict()
-    for rec in records:
-        grouped.setdefault(rec["meaning_representation"].strip(), []).append(rec["human_reference"].strip())
-    return [{"mr": mr, "references": refs} for mr, refs in grouped.items()]
 
 
 def read_labelled_jsonl(path: str | Path, fields: Sequence[str], num_classes: int) -> list[Row]:

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from lopt_core.data import formats
-from lopt_core.data.hub import hub_splits
+from lopt_core.data import formats, hub
 from lopt_core.data.registry import register_task
 from lopt_core.data.task import ALIASES, Task
 
@@ -88,7 +87,7 @@ def _file_task(name: str, kind: str, files: dict[str, str], reader, hf=None, pos
     a held-out file to train on when the folder has no training file and ``splits`` chose no files."""
     def build(path=None, source="auto", splits=None) -> Task:
         if source == "hf":
-            return Task(name=name, kind=kind, splits=hub_splits(name, hf, post), source=f"hf:{hf[0]}",
+            return Task(name=name, kind=kind, splits=hub.hub_splits(name, hf, post), source=f"hf:{hf[0]}",
                         description=description, **spec).assign_roles()
         folder = Path(path) if path is not None else _default_folder(name)
         mapping = split_files(files, splits)
@@ -121,10 +120,10 @@ def _default_folder(name: str) -> Path:
 
 GLUE = {"train": "train", "dev": "validation", "test": "test"}
 _file_task("sst2", "classification", {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
-           formats.read_glue_tsv, hf=("glue", "sst2", formats.hf_sst2, GLUE),
+           formats.read_glue_tsv, hf=("glue", "sst2", hub.hf_sst2, GLUE),
            description="SST-2 (GLUE TSV): binary sentence sentiment.", **SENTIMENT)
 _file_task("agnews", "classification", {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"},
-           formats.read_ag_news_csv, hf=("ag_news", None, formats.hf_ag_news, {"train": "train", "test": "test"}),
+           formats.read_ag_news_csv, hf=("ag_news", None, hub.hf_ag_news, {"train": "train", "test": "test"}),
            description="AG News CSV: 4 news topics.", **TOPIC)
 for _name, _labels in (("boolq", YESNO), ("rte", dict(template=NLI, label_words=(" yes", " no"),
                                                        label_names=("entailment", "not_entailment"))),
@@ -132,10 +131,10 @@ for _name, _labels in (("boolq", YESNO), ("rte", dict(template=NLI, label_words=
                                    label_names=("entailment", "contradiction", "neutral")))):
     _file_task(_name, "classification", {"train": "train.jsonl", "dev": "val.jsonl"},
                partial(formats.read_superglue_jsonl, task=_name),
-               hf=("super_glue", _name, formats.hf_superglue(_name), GLUE),
+               hf=("super_glue", _name, hub.hf_superglue(_name), GLUE),
                description=f"SuperGLUE {_name.upper()} (JSONL).", **_labels)
 _file_task("e2e", "generation", {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"},
-           formats.read_e2e_csv, hf=("e2e_nlg", None, formats.hf_e2e, GLUE), post=_with_table,
+           formats.read_e2e_csv, hf=("e2e_nlg", None, hub.hf_e2e, GLUE), post=_with_table,
            train_fallback="devset.csv",
            description="E2E NLG (CSV mr,ref): restaurant MR → text, references grouped per MR.", **DATA2TEXT)
 _file_task("instruct_jsonl", "generation", {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
