@@ -66,7 +66,7 @@ class Profile:
             options = {"source": self.task_source_kind, "path": self.task_path, **options}
         task = load_task(name or self.task, **options)
         if self.train_limit:
-            task.splits["train"] = task.splits["train"][: self.train_limit]
+            task.limit("train", self.train_limit)
         return task
 
 
