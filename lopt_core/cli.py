@@ -575,26 +575,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the task's files (file-backed tasks; default: $LOPT_DATA_DIR/<task>)")
     run_backbone = _parent("--backbone", default=None, help="default: the run's own")
     profile = _parent("--profile", default="ci", choices=list(PROFILES))
-    commands = [  # name, help, flags, parents, function
-        ("train", "train one method on one task; writes a run folder", _add_train_args, [device, data], cmd_train),
-        ("evaluate", "re-score a run folder's saved method", _add_evaluate_args, [run_backbone, device],
-         cmd_evaluate),
-        ("predict", "serve saved runs on new inputs (cached prompts, one batch)", _add_predict_args,
-         [run_backbone, device], cmd_predict),
-        ("export", "a run's prompt as a PEFT adapter or as prompt embeddings for an engine", _add_export_args,
-         [run_backbone], cmd_export),
-        ("import-peft", "a PEFT prompt/prefix adapter as a run folder", _add_import_peft_args, [data],
-         cmd_import_peft),
-        ("info", "versions, device, cache, methods and tasks", None, [], cmd_info),
-        ("prepare", "convert the embedded backbone into the cache", None, [], cmd_prepare),
-        ("sweep", "run a notebook once per parameter set (papermill) and gather results", _add_sweep_args,
-         [profile], cmd_sweep),
-        ("notebooks", "execute the numbered notebooks with papermill", _add_notebooks_args, [profile],
-         cmd_notebooks),
+    commands = [  # name, function, shared flags (parents), its own flags, help
+        ("train", cmd_train, [device, data], _add_train_args, "train one method on one task; writes a run folder"),
+        ("evaluate", cmd_evaluate, [run_backbone, device], _add_evaluate_args, "re-score a run folder's saved method"),
+        ("predict", cmd_predict, [run_backbone, device], _add_predict_args,
+         "serve saved runs on new inputs (cached prompts, one batch)"),
+        ("export", cmd_export, [run_backbone], _add_export_args,
+         "a run's prompt as a PEFT adapter or as prompt embeddings for an engine"),
+        ("import-peft", cmd_import_peft, [data], _add_import_peft_args, "a PEFT prompt/prefix adapter as a run folder"),
+        ("info", cmd_info, [], None, "versions, device, cache, methods and tasks"),
+        ("prepare", cmd_prepare, [], None, "convert the embedded backbone into the cache"),
+        ("sweep", cmd_sweep, [profile], _add_sweep_args,
+         "run a notebook once per parameter set (papermill) and gather results"),
+        ("notebooks", cmd_notebooks, [profile], _add_notebooks_args, "execute the numbered notebooks with papermill"),
     ]
     parser = argparse.ArgumentParser(prog="lopt-kit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, about, add_flags, parents, func in commands:
+    for name, func, parents, add_flags, about in commands:
         p = sub.add_parser(name, help=about, parents=parents)
         if add_flags:
             add_flags(p)
@@ -603,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; its exit status (2: an error the kit explains, printed as one line)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
