@@ -47,7 +47,7 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-class DeviceUnavailable(RuntimeError):
+class DeviceUnavailable(KitError, RuntimeError):
     """A device was asked for that this machine does not have."""
 
 

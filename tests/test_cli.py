@@ -124,3 +124,38 @@ def test_errors_print_without_keyerror_quotes(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: unknown method 'lopt9'; registered methods:")
     assert main(["train", "--method", "lopt1", "--task", "sentimant", "--backbone", "tiny-llama"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown task 'sentimant'")
+
+
+def test_wrong_paths_are_one_line_errors(tmp_path, capsys):
+    """A path the user named that is not what the command reads: its message alone, exit status 2."""
+    cases = {"is not a run folder": ["evaluate", str(tmp_path)],
+             "task file not found": ["train", "--method", "lopt1", "--task-file", str(tmp_path / "nope.json"),
+                                     "--backbone", "tiny-llama"],
+             "is not a folder": ["import-peft", str(tmp_path / "nope"), "--out", str(tmp_path / "x"),
+                                 "--task", "sentiment", "--backbone", "tiny-llama"],
+             "notebook not found": ["sweep", str(tmp_path / "nope.ipynb"), "-p", "x", "1"]}
+    for message, argv in cases.items():
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_split_the_task_lacks_is_a_one_line_error(tmp_path, capsys):
+    code, out = run_train(tmp_path)
+    assert code == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--split", "dev"]) == 2
+    assert capsys.readouterr().err.startswith("error: task 'sentiment' has no 'dev' split")
+
+
+@pytest.mark.parametrize("target, error", [("lopt_core.data.load_task", KeyError),
+                                           ("lopt_core.methods.build_method", TypeError)])
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path, target, error):
+    """Only errors the kit explains become one-line exits: a KeyError or TypeError from inside is a bug."""
+    def broken(*args, **kwargs):
+        raise error("a bug deep inside")
+
+    monkeypatch.setattr(target, broken)
+    with pytest.raises(error, match="a bug deep inside"):
+        main(["train", "--method", "lopt1", "--task", "sentiment", "--backbone", "tiny-llama",
+              "--out", str(tmp_path / "x")])

@@ -27,7 +27,7 @@ def test_the_gpu_profile_is_offline_local_backbone_and_local_data(tmp_path, monk
     monkeypatch.delenv("LOPT_BACKBONE", raising=False)
     glue_folder(tmp_path)
     P = get_profile("gpu")
-    assert (P.backbone, P.task, P.task_source, P.train_limit) == ("embedded", "sst2", "files", None)
+    assert (P.backbone, P.task, P.task_source_kind, P.train_limit) == ("embedded", "sst2", "files", None)
     assert (P.steps, P.batch_size) == (2000, 32)
     task = P.load_task()
     assert task.source == str(tmp_path / "sst2") and {k: len(v) for k, v in task.splits.items()} == {

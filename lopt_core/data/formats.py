@@ -17,10 +17,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+from lopt_core.utils import KitError
+
 Row = dict
 
 
-class DataError(ValueError):
+class DataError(KitError, ValueError):
     """A data file that cannot be read as its format says; the message names file and line."""
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from lopt_core.data.formats import DataError, read_jsonl, template_fields
 from lopt_core.data.task import ALIASES, SPLITS, Task
+from lopt_core.utils import KitError
 
 REQUIRED = {"name": str, "kind": str, "files": dict, "text_columns": list}
 OPTIONAL = {"label_column": str, "label_words": dict, "target_column": str, "template": str, "columns": list,
@@ -40,7 +41,7 @@ OPTIONAL = {"label_column": str, "label_words": dict, "target_column": str, "tem
 READERS = (".csv", ".tsv", ".jsonl")
 
 
-class TaskFileError(ValueError):
+class TaskFileError(KitError, ValueError):
     """A task spec that cannot be used; the message names the field (or the file and line)."""
 
 

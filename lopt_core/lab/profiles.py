@@ -6,7 +6,7 @@ machine, 3 seeds) and ``gpu`` (one GPU: full training sets, thousands of steps, 
 The ``gpu`` profile needs no internet: its backbone is ``embedded`` unless ``$LOPT_BACKBONE`` (or the
 notebook's ``backbone_spec``) names a local model folder (or a hub id, on a machine that has the hub),
 and its data are local files under ``$LOPT_DATA_DIR`` laid out as ``shared/data`` (``sst2/``, ``e2e/``);
-the hub is used only when a notebook asks for ``task_source="hf"``.
+the hub is used only when a notebook asks for ``task_source_kind="hf"``.
 
 A notebook's ``parameters`` cell picks a profile; any value given there overrides the profile's. The
 profile then builds what every notebook needs in the same way::
@@ -26,7 +26,7 @@ class Profile:
     name: str
     backbone: str = "embedded"
     task: str = "yesno"
-    task_source: str = "auto"
+    task_source_kind: str = "auto"  # where the task's data come from: auto, files or hf (load_task's source)
     task_path: str | None = None  # folder of a file-backed task (default: $LOPT_DATA_DIR/<task>)
     steps: int = 20
     batch_size: int = 8
@@ -63,7 +63,7 @@ class Profile:
         from lopt_core.data.registry import load_task
 
         if name is None:
-            options = {"source": self.task_source, "path": self.task_path, **options}
+            options = {"source": self.task_source_kind, "path": self.task_path, **options}
         task = load_task(name or self.task, **options)
         return task.limit("train", self.train_limit)
 
@@ -79,7 +79,7 @@ PROFILES = {
     "demo": Profile("demo", steps=60, eval_every=20, eval_limit=None, seeds=(0,),
                     learning_rates={"prompt_tuning": 3e-3, "lopt1": 3e-2, "lopt2": 1e-1}),
     "cpu": Profile("cpu", steps=120, eval_every=30, eval_limit=None, seeds=(0, 1, 2)),
-    "gpu": Profile("gpu", backbone="embedded", task="sst2", task_source="files", steps=2000, batch_size=32,
+    "gpu": Profile("gpu", backbone="embedded", task="sst2", task_source_kind="files", steps=2000, batch_size=32,
                    eval_every=200, eval_limit=None, seeds=(0, 1, 2)),
 }
 ENVIRONMENT = {"gpu": {"backbone": "LOPT_BACKBONE"}}  # profile settings a variable can set (names as values)

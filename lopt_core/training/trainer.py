@@ -29,10 +29,10 @@ from lopt_core.methods import PromptMethod
 from lopt_core.model.backbone import Backbone
 from lopt_core.training.accelerate import LossModule, make_accelerator
 from lopt_core.training.runs import RunFolder, load_run  # noqa: F401  (load_run: re-exported for users)
-from lopt_core.utils import option, run_info
+from lopt_core.utils import KitError, option, run_info
 
 
-class TrainingDiverged(FloatingPointError):
+class TrainingDiverged(KitError, FloatingPointError):
     """The loss became NaN or infinite."""
 
 
