@@ -86,7 +86,7 @@ def main() -> None:
             print(f"seed {s}: no trained prompt under {folder} (restored from the record): no spectrum")
             continue
         method = load_method(folder / "run" / "method", backbone)
-        values = analysis.singular_values(method.prompt_matrix())
+        values = analysis.singular_values(method.input_prompt())
         cut = {r: evaluate(analysis.truncate_method(method, r, backbone), backbone, task, "test")["accuracy"]
                for r in args.ranks}
         spectra.append({"seed": s, "singular_values": values.tolist(),

@@ -57,7 +57,7 @@ def test_truncate_method_scores_like_the_truncated_prompt(tiny_llama):
     method = build_method("prompt_tuning", tiny_llama, prompt_len=6, init="random")
     cut = A.truncate_method(method, 2, tiny_llama)
     assert cut.name == "lopt1" and cut.config.rank == 2
-    torch.testing.assert_close(cut.prompt_matrix(), A.truncate(method.prompt_matrix(), 2), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cut.input_prompt(), A.truncate(method.input_prompt(), 2), atol=1e-5, rtol=1e-4)
     full = A.truncate_method(method, 6, tiny_llama)
     task = load_task("sentiment")
     batch = task.collate(task.examples("validation", 2), tiny_llama.tokenizer)

@@ -7,6 +7,7 @@ from lopt_core.data.batching import pad
 from lopt_core.evaluation.decoding import generate_ids
 from lopt_core.evaluation.scoring import class_scores, last_positions, loss_and_scores
 from lopt_core.methods import list_methods, load_method, save_method
+from lopt_core.serving.interop import prompt_embeddings
 from lopt_core.serving.server import Server
 from lopt_core.training.trainer import TrainConfig, Trainer
 
@@ -23,8 +24,11 @@ def test_hidden_states_align_with_the_input(label, tiny):
     batch = batch_of(short_task(), tiny)
     h = method.hidden_states(tiny, batch)
     assert h.shape == (*batch["input_ids"].shape, tiny.hidden_size)
-    X = method.prompt_matrix()
-    assert X.ndim == 2 and (label.startswith("iapt") or X.shape[0] == method.config.prompt_len)
+    n = method.config.prompt_len
+    if method.prompt_kind == "input":
+        assert method.input_prompt().shape == (n, tiny.hidden_size)
+    elif method.prompt_kind == "kv":
+        assert method.kv_table().shape == (n, tiny.num_layers * 2 * tiny.num_kv_heads * tiny.head_dim)
 
 
 @pytest.mark.parametrize("label", TRAINABLE)
@@ -55,7 +59,8 @@ def test_save_load_round_trip_is_exact(label, tiny, tmp_path):
     assert type(again) is type(method) and again.config == method.config
     for (k, v), (k2, v2) in zip(method.state_dict().items(), again.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
-    assert torch.equal(method.prompt_matrix(), again.prompt_matrix())
+    if method.prompt_kind is not None:
+        assert torch.equal(prompt_embeddings(method), prompt_embeddings(again))
     batch = batch_of(short_task(), tiny)
     assert torch.equal(method.hidden_states(tiny, batch), again.hidden_states(tiny, batch))
     assert not list(tmp_path.glob(".*tmp"))

@@ -25,7 +25,7 @@ def test_decoding_equals_transformers_generate_on_the_same_inputs_embeds(label, 
         ids = torch.tensor([tiny.tokenizer(prompt)["input_ids"]])
         embeds = tiny.embed(ids)
         if label == "prompt_tuning":
-            X = method.prompt_matrix().detach()[None]
+            X = method.input_prompt().detach()[None]
             at = 1 if adds_bos(tiny) else 0
             embeds = torch.cat([embeds[:, :at], X, embeds[:, at:]], dim=1)
         tok = tiny.tokenizer

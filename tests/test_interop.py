@@ -21,6 +21,7 @@ from lopt_core.serving.interop import (
     from_peft,
     load_embeddings,
     peft_config,
+    prompt_embeddings,
     read_sidecar,
     to_peft,
 )
@@ -132,7 +133,7 @@ def test_round_trip_through_peft_is_exact(tiny, label, tmp_path):
     back = from_peft(tmp_path, tiny)
     expected = "prompt_tuning" if method.prompt_kind == "input" else "prefix_tuning"
     assert back.name == expected  # LoPT comes back as its materialised prompt, an MLP prefix as its table
-    assert torch.equal(back.prompt_matrix().detach(), method.prompt_matrix().detach().float())
+    assert torch.equal(prompt_embeddings(back), prompt_embeddings(method))
     batch = batch_of(tiny)
     with torch.no_grad():
         torch.testing.assert_close(back.hidden_states(tiny, batch), method.hidden_states(tiny, batch),
@@ -152,7 +153,7 @@ def test_a_peft_prefix_saved_with_its_projection_comes_back_as_its_table(tiny_ll
     method = from_peft(tmp_path, tiny_llama)
     saved = load_file(str(tmp_path / ADAPTER_WEIGHTS))["prompt_embeddings"]
     assert method.name == "prefix_tuning" and not method.config.reparam
-    assert torch.equal(method.prompt_matrix().detach(), saved)
+    assert torch.equal(method.kv_table().detach(), saved)
     batch = batch_of(tiny_llama)
     with torch.no_grad():
         kit = tiny_llama.logits(method.hidden_states(tiny_llama, batch))
@@ -239,10 +240,10 @@ def test_an_imported_adapter_is_a_kit_method_for_analysis_the_slider_and_serving
     to_peft(method, bb, tmp_path)
     back = from_peft(tmp_path, bb)
     assert evaluate(back, bb, task, "validation") == evaluate(method, bb, task, "validation")
-    s = analysis.singular_values(back.prompt_matrix())
+    s = analysis.singular_values(back.input_prompt())
     assert len(s) == method.config.prompt_len and analysis.effective_rank(s) <= 2  # LoPT-2's X has rank ≤ r
     cut = analysis.truncate_method(back, 2, bb)
-    torch.testing.assert_close(cut.prompt_matrix(), back.prompt_matrix(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cut.input_prompt(), back.input_prompt(), atol=1e-5, rtol=1e-4)
     slider = rank_slider(back, bb, task, limit=4)
     assert slider.score(2) == evaluate(cut, bb, task, "validation", limit=4)
     server = Server(bb)

@@ -9,7 +9,7 @@ from conftest import backbone, make, short_generation_task, short_task
 from lopt_core.data.batching import LengthPolicy
 from lopt_core.data.task import Task
 from lopt_core.evaluation.decoding import generate_ids
-from lopt_core.evaluation.scoring import class_scores
+from lopt_core.evaluation.scoring import class_scores, hidden_states
 from lopt_core.training.trainer import TrainConfig, Trainer, evaluate
 
 
@@ -99,9 +99,10 @@ def test_empty_text_anywhere_is_an_error_naming_it(tiny_llama, text):
 
 
 def test_hidden_states_never_raise_index_errors_on_gpt2(tiny_gpt2):
-    """A hand-made batch longer than the context: a ValueError naming the limit, not an IndexError."""
+    """A hand-made batch longer than the context: a ValueError naming the limit, not an IndexError (the scorer
+    checks every batch before a method sees it)."""
     ids = torch.ones(1, 70, dtype=torch.long)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "prompt_mask": torch.ones_like(ids)}
     for label in ("zero_shot", "prompt_tuning", "prefix_tuning", "iapt"):
         with pytest.raises(ValueError, match="context of 64"):
-            make(label, tiny_gpt2).hidden_states(tiny_gpt2, batch)
+            hidden_states(make(label, tiny_gpt2), tiny_gpt2, batch)

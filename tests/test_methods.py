@@ -67,7 +67,7 @@ def test_loading_skips_the_costly_text_fit_of_an_mlp_prefix(tiny_llama, tmp_path
     monkeypatch.setattr(PrefixTuning, "_fit_mlp", refuse)
     monkeypatch.setattr(PrefixTuning, "_initial_table", refuse)
     again = load_method(tmp_path, tiny_llama)
-    assert torch.equal(again.prefix_table(), method.prefix_table())
+    assert torch.equal(again.kv_table(), method.kv_table())
 
 
 def test_lopt1_with_factors_of_x_equals_prompt_tuning_with_x(tiny):
@@ -101,7 +101,7 @@ def test_prompt_is_inserted_and_removed_at_the_right_place(tiny_llama):
     inputs = method.model_inputs(tiny_llama, batch)
     n, T = 4, batch["input_ids"].shape[1]
     assert inputs["inputs_embeds"].shape[1] == n + T
-    torch.testing.assert_close(inputs["inputs_embeds"][0, :n], method.prompt_matrix())
+    torch.testing.assert_close(inputs["inputs_embeds"][0, :n], method.input_prompt())
     assert inputs["attention_mask"][:, :n].all()
     torch.testing.assert_close(inputs["attention_mask"][:, n:], batch["attention_mask"])
 
@@ -113,7 +113,7 @@ def test_prompt_goes_after_bos_when_the_tokenizer_adds_one():
     assert (batch["input_ids"][:, 0] == bos_backbone.tokenizer.bos_token_id).all()
     embeds = method.model_inputs(bos_backbone, batch)["inputs_embeds"]
     torch.testing.assert_close(embeds[:, 0], bos_backbone.embed(batch["input_ids"][:, 0]))
-    torch.testing.assert_close(embeds[0, 1:4], method.prompt_matrix())
+    torch.testing.assert_close(embeds[0, 1:4], method.input_prompt())
     assert method.hidden_states(bos_backbone, batch).shape[1] == batch["input_ids"].shape[1]
     served = method.prompt_kv(bos_backbone)
     assert served.includes_bos and served.length == 4  # [BOS][X]: requests then go in without their BOS
@@ -220,7 +220,7 @@ def test_text_init_copies_the_texts_embeddings(tiny_llama):
     method = build_method("prompt_tuning", tiny_llama, prompt_len=7, init="text", init_text="abc")
     ids = tiny_llama.tokenizer("abc", add_special_tokens=False)["input_ids"]
     want = tiny_llama.embed(torch.tensor((ids * 3)[:7]))
-    torch.testing.assert_close(method.prompt_matrix(), want)
+    torch.testing.assert_close(method.input_prompt(), want)
 
 
 def test_verbalizer_follows_the_label_words(tiny_llama):

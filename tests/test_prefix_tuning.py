@@ -26,7 +26,7 @@ def test_split_and_join_are_inverse_and_follow_peft_layout(tiny):
 
 def test_cache_holds_the_prefix_for_every_row_with_kv_heads(tiny_llama):
     method = build_method("prefix_tuning", tiny_llama, prompt_len=4, reparam_dim=8)
-    cache = prefix_cache(tiny_llama, split_table(method.prefix_table(), tiny_llama), batch_size=5)
+    cache = prefix_cache(tiny_llama, split_table(method.kv_table(), tiny_llama), batch_size=5)
     keys = cache.layers[0].keys
     assert keys.shape == (5, tiny_llama.num_kv_heads, 4, tiny_llama.head_dim) == (5, 2, 4, 16)
     assert all(torch.equal(keys[i], keys[0]) for i in range(5))
@@ -63,7 +63,7 @@ def test_parameter_counts_on_the_embedded_model(embedded):
 
 def test_masked_zero_prefix_is_an_exact_no_op(tiny):
     method = build_method("prefix_tuning", tiny, prompt_len=4, reparam_dim=8, init="zero")
-    assert torch.count_nonzero(method.prefix_table()) == 0
+    assert torch.count_nonzero(method.kv_table()) == 0
     batch = batch_of(tiny)
     inputs = method.model_inputs(tiny, batch)
     inputs["attention_mask"][:, :4] = 0  # prefix masked out
@@ -100,7 +100,7 @@ def test_text_init_equals_running_the_text_first(tiny):
 def test_text_init_through_the_mlp_fits_the_text_kv(tiny_llama):
     method = build_method("prefix_tuning", tiny_llama, prompt_len=6, reparam_dim=32, init="text", init_steps=300)
     target = method._initial_table(tiny_llama)
-    err = (method.prefix_table() - target).pow(2).mean() / target.var()
+    err = (method.kv_table() - target).pow(2).mean() / target.var()
     assert err < 0.05, float(err)
 
 

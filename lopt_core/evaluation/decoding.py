@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lopt_core.data.batching import LengthPolicy, check_text, input_limit, pad, pad_id, positions
+from lopt_core.evaluation.scoring import check_batch
 from lopt_core.model.backbone import Backbone
 from lopt_core.model.kv import left_align, new_cache
 
@@ -51,9 +52,11 @@ def banned_token_ids(backbone: Backbone, substrings: tuple[str, ...] = ("\n",)) 
 
 
 def prefill(method, backbone: Backbone, batch: dict):
-    """Run a right-padded batch through the method's forward pass, keeping the cache.
+    """Run a right-padded batch through the method's forward pass, keeping the cache (checked first:
+    ``scoring.check_batch``).
 
     Returns (cache, mask over the cache's columns, final hidden states (B, T', d))."""
+    check_batch(method, backbone, batch)
     inputs = method.model_inputs(backbone, batch)
     inputs.setdefault("past_key_values", new_cache())
     out = backbone.transformer(**inputs, use_cache=True)

@@ -6,18 +6,35 @@ by all classes, so the class softmax needs only the label rows of the LM head at
 position (``h @ W[label_ids]ᵀ``); words of several tokens are scored as sequences, summing full-
 vocabulary log-probabilities at just their own positions. Generation uses the token loss on
 target positions only. The LM head never runs over every position.
+
+Every batch is checked once, here, before a method sees it (``check_batch``): methods trust their input.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from lopt_core.data.batching import last_positions, pad, pad_id
+from lopt_core.data.batching import check_context, check_right_padded, last_positions, pad, pad_id
 from lopt_core.data.task import Verbalizer
 from lopt_core.model.backbone import Backbone
 
-__all__ = ["label_logits", "class_scores", "sequence_scores", "target_loss", "loss_terms", "loss_and_scores",
-           "last_positions", "content_free_probs", "calibrated"]
+__all__ = ["check_batch", "hidden_states", "label_logits", "class_scores", "sequence_scores", "target_loss",
+           "loss_terms", "loss_and_scores", "last_positions", "content_free_probs", "calibrated"]
+
+
+def check_batch(method, backbone: Backbone, batch: dict) -> None:
+    """Refuse a batch a method cannot take: padding that is not all on the right, or rows that with the
+    method's ``extra_positions`` need more than the backbone's context. Whoever hands a batch to a method
+    (this module, ``decoding.prefill``) calls it once."""
+    mask = batch["attention_mask"]  # (B, T)
+    check_right_padded(mask)
+    check_context(backbone, mask, method.extra_positions, f"the batch for {method.name}")
+
+
+def hidden_states(method, backbone: Backbone, batch: dict) -> torch.Tensor:
+    """``method.hidden_states`` (B, T, d) of a batch, checked first (``check_batch``)."""
+    check_batch(method, backbone, batch)
+    return method.hidden_states(backbone, batch)
 
 
 def label_logits(backbone: Backbone, h_last: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
@@ -34,7 +51,7 @@ def label_logits(backbone: Backbone, h_last: torch.Tensor, token_ids: list[int])
 def class_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbalizer) -> torch.Tensor:
     """Class scores (B, C) of a right-padded batch; their softmax over classes is p(class | prompt)."""
     if verbalizer.single_token:
-        h = method.hidden_states(backbone, batch)  # (B, T, d)
+        h = hidden_states(method, backbone, batch)  # (B, T, d)
         rows = torch.arange(h.shape[0], device=h.device)
         h_last = h[rows, last_positions(batch["attention_mask"])]  # (B, d)
         return label_logits(backbone, h_last, [seq[0] for seq in verbalizer.token_ids])
@@ -53,17 +70,17 @@ def sequence_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbali
     seqs, prompts, rows, pos, targets = [], [], [], [], []
     for i in range(B):
         for c, word in enumerate(verbalizer.token_ids):
-            k, n = i * C + c, lengths[i]
+            row, n = i * C + c, lengths[i]  # row i·C + c of the expanded batch: prompt i + word c
             seqs.append(ids[i, :n].tolist() + list(word))
             prompts.append([1] * n + [0] * len(word))
             for j, tok in enumerate(word):  # hidden at n-1+j predicts token j of the word
-                rows.append(k)
+                rows.append(row)
                 pos.append(n - 1 + j)
                 targets.append(tok)
     new_ids, new_mask = pad(seqs, pad_id(backbone.tokenizer), "right", ids.device)
     prompt_mask, _ = pad(prompts, 0, "right", ids.device)
     expanded = {**batch, "input_ids": new_ids, "attention_mask": new_mask, "prompt_mask": prompt_mask}
-    h = method.hidden_states(backbone, expanded)  # (B·C, W, d)
+    h = hidden_states(method, backbone, expanded)  # (B·C, W, d)
     rows_t = torch.tensor(rows, device=h.device)
     logp = F.log_softmax(backbone.logits(h[rows_t, torch.tensor(pos, device=h.device)]).float(), dim=-1)
     token_logp = logp[torch.arange(len(targets), device=h.device), torch.tensor(targets, device=h.device)]
@@ -73,8 +90,7 @@ def sequence_scores(method, backbone: Backbone, batch: dict, verbalizer: Verbali
 
 def target_loss(method, backbone: Backbone, batch: dict, reduction: str = "mean") -> torch.Tensor:
     """Token cross-entropy over target positions only (generation tasks): their mean, or their sum."""
-    last_positions(batch["attention_mask"])  # refuses a left-padded batch
-    h = method.hidden_states(backbone, batch)  # (B, T, d)
+    h = hidden_states(method, backbone, batch)  # (B, T, d)
     predict = batch["target_mask"][:, 1:].bool()  # position t-1 predicts token t
     logits = backbone.logits(h[:, :-1][predict])  # (N, V): only the target positions
     return F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][predict], reduction=reduction)
@@ -115,7 +131,7 @@ def content_free_probs(method, backbone: Backbone, task, texts=CONTENT_FREE) -> 
                              "such as 'N/A' (Zhao et al. also use '[MASK]')")
     rows = [{**{f: text for f in task.fields}, "label": 0} for text in texts]
     batch = task.collate(rows, backbone.tokenizer, backbone=backbone, method=method)
-    batch = {k: v.to(backbone.device) for k, v in batch.items()}
+    batch = {key: value.to(backbone.device) for key, value in batch.items()}
     with backbone.autocast():
         scores = class_scores(method, backbone, batch, task.verbalizer(backbone.tokenizer))
     return scores.float().softmax(-1).mean(0)  # (C,)

@@ -62,15 +62,21 @@ def svd_warm_start(prompt: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Te
     return svd_factors(prompt.detach().float().cpu(), r)
 
 
+def input_prompt(method, backbone) -> torch.Tensor:
+    """X (n, d) of an input-prompt method (prompt tuning, LoPT) for ``backbone``, detached; any other method, or
+    a prompt of another width, is refused."""
+    X = method.input_prompt().detach() if method.prompt_kind == "input" else None
+    if X is None or X.shape[1] != backbone.hidden_size:
+        raise ValueError(f"{method.name} does not hold an input prompt of width d={backbone.hidden_size}")
+    return X
+
+
 def truncate_method(method, r: int, backbone) -> LoPT1:
     """A trained input-prompt method (prompt tuning or LoPT) cut to rank r, as a LoPT-1 method.
 
     The new method scores, trains and saves like any other; its prompt is ``truncate(X, r)``.
     """
-    X = method.prompt_matrix().detach()
-    if X.shape[1] != backbone.hidden_size:
-        raise ValueError(f"{method.name} does not hold an input prompt of width d={backbone.hidden_size}")
-    U, V = svd_warm_start(X, r)
+    U, V = svd_warm_start(input_prompt(method, backbone), r)
     with warnings.catch_warnings():  # a high-rank truncation is an analysis, not a parameter budget
         warnings.filterwarnings("ignore", message=".*more than the full prompt.*")
         return LoPT1.from_factors(backbone, U, V, seed=method.config.seed)

@@ -5,6 +5,8 @@ by setting a widget's value in Python.
 """
 from __future__ import annotations
 
+import warnings
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -12,7 +14,8 @@ from IPython.display import display
 
 from lopt_core.evaluation import plots
 from lopt_core.evaluation.evaluator import evaluate
-from lopt_core.lab.analysis import kv_bytes_per_request, singular_values, truncate_method
+from lopt_core.lab.analysis import input_prompt, kv_bytes_per_request, singular_values, truncate_method
+from lopt_core.methods import build_method, config_fields
 
 
 class RankSlider:
@@ -24,7 +27,7 @@ class RankSlider:
                  baseline: float | None = None):
         self.method, self.backbone, self.task = method, backbone, task
         self.split, self.limit, self.baseline = split, limit, baseline
-        self.s = singular_values(method.prompt_matrix()).numpy()
+        self.s = singular_values(input_prompt(method, backbone)).numpy()
         self.n = len(self.s)
         self.cache: dict[int, dict] = {}
         self.evaluations = 0  # how many ranks were actually scored
@@ -46,8 +49,8 @@ class RankSlider:
     def figure(self, r: int):
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
         plots.spectrum({"trained prompt": self.s}, cut=r, ax=left)
-        seen = pd.DataFrame([{"rank": k, "accuracy": m["accuracy"], "variant": "truncated"}
-                             for k, m in sorted(self.cache.items())])
+        seen = pd.DataFrame([{"rank": rank, "accuracy": m["accuracy"], "variant": "truncated"}
+                             for rank, m in sorted(self.cache.items())])
         plots.accuracy_vs_rank(seen, current=(r, self.cache[r]["accuracy"]), baseline=self.baseline, ax=right,
                                split=self.split)
         return fig
@@ -88,16 +91,12 @@ class MethodExplorer:
             w.observe(lambda change: self.describe(), names="value")
 
     def describe(self) -> dict:
-        from lopt_core.methods import build_method, config_fields
-
         name, n = self.method.value, self.prompt_len.value
         self.rank.max = max(1, n)
         options = {"prompt_len": n}
         if "rank" in config_fields(name):
             options["rank"] = min(self.rank.value, n)
         self.rank.disabled = "rank" not in config_fields(name)
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the explorer shows the counts; no need to warn
             method = build_method(name, self.backbone, **options)

@@ -2,8 +2,9 @@
 
 ``build_method("lopt2", backbone, prompt_len=20, rank=2)``.
 
-Each method lives in its own module of this package and registers itself with ``@register``;
-the modules are discovered here, so adding a method touches nothing central.
+Each method lives in its own module (or package) here and registers itself with ``@register``;
+the modules are discovered here, so adding a method touches nothing central. ``base`` and any module whose
+name starts with ``_`` are helpers, not methods.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pkgutil
 import warnings
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from lopt_core.methods.base import CachedPrompt, MethodConfig, PromptMethod
@@ -73,7 +73,7 @@ def save_method(method: PromptMethod, folder: str | Path, backbone_name: str | N
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
+    state = {key: tensor.detach().cpu().contiguous() for key, tensor in method.state_dict().items()}
     with atomic_path(folder / METHOD_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "method": method.name})
     write_json(folder / METHOD_JSON, {"method": method.name, "config": method.config.to_dict(),
@@ -96,19 +96,23 @@ def load_method(folder: str | Path, backbone: Backbone) -> PromptMethod:
         warnings.warn(f"loading a method trained on {meta['backbone']} onto {backbone.name}", stacklevel=2)
     name = meta["method"]
     # initialise=False: no data-dependent start (the prefix text fit, IAPT's calibration) for a state that
-    # is overwritten on the next line
+    # load_state_dict overwrites below
     method = method_class(name)(make_config(name, **meta["config"]), backbone, initialise=False).to(backbone.device)
     state = load_file(str(folder / METHOD_WEIGHTS), device=str(backbone.device))
     method.load_state_dict(state, strict=True)
     return method
 
 
+HELPERS = ("base",)  # modules of this package that hold shared machinery, not a method
+
+
 def _discover() -> None:
+    """Import every method module of this package, so that each registers itself."""
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name != "base":
+        if info.name not in HELPERS and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
 _discover()
 __all__ = ["CachedPrompt", "MethodConfig", "PromptMethod", "register", "build_method", "list_methods", "method_class",
-           "make_config", "save_method", "load_method", "torch"]
+           "config_fields", "make_config", "save_method", "load_method"]

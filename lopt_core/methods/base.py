@@ -4,11 +4,16 @@ A method is an ``nn.Module`` holding only its own parameters; the frozen backbon
 at each call. ``model_inputs`` builds the backbone's keyword arguments from a batch;
 ``hidden_states`` returns final hidden states aligned with ``batch["input_ids"]``, so the trainer
 can score exactly the positions that count, whatever the method did to the sequence.
+
+Methods trust the batch they are given: the callers that hand one over (the scorers in
+``lopt_core.evaluation.scoring``, ``decoding.prefill``) check once that it is right-padded and that it fits
+the context with the method's ``extra_positions`` (``scoring.check_batch``).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -16,7 +21,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lopt_core.data.batching import check_context, check_right_padded
 from lopt_core.model.backbone import Backbone
 from lopt_core.utils import option
 
@@ -73,19 +77,24 @@ class CachedPrompt:
 class PromptMethod(nn.Module, ABC):
     """Base class: a parameter-efficient method attached to a frozen backbone.
 
-    Subclasses take ``(config, backbone, initialise=True)``; ``initialise=False`` skips any costly
-    data-dependent start (a fit, a calibration pass) because a saved state is about to be loaded.
-    Every batch a method sees is right-padded (``lopt_core.data.batching``).
+    Every batch a method sees is right-padded and fits the context with its ``extra_positions``: its
+    callers check (``lopt_core.evaluation.scoring.check_batch``).
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
-    recommended_lr: ClassVar[float] = 3e-2  # AdamW default for this method's parameters
-    # where the method's fixed prompt goes, for export (lopt_core.serving.interop): "input" (X (n, d) before the text's
-    # embeddings), "kv" (a (n, L·2·n_kv·head_dim) key/value table at every layer) or None (no fixed prompt)
+    # the AdamW rate the trainer uses when none is given: a class attribute, read on the instance (prefix_tuning
+    # sets its instance's from its parameterisation)
+    recommended_lr: float = 3e-2
+    # where the method's fixed prompt goes, for export (lopt_core.serving.interop): "input" (``input_prompt()``, X
+    # (n, d) before the text's embeddings), "kv" (``kv_table()``, (n, L·2·n_kv·head_dim): keys and values at every
+    # layer) or None (no fixed prompt: zero-shot has none, IAPT generates its prompts from each input)
     prompt_kind: ClassVar[str | None] = None
 
-    def __init__(self, config: MethodConfig, backbone: Backbone):
+    def __init__(self, config: MethodConfig, backbone: Backbone, *, initialise: bool = True):
+        """``initialise=False``: a saved state is about to be loaded (``load_method``), so a subclass gives its
+        parameters placeholder values instead of its data-dependent start (sampled words, a fit, a calibration
+        pass). The base has no start of its own."""
         super().__init__()
         self.config = config
         self.dims = {"hidden_size": backbone.hidden_size, "num_layers": backbone.num_layers,
@@ -105,10 +114,6 @@ class PromptMethod(nn.Module, ABC):
     def extra_positions(self) -> int:
         """Positions the method adds in front of (or inside) every input: they count against the context."""
         return self.config.prompt_len
-
-    @abstractmethod
-    def prompt_matrix(self) -> torch.Tensor:
-        """The materialised prompt (n, d) (for K/V methods: the stored table), for analysis."""
 
     @abstractmethod
     def parameter_formula(self) -> int:
@@ -135,8 +140,8 @@ class PromptMethod(nn.Module, ABC):
         return self.trainable_parameters()
 
     def extra_repr(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items()
-                           if not isinstance(v, (list, tuple)))
+        fields = ", ".join(f"{field}={value!r}" for field, value in self.config.to_dict().items()
+                           if not isinstance(value, (list, tuple)))
         return f"{fields}, trainable={self.trainable_parameters():,}"
 
 
@@ -146,14 +151,17 @@ class InputPromptMethod(PromptMethod):
 
     The sequence becomes ``[X; E(x)]``, or ``[BOS; X; E(x)]`` when the tokenizer adds BOS (Llama-3,
     Gemma: the model expects BOS first), the attention mask gets n ones, and positions run on from the
-    prompt. Subclasses define only how X is parameterised, in ``prompt_matrix``.
+    prompt. Subclasses define only how X is parameterised, in ``input_prompt``.
     """
 
     prompt_kind = "input"
 
+    @abstractmethod
+    def input_prompt(self) -> torch.Tensor:
+        """The soft prompt X (n, d) this method's parameters make."""
+
     def _insert_at(self, backbone: Backbone, batch: dict) -> int:
         """1 after a BOS the tokenizer put first, else 0 (the same for every row of a right-padded batch)."""
-        check_right_padded(batch["attention_mask"])
         bos = backbone.tokenizer.bos_token_id
         if not adds_bos(backbone) or bos is None:
             return 0
@@ -166,12 +174,21 @@ class InputPromptMethod(PromptMethod):
         return 0
 
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        return self._inputs_with_prompt(backbone, batch, self._insert_at(backbone, batch))
+
+    def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
+        at = self._insert_at(backbone, batch)
+        inputs = self._inputs_with_prompt(backbone, batch, at)
+        h = backbone.transformer(**inputs, use_cache=False).last_hidden_state  # (B, n+T, d)
+        n = self.config.prompt_len
+        return torch.cat([h[:, :at], h[:, at + n:]], dim=1)  # (B, T, d)
+
+    def _inputs_with_prompt(self, backbone: Backbone, batch: dict, at: int) -> dict:
+        """The batch's embeddings with X inserted at column ``at``, and its mask with n ones there."""
         embeds = backbone.embed(batch["input_ids"])  # (B, T, d)
         B = embeds.shape[0]
-        X = self.prompt_matrix().to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
-        at = self._insert_at(backbone, batch)
+        X = self.input_prompt().to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
         mask = batch["attention_mask"]
-        check_context(backbone, mask, X.shape[1], f"{self.name}'s soft prompt plus the batch")
         ones = mask.new_ones(B, X.shape[1])
         return {
             "inputs_embeds": torch.cat([embeds[:, :at], X, embeds[:, at:]], dim=1),  # (B, n+T, d)
@@ -184,7 +201,7 @@ class InputPromptMethod(PromptMethod):
         its K/V at positions 0..n-1 are exactly what every later token attends to (causal attention)."""
         from lopt_core.model.kv import cache_layers, new_cache
 
-        X = self.prompt_matrix().to(backbone.dtype).unsqueeze(0)  # (1, n, d)
+        X = self.input_prompt().to(backbone.dtype).unsqueeze(0)  # (1, n, d)
         bos = adds_bos(backbone)
         if bos:  # [BOS][X]: the cache then holds BOS too, and requests drop theirs
             first = backbone.embed(torch.tensor([[backbone.tokenizer.bos_token_id]], device=backbone.device))
@@ -193,18 +210,17 @@ class InputPromptMethod(PromptMethod):
             cache = backbone.transformer(inputs_embeds=X, use_cache=True, past_key_values=new_cache()).past_key_values
         return CachedPrompt([(k[0], v[0]) for k, v in cache_layers(cache)], includes_bos=bos)
 
-    def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
-        h = super().hidden_states(backbone, batch)  # (B, n+T, d)
-        at, n = self._insert_at(backbone, batch), self.config.prompt_len
-        return torch.cat([h[:, :at], h[:, at + n:]], dim=1)  # (B, T, d)
+
+_ADDS_BOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer → adds_bos, asked once each
 
 
 def adds_bos(backbone: Backbone) -> bool:
-    """Whether the tokenizer puts BOS first by itself (Gemma does, SmolLM2 does not)."""
+    """Whether the tokenizer puts BOS first by itself (Gemma does, SmolLM2 does not); cached per tokenizer."""
     tok = backbone.tokenizer
-    if tok.bos_token_id is None:
-        return False
-    return tok("a", add_special_tokens=True)["input_ids"][:1] == [tok.bos_token_id]
+    if tok not in _ADDS_BOS:
+        _ADDS_BOS[tok] = (tok.bos_token_id is not None
+                          and tok("a", add_special_tokens=True)["input_ids"][:1] == [tok.bos_token_id])
+    return _ADDS_BOS[tok]
 
 
 WORD = re.compile(r" ?[A-Za-z]{3,}")
@@ -249,3 +265,11 @@ def initial_prompt(backbone: Backbone, n: int, init: str, init_text: str, seed: 
         ids = vocab_token_ids(backbone, n, seed) if init == "vocab" else text_token_ids(backbone, init_text, n)
         ids_t = torch.tensor(ids, device=backbone.device)
         return backbone.embed(ids_t).float().cpu()
+
+
+def starting_prompt(backbone: Backbone, config: PromptInitConfig, initialise: bool = True) -> torch.Tensor:
+    """The (n, d) prompt an input-prompt method starts from: ``config.init``'s, or zeros when a saved state
+    is about to replace it (``initialise=False``)."""
+    if not initialise:
+        return torch.zeros(config.prompt_len, backbone.hidden_size)
+    return initial_prompt(backbone, config.prompt_len, config.init, config.init_text, config.seed)

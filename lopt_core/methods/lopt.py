@@ -24,7 +24,7 @@ from lopt_core.methods.base import (
     InputPromptMethod,
     MethodConfig,
     PromptInitConfig,
-    initial_prompt,
+    starting_prompt,
     vocab_token_ids,
 )
 from lopt_core.model.backbone import Backbone
@@ -75,15 +75,13 @@ class LoPT1(InputPromptMethod):
     # 3e-3 and 71.7% at 3e-2, a tie (SST-2 alone prefers 3e-2, 86.1%; yes/no barely learns at any rate, 53-67%).
     recommended_lr = 3e-3
 
-    def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None,
+    def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None, *,
                  initialise: bool = True):
-        super().__init__(config, backbone)
+        super().__init__(config, backbone, initialise=initialise)
         n, r, d = config.prompt_len, config.rank, backbone.hidden_size
         _check_rank(r, d, r * (n + d), n * d, "lopt1")
-        if prompt is None and not initialise:
-            prompt = torch.zeros(n, d)
-        elif prompt is None:
-            prompt = initial_prompt(backbone, n, config.init, config.init_text, config.seed)
+        if prompt is None:
+            prompt = starting_prompt(backbone, config, initialise)
         U, V = svd_factors(prompt.float().cpu(), r)
         self.U = nn.Parameter(U)  # (n, r)
         self.V = nn.Parameter(V)  # (r, d)
@@ -97,7 +95,7 @@ class LoPT1(InputPromptMethod):
             method.V.copy_(V)
         return method.to(backbone.device)
 
-    def prompt_matrix(self) -> torch.Tensor:
+    def input_prompt(self) -> torch.Tensor:
         return self.U @ self.V  # (n, r) @ (r, d) → (n, d)
 
     def parameter_formula(self) -> int:
@@ -143,11 +141,11 @@ class LoPT2(InputPromptMethod):
     # (81.3%; yes/no 77.3%, SST-2 85.3%, 2 seeds each); 1e-1 diverged on yes/no (nan at step 39).
     recommended_lr = 1e-2
 
-    def __init__(self, config: LoPT2Config, backbone: Backbone, initialise: bool = True):
+    def __init__(self, config: LoPT2Config, backbone: Backbone, *, initialise: bool = True):
         n, r, d = config.prompt_len, config.rank, backbone.hidden_size
         if config.x0_token_ids is None:  # a copy of the caller's config, with the ids it drew
             config = dataclasses.replace(config, x0_token_ids=vocab_token_ids(backbone, n, config.seed))
-        super().__init__(config, backbone)
+        super().__init__(config, backbone, initialise=initialise)
         _check_rank(r, d, 2 * r * d, n * d, "lopt2")
         with torch.no_grad():
             X0 = backbone.embed(torch.tensor(config.x0_token_ids, device=backbone.device)).float().cpu()
@@ -170,7 +168,7 @@ class LoPT2(InputPromptMethod):
         V = torch.linalg.lstsq(H, X0.double(), driver="gelsd").solution  # (r, d)
         return U.float(), V.float()
 
-    def prompt_matrix(self) -> torch.Tensor:
+    def input_prompt(self) -> torch.Tensor:
         H = sigma(self.X0 @ self.U, self.config.activation, self.config.threshold)  # (n, r)
         return H @ self.V  # (n, d)
 

@@ -1,22 +1,23 @@
 """Prefix-tuning (Li & Liang, 2021): trainable keys and values at every layer.
 
 Each layer's attention sees n extra key/value positions before the input. The stored prefix is a
-table P ∈ R^{n × L·2·n_kv·head_dim}. Training goes through the official code's reparameterisation,
-``Embedding(n, d) → Linear(d, k) → tanh → Linear(k, L·2·n_kv·head_dim)`` (k = 512), computed once
-per step and expanded over the batch; ``materialise()`` then drops the MLP and keeps the table.
+K/V table P ∈ R^{n × L·2·n_kv·head_dim} (``kv_table()``). Training goes through the official code's
+reparameterisation, ``Embedding(n, d) → Linear(d, reparam_dim) → tanh → Linear(reparam_dim, L·2·n_kv·head_dim)``
+(reparam_dim = 512), computed once per step and expanded over the batch; ``materialise()`` then drops the
+MLP and keeps the table.
 
-Trainable: n·d + d·k + k + k·W + W with the MLP (W = L·2·n_kv·head_dim), n·W without.
-Stored per task: n·W.
+Trainable: n·d + d·reparam_dim + reparam_dim + reparam_dim·W + W through the MLP (W = L·2·n_kv·head_dim),
+n·W without. Stored per task: n·W.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from lopt_core.data.batching import check_context, check_right_padded
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, CachedPrompt, MethodConfig, PromptMethod
 from lopt_core.model.backbone import Backbone
@@ -30,7 +31,7 @@ INITS = ("random", "zero", "text")
 class PrefixTuningConfig(MethodConfig):
     prompt_len: int = option(10, PROMPT_LEN)
     reparam: bool = option(True, "train through the MLP reparameterisation (materialise() drops it)")
-    reparam_dim: int = option(512, "k: the MLP's hidden width (the paper's 512 for table-to-text)")
+    reparam_dim: int = option(512, "the MLP's hidden width (the paper's 512 for table-to-text)")
     init: str = option("random", "start: 'random', 'zero' (table = 0) or 'text' (the model's own K/V of init_text)")
     init_text: str = option("table-to-text:", "the text of init='text'")
     init_steps: int = option(500, "Adam steps that fit the MLP to the text's K/V (init='text' with reparam)")
@@ -49,17 +50,15 @@ class PrefixTuning(PromptMethod):
 
     Config = PrefixTuningConfig
     prompt_kind = "kv"
+    # benchmarks/lr_grid.py (120 steps, n = 10, validation accuracy on yes/no and SST-2, seeds averaged):
+    # through the MLP, 9.49e-5 is best on both (85.0%, 79.5%; 3e-5: 84.3%, 77.7%; 1e-3: 57.0%, 51.3%);
+    # a raw table wants 3e-2 (100.0%, 83.4%; 1e-2: 99.3%, 82.7%; 9.49e-2 fell to 52.7% on yes/no).
+    recommended_lr = 9.49e-5  # through the MLP (reparam=True, the default)
+    table_lr: ClassVar[float] = 3e-2  # a raw table (reparam=False, or after materialise()): the instance's rate
 
-    @property
-    def recommended_lr(self) -> float:
-        # benchmarks/lr_grid.py (120 steps, n = 10, validation accuracy on yes/no and SST-2, seeds averaged):
-        # through the MLP, 9.49e-5 is best on both (85.0%, 79.5%; 3e-5: 84.3%, 77.7%; 1e-3: 57.0%, 51.3%);
-        # a raw table wants 3e-2 (100.0%, 83.4%; 1e-2: 99.3%, 82.7%; 9.49e-2 fell to 52.7% on yes/no).
-        return 9.49e-5 if self.config.reparam else 3e-2
-
-    def __init__(self, config: PrefixTuningConfig, backbone: Backbone, initialise: bool = True):
-        super().__init__(config, backbone)
-        n, d, k = config.prompt_len, backbone.hidden_size, config.reparam_dim
+    def __init__(self, config: PrefixTuningConfig, backbone: Backbone, *, initialise: bool = True):
+        super().__init__(config, backbone, initialise=initialise)
+        n, d, reparam_dim = config.prompt_len, backbone.hidden_size, config.reparam_dim
         self.width = backbone.num_layers * 2 * kv_width(backbone)  # W = L·2·n_kv·head_dim
         self.dims["width"] = self.width
         # initialise=False (a saved state follows): skip the text's K/V and the 500-step fit
@@ -67,7 +66,7 @@ class PrefixTuning(PromptMethod):
         if config.reparam:
             with seeded(config.seed):  # the config's seed decides the start, not the global RNG
                 self.embedding = nn.Embedding(n, d)  # P' (n, d)
-                self.mlp = nn.Sequential(nn.Linear(d, k), nn.Tanh(), nn.Linear(k, self.width))
+                self.mlp = nn.Sequential(nn.Linear(d, reparam_dim), nn.Tanh(), nn.Linear(reparam_dim, self.width))
             if config.init == "zero":
                 nn.init.zeros_(self.mlp[2].weight)
                 nn.init.zeros_(self.mlp[2].bias)
@@ -80,6 +79,7 @@ class PrefixTuning(PromptMethod):
                     g = torch.Generator().manual_seed(config.seed)  # keys swamp attention (loss 11.7 vs 2.7)
                     target = torch.randn(n, self.width, generator=g) * 0.1 * self._kv_scale(backbone)
             self.table = nn.Parameter(target.clone())  # (n, W)
+            self.recommended_lr = self.table_lr
 
     # ---------------------------------------------------------------------------- init
     def _initial_table(self, backbone: Backbone) -> torch.Tensor:
@@ -97,27 +97,23 @@ class PrefixTuning(PromptMethod):
         choice: lr 1e-3 and a per-value mean loss, where the official code uses lr 1e-4."""
         opt = torch.optim.Adam(self.parameters(), lr=1e-3)
         for _ in range(steps):
-            loss = nn.functional.mse_loss(self.prefix_table(), target)
+            loss = nn.functional.mse_loss(self.kv_table(), target)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
     # ---------------------------------------------------------------------------- prefix
-    def prefix_table(self) -> torch.Tensor:
-        """The prefix P (n, W): through the MLP once (not once per row), or the raw table."""
+    def kv_table(self) -> torch.Tensor:
+        """The K/V table P (n, W): through the MLP once (not once per row), or the raw table."""
         if self.config.reparam:
             return self.mlp(self.embedding.weight)
         return self.table
 
-    def prompt_matrix(self) -> torch.Tensor:
-        return self.prefix_table()
-
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
+        """The batch after an n-position cache (its tokens then take positions n, n+1, ...)."""
         mask = batch["attention_mask"]
-        check_right_padded(mask)  # the tokens take positions n, n+1, ... from the cache length
-        check_context(backbone, mask, self.config.prompt_len, "the prefix plus the batch")
         B = batch["input_ids"].shape[0]
-        layers = split_table(self.prefix_table(), backbone)  # L × (n_kv, n, head_dim) for K and V
+        layers = split_table(self.kv_table(), backbone)  # L × (n_kv, n, head_dim) for K and V
         return {
             "input_ids": batch["input_ids"],
             "attention_mask": torch.cat([mask.new_ones(B, self.config.prompt_len), mask], dim=1),  # (B, n+T)
@@ -134,7 +130,7 @@ class PrefixTuning(PromptMethod):
         """The table as the forward pass makes it (the MLP under the backbone's autocast), in the dtype
         requests run in."""
         with backbone.autocast():
-            layers = split_table(self.prefix_table(), backbone)
+            layers = split_table(self.kv_table(), backbone)
         dtype = backbone.compute_dtype
         return CachedPrompt([(k.to(dtype), v.to(dtype)) for k, v in layers])
 
@@ -143,15 +139,16 @@ class PrefixTuning(PromptMethod):
     def materialise(self) -> PrefixTuning:
         """Replace the MLP by the table it produces; outputs stay identical."""
         if self.config.reparam:
-            table = self.prefix_table().detach().clone()
+            table = self.kv_table().detach().clone()
             del self.embedding, self.mlp
             self.config = dataclasses.replace(self.config, reparam=False)
             self.table = nn.Parameter(table)
+            self.recommended_lr = self.table_lr
         return self
 
     def parameter_formula(self) -> int:
-        n, k, W, d = self.config.prompt_len, self.config.reparam_dim, self.width, self.dims["hidden_size"]
-        return n * d + d * k + k + k * W + W if self.config.reparam else n * W
+        n, reparam_dim, W, d = self.config.prompt_len, self.config.reparam_dim, self.width, self.dims["hidden_size"]
+        return n * d + d * reparam_dim + reparam_dim + reparam_dim * W + W if self.config.reparam else n * W
 
     def stored_parameters(self) -> int:
         return self.config.prompt_len * self.width  # n·L·2·n_kv·head_dim

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lopt_core.methods import register
-from lopt_core.methods.base import InputPromptMethod, PromptInitConfig, initial_prompt
+from lopt_core.methods.base import InputPromptMethod, PromptInitConfig, starting_prompt
 from lopt_core.model.backbone import Backbone
 
 
@@ -28,19 +28,17 @@ class PromptTuning(InputPromptMethod):
     # (92.7%, 2 seeds; 1e-2 80.3%, 1e-1 56.7%), 85.3% on SST-2 (best there 1e-1, 87.2%); best mean over the two.
     recommended_lr = 3e-3
 
-    def __init__(self, config: PromptTuningConfig, backbone: Backbone, prompt: torch.Tensor | None = None,
+    def __init__(self, config: PromptTuningConfig, backbone: Backbone, prompt: torch.Tensor | None = None, *,
                  initialise: bool = True):
-        super().__init__(config, backbone)
-        c = config
+        super().__init__(config, backbone, initialise=initialise)
+        n, d = config.prompt_len, backbone.hidden_size
         if prompt is None:
-            prompt = (initial_prompt(backbone, c.prompt_len, c.init, c.init_text, c.seed) if initialise
-                      else torch.zeros(c.prompt_len, backbone.hidden_size))
-        if prompt.shape != (c.prompt_len, backbone.hidden_size):
-            raise ValueError(f"prompt must have shape (n, d) = ({c.prompt_len}, {backbone.hidden_size}), "
-                             f"got {tuple(prompt.shape)}")
+            prompt = starting_prompt(backbone, config, initialise)
+        if prompt.shape != (n, d):
+            raise ValueError(f"prompt must have shape (n, d) = ({n}, {d}), got {tuple(prompt.shape)}")
         self.prompt = nn.Parameter(prompt.detach().float().clone())  # (n, d)
 
-    def prompt_matrix(self) -> torch.Tensor:
+    def input_prompt(self) -> torch.Tensor:
         return self.prompt
 
     def parameter_formula(self) -> int:

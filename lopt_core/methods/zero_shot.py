@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lopt_core.data.batching import check_context, check_right_padded
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, CachedPrompt, MethodConfig, PromptMethod
 from lopt_core.model.backbone import Backbone
@@ -27,21 +26,13 @@ class ZeroShot(PromptMethod):
 
     Config = ZeroShotConfig
 
-    def __init__(self, config: ZeroShotConfig, backbone: Backbone, initialise: bool = True):
-        super().__init__(config, backbone)
-
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
-        check_right_padded(batch["attention_mask"])
-        check_context(backbone, batch["attention_mask"])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def prompt_kv(self, backbone: Backbone) -> CachedPrompt:
         shape = (backbone.num_kv_heads, 0, backbone.head_dim)
         empty = torch.zeros(shape, dtype=backbone.compute_dtype, device=backbone.device)
         return CachedPrompt([(empty, empty)] * backbone.num_layers)
-
-    def prompt_matrix(self) -> torch.Tensor:
-        return torch.zeros(0, self.dims["hidden_size"])
 
     def parameter_formula(self) -> int:
         return 0

@@ -38,13 +38,20 @@ PEFT_TYPES = {"input": "PROMPT_TUNING", "kv": "PREFIX_TUNING"}  # where a method
 EMBEDDINGS, EMBEDDINGS_JSON = "prompt_embeds.safetensors", "prompt_embeds.json"
 
 
-def _exported_prompt(method: PromptMethod, backbone: Backbone) -> tuple[str, torch.Tensor, bool]:
-    """(where the prompt goes, the materialised tensor, whether row 0 is E(BOS))."""
+def prompt_embeddings(method: PromptMethod) -> torch.Tensor:
+    """The method's fixed prompt, materialised, as PEFT stores it (``prompt_embeddings``): X (n, d) of an input
+    prompt, or the K/V table (n, L·2·n_kv·head_dim) of a prefix; fp32, on the CPU."""
     if method.prompt_kind is None:
         raise ValueError(f"{method.name} has no fixed prompt to export and no PEFT equivalent (zero-shot has no "
                          "prompt; IAPT generates its prompts from each input, while PEFT and serving engines take one "
                          "prompt per task). Export prompt_tuning, lopt1, lopt2 or prefix_tuning.")
-    X = method.prompt_matrix().detach().float().cpu()  # (n, d) or the prefix table (n, W)
+    prompt = method.input_prompt() if method.prompt_kind == "input" else method.kv_table()
+    return prompt.detach().float().cpu()
+
+
+def _exported_prompt(method: PromptMethod, backbone: Backbone) -> tuple[str, torch.Tensor, bool]:
+    """(where the prompt goes, the materialised tensor, whether row 0 is E(BOS))."""
+    X = prompt_embeddings(method)  # (n, d) or the K/V table (n, W)
     bos = method.prompt_kind == "input" and adds_bos(backbone)
     if bos:  # PEFT prepends before everything: E(BOS) becomes virtual token 0
         ids = torch.tensor([backbone.tokenizer.bos_token_id], device=backbone.device)
@@ -114,7 +121,7 @@ def from_peft(folder: str | Path, backbone: Backbone) -> PromptMethod:
     """
     folder = Path(folder)
     config, X = _read_adapter(folder)
-    kind = {v: k for k, v in PEFT_TYPES.items()}[config["peft_type"]]
+    kind = {peft: kind for kind, peft in PEFT_TYPES.items()}[config["peft_type"]]
     sidecar = read_sidecar(folder) or {}
     if kind == "input":
         if X.shape[1] != backbone.hidden_size:
@@ -178,7 +185,7 @@ def export_embeddings(method: PromptMethod, backbone: Backbone, folder: str | Pa
         raise ValueError(f"{method.name} does not act on the input embeddings (it changes every layer's keys and "
                          "values, or is generated per input), so an engine's prompt_embeds cannot carry it; export "
                          "--format peft instead (prefix_tuning)")
-    X = method.prompt_matrix().detach().float().cpu().to(DTYPES[dtype]).contiguous()
+    X = prompt_embeddings(method).to(DTYPES[dtype]).contiguous()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / EMBEDDINGS) as tmp:

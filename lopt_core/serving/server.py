@@ -20,7 +20,7 @@ import torch
 
 from lopt_core.data.batching import check_text, pad, pad_id
 from lopt_core.evaluation.decoding import DecodeConfig, decode
-from lopt_core.evaluation.scoring import label_logits
+from lopt_core.evaluation.scoring import class_scores, label_logits
 from lopt_core.methods import CachedPrompt
 from lopt_core.model.backbone import Backbone
 from lopt_core.model.kv import new_cache
@@ -147,13 +147,11 @@ class Server:
         return results
 
     def _classify_sequences(self, name: str, text: str) -> dict:
-        from lopt_core.evaluation.scoring import class_scores
-
         entry = self.prompts[name]
         longest = max(len(s) for s in entry.task.verbalizer(self.backbone.tokenizer).token_ids)
         self._encode([(name, text)], new_tokens=longest)  # the label word follows the text: check it fits
         enc = self.backbone.tokenizer([text], return_tensors="pt")
-        batch = {k: v.to(self.backbone.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        batch = {key: enc[key].to(self.backbone.device) for key in ("input_ids", "attention_mask")}
         batch["prompt_mask"] = batch["attention_mask"]
         with self.backbone.autocast():
             scores = class_scores(entry.method, self.backbone, batch, entry.task.verbalizer(self.backbone.tokenizer))

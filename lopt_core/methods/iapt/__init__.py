@@ -1,11 +1,11 @@
 """IAPT (Zhu et al., 2024): instruction-aware prompts generated at every layer.
 
-For layer l, from the instruction's hidden states H^l (the input of layer l):
+For layer l, from the instruction's hidden states H^l (the input of layer l); n = num_virtual (prompt_len):
     Z = H^l W_down                       (B, T, m)      bottleneck m (default 32)
-    A = softmax_T(Z W_q)                 (B, T, k)      k = 4 learned queries; only instruction tokens
-    p = Aᵀ Z                             (B, k, m)
-    P^l = g_l(p) W_up                    (B, k, d)      g_l: a learned rational activation per layer
-Insertion (the kit's choice; the paper does not say where the tokens go): the k virtual tokens sit right
+    A = softmax_T(Z W_q)                 (B, T, n)      n = 4 learned queries; only instruction tokens
+    p = Aᵀ Z                             (B, n, m)
+    P^l = g_l(p) W_up                    (B, n, d)      g_l: a learned rational activation per layer
+Insertion (the kit's choice; the paper does not say where the tokens go): the n virtual tokens sit right
 **after** the instruction, so the instruction's hidden states do not depend on them (the instruction
 never attends to its prompts). One no-grad prefill of the instruction gives every H^l and its K/V
 cache; each P^l goes through layer l's frozen norm, k/v projections and rotary embedding (positions
@@ -15,7 +15,7 @@ cache. Backprop touches only the response pass and the generators.
 The prompt's last token (the cue, e.g. "Answer:" or "Text:") belongs to the response: the position that
 predicts the first answer token must come after the virtual tokens to see them.
 
-Trainable: L·(2·d·m + k·m) + L·(7 + 5) rational coefficients (no biases). Stored: the same.
+Trainable: L·(2·d·m + n·m) + L·(7 + 5) rational coefficients (no biases). Stored: the same.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lopt_core.data.batching import check_context, check_right_padded, pad, pad_id, positions
+from lopt_core.data.batching import pad, pad_id, positions
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, MethodConfig, PromptMethod
 from lopt_core.methods.iapt.rational import RationalActivation, full_precision
@@ -64,29 +64,30 @@ class IAPTConfig(MethodConfig):
 
 
 class PromptGenerator(nn.Module):
-    """One layer's generator: instruction hidden states (B, T, d) → k soft tokens (B, k, d)."""
+    """One layer's generator: instruction hidden states (B, T, d) → n soft tokens (B, n, d)."""
 
-    def __init__(self, d: int, m: int, k: int, pooling: str, activation: str):
+    def __init__(self, d: int, m: int, num_virtual: int, pooling: str, activation: str):
         super().__init__()
-        self.pooling, self.k = pooling, k
+        self.pooling, self.num_virtual = pooling, num_virtual
         self.down = nn.Linear(d, m, bias=False)  # W_down
-        self.query = nn.Parameter(torch.randn(m, k) / m ** 0.5) if pooling == "attention" else None  # W_q
+        self.query = (nn.Parameter(torch.randn(m, num_virtual) / m ** 0.5)  # W_q
+                      if pooling == "attention" else None)
         self.act = {"rational": RationalActivation, "gelu": nn.GELU, "relu": nn.ReLU}[activation]()
         self.up = nn.Linear(m, d, bias=False)  # W_up
 
     @full_precision
     def pool_weights(self, Z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """A (B, T, k): a distribution over the instruction tokens for each soft token (in fp32, also
+        """A (B, T, n): a distribution over the instruction tokens for each soft token (in fp32, also
         under autocast)."""
         B, T, _ = Z.shape
         Z = Z.float()
         if self.pooling == "attention":
-            scores = Z @ self.query.float()  # (B, T, k)
+            scores = Z @ self.query.float()  # (B, T, n)
         elif self.pooling == "mean":
-            scores = Z.new_zeros(B, T, self.k)
+            scores = Z.new_zeros(B, T, self.num_virtual)
         else:  # last instruction token
             last = (mask.long() * torch.arange(1, T + 1, device=Z.device)).argmax(1)  # (B,) any padding side
-            scores = torch.full((B, T, self.k), -1e4, device=Z.device)
+            scores = torch.full((B, T, self.num_virtual), -1e4, device=Z.device)
             scores[torch.arange(B, device=Z.device), last] = 0.0
         scores = scores.masked_fill(~mask.bool()[..., None], float("-inf"))
         return scores.softmax(dim=1)
@@ -96,9 +97,9 @@ class PromptGenerator(nn.Module):
         """In fp32 under any autocast: the generator is small (2·d·m per layer), and in bf16 its output
         drifted by 3.5× the backbone's own bf16 error on tiny-gemma3 (0.66× in fp32)."""
         Z = self.down(H)  # (B, T, m)
-        A = self.pool_weights(Z, mask)  # (B, T, k), fp32
-        p = A.transpose(1, 2) @ Z.float()  # (B, k, m)
-        return self.up(self.act(p))  # (B, k, d)
+        A = self.pool_weights(Z, mask)  # (B, T, n), fp32
+        p = A.transpose(1, 2) @ Z.float()  # (B, n, m)
+        return self.up(self.act(p))  # (B, n, d)
 
 
 @register("iapt")
@@ -112,11 +113,11 @@ class IAPT(PromptMethod):
     # 3e-5 left it at 0% exact match on the instruction mixture), so pass lr= when m is small.
     recommended_lr = 3e-5
 
-    def __init__(self, config: IAPTConfig, backbone: Backbone, initialise: bool = True):
-        super().__init__(config, backbone)
-        d, m, k = backbone.hidden_size, config.bottleneck, config.num_virtual
+    def __init__(self, config: IAPTConfig, backbone: Backbone, *, initialise: bool = True):
+        super().__init__(config, backbone, initialise=initialise)
+        d, m, num_virtual = backbone.hidden_size, config.bottleneck, config.num_virtual
         with seeded(config.seed):
-            self.generators = nn.ModuleList(PromptGenerator(d, m, k, config.pooling, config.activation)
+            self.generators = nn.ModuleList(PromptGenerator(d, m, num_virtual, config.pooling, config.activation)
                                             for _ in range(backbone.num_layers))
             if initialise:
                 self._calibrate(backbone)
@@ -142,13 +143,10 @@ class IAPT(PromptMethod):
         """Per row: instruction = prompt minus its last token; response = the rest.
 
         Instructions are left-padded and responses right-padded, so that each row's real positions are
-        contiguous in the cache ([pad… instruction][k virtual][response …pad]): sliding-window layers
+        contiguous in the cache ([pad… instruction][n virtual][response …pad]): sliding-window layers
         (Gemma, Mistral) count distances in cache columns.
         """
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
-        check_right_padded(batch["attention_mask"])
-        check_context(backbone, batch["attention_mask"], self.config.num_virtual,
-                      "the batch plus IAPT's virtual tokens")
         prompt = batch.get("prompt_mask", batch["attention_mask"]).bool() & mask
         instr, resp, lengths = [], [], []
         for i in range(ids.shape[0]):
@@ -167,17 +165,17 @@ class IAPT(PromptMethod):
     def prompts(self, backbone: Backbone, parts: dict):
         """Prefill the instruction (no grad) and generate every layer's soft tokens.
 
-        Returns (cache with instruction + virtual K/V, [P^l (B, k, d)], prefill output)."""
+        Returns (cache with instruction + virtual K/V, [P^l (B, n, d)], prefill output)."""
         with torch.no_grad():
             out = backbone.transformer(input_ids=parts["instr_ids"], attention_mask=parts["instr_mask"],
                                        position_ids=positions(parts["instr_mask"]), past_key_values=new_cache(),
                                        use_cache=True, output_hidden_states=True)
         cache = out.past_key_values
-        k = self.config.num_virtual
-        pos = parts["instr_len"][:, None] + torch.arange(k, device=parts["instr_ids"].device)  # (B, k)
+        num_virtual = self.config.num_virtual
+        pos = parts["instr_len"][:, None] + torch.arange(num_virtual, device=parts["instr_ids"].device)  # (B, n)
         generated = []
         for layer, gen in enumerate(self.generators):
-            P = gen(out.hidden_states[layer].float(), parts["instr_mask"])  # (B, k, d), fp32
+            P = gen(out.hidden_states[layer].float(), parts["instr_mask"])  # (B, n, d), fp32
             key, value = project_kv(backbone, layer, P.to(backbone.dtype), pos)
             cache.update(key.to(backbone.compute_dtype), value.to(backbone.compute_dtype), layer)
             generated.append(P)
@@ -189,10 +187,10 @@ class IAPT(PromptMethod):
         return self._response_inputs(parts, cache)
 
     def _response_inputs(self, parts: dict, cache) -> dict:
-        B, k = parts["resp_ids"].shape[0], self.config.num_virtual
-        start = parts["instr_len"][:, None] + k
+        B, num_virtual = parts["resp_ids"].shape[0], self.config.num_virtual
+        start = parts["instr_len"][:, None] + num_virtual
         return {"input_ids": parts["resp_ids"],
-                "attention_mask": torch.cat([parts["instr_mask"], parts["instr_mask"].new_ones(B, k),
+                "attention_mask": torch.cat([parts["instr_mask"], parts["instr_mask"].new_ones(B, num_virtual),
                                              parts["resp_mask"]], dim=1),
                 "position_ids": start + torch.arange(parts["resp_ids"].shape[1], device=start.device),
                 "past_key_values": cache}
@@ -213,8 +211,9 @@ class IAPT(PromptMethod):
         return out
 
     # ------------------------------------------------------------------------- counts, bi-level
-    def prompt_matrix(self) -> torch.Tensor:
-        """IAPT has no fixed prompt: the generators' up-projections (L·m, d) stand in for analysis."""
+    def up_projections(self) -> torch.Tensor:
+        """Every layer's W_up stacked (L·m, d), for analysis: IAPT has no fixed prompt, and each layer's
+        generated tokens P^l lie in the row space of its W_up (m, d)."""
         return torch.cat([g.up.weight.T for g in self.generators], dim=0)
 
     def param_groups(self, lr: float) -> list[dict]:
@@ -226,10 +225,6 @@ class IAPT(PromptMethod):
         ids = {id(p) for p in outer}
         inner = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         return [{"params": inner, "lr": lr}, {"params": outer, "lr": self.config.bilevel_lr, "outer": True}]
-
-    @property
-    def extra_positions(self) -> int:
-        return self.config.num_virtual  # the virtual tokens sit between instruction and response
 
     def parameter_formula(self) -> int:
         c, d, L = self.config, self.dims["hidden_size"], self.dims["num_layers"]
