@@ -31,11 +31,15 @@ class Sweep:
     record: Path | None = None
     about: str = ""
 
+    def recorded(self) -> list[dict]:
+        """The runs in the record (each: its key, status and metrics); none without a record."""
+        return read_json(self.record)["runs"] if self.record and self.record.is_file() else []
+
     def restore(self) -> int:
         """Write the recorded runs back into ``out`` as finished run folders (metrics and status), so that the sweep
         skips them; say and return how many."""
         restored = 0
-        for run in read_json(self.record)["runs"] if self.record and self.record.is_file() else []:
+        for run in self.recorded():
             folder = self.out / run["key"]
             if not (folder / "status.json").is_file():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -47,7 +51,7 @@ class Sweep:
 
     def save_record(self) -> int:
         """Record every finished run of ``out`` (with those recorded before); the number of runs recorded."""
-        runs = {run["key"]: run for run in (read_json(self.record)["runs"] if self.record.is_file() else [])}
+        runs = {run["key"]: run for run in self.recorded()}
         for status_path in sorted(self.out.glob("*/status.json")):
             status = read_json(status_path)
             if status["status"] == "ok" and (status_path.parent / "metrics.json").is_file():
