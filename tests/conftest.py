@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import lopt_core.model.backbone
 from lopt_core.data.tasks import Task
 from lopt_core.methods import build_method
 from lopt_core.model import TINY_SPECS, load_backbone
@@ -86,7 +85,7 @@ def fast_tests_load_no_embedded_backbone(request, monkeypatch):
     """Outside slow tests, loading the embedded backbone fails the test: ``load_backbone("embedded")``, the
     CLI's default backbone and a profile's all go through ``prepare_embedded``."""
     if not is_slow(request.node):
-        monkeypatch.setattr(lopt_core.model.backbone, "prepare_embedded",
+        monkeypatch.setattr("lopt_core.model.backbone.prepare_embedded",
                             lambda *args, **kwargs: refuse_embedded(request.node, "loads the embedded backbone"))
 
 
