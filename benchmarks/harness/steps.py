@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-from lopt_core.data.tasks import Task
+from lopt_core.data import Task
 from lopt_core.evaluation.scoring import loss_and_scores
 from lopt_core.methods import build_method
 from lopt_core.methods.base import vocab_token_ids
