@@ -1,5 +1,5 @@
 # One command each: `make demo` (main job), `make test` (test suite), `make lab` (JupyterLab).
-# Each sets up .venv from the repo's own files first if needed.
+# Each sets up .venv from the repo's own files first if needed.  `make help` lists every target.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 BROWSER_STAMP := $(VENV)/.installed-browser
 
-.PHONY: setup backbone browser demo test test-fast lab lint strip clean-outputs bench quality
+.PHONY: help setup backbone browser demo test test-fast lab lint strip clean-outputs bench quality
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,13 +44,13 @@ test-fast: setup  ## unit tests on the tiny backbones only
 lab: backbone  ## JupyterLab on notebooks/ (as root, e.g. in a container, jupyter needs --allow-root)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-lint: setup
+lint: setup  ## ruff on the library, tests, benchmarks and data
 	$(VENV)/bin/ruff check lopt_core tests benchmarks data
 
 strip: setup  ## remove outputs from the committed notebooks
 	$(PY) -m lopt_core.lab.notebooks --strip notebooks/*.ipynb notebooks/*/*.ipynb
 
-clean-outputs:
+clean-outputs:  ## delete the outputs folder that `make demo` writes (OUT, default outputs/)
 	rm -rf $(OUT)
 
 bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results/*.json, then one table
@@ -61,3 +61,6 @@ bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results
 quality: backbone  ## the protocol's quality runs, in order (many CPU-hours; each resumes where it stopped) → results/
 	cd benchmarks && ../$(PY) lr_grid.py && ../$(PY) sst2_lopt.py && ../$(PY) time_to_accuracy.py \
 		&& ../$(PY) e2e_prefix.py && ../$(PY) iapt_report.py && ../$(PY) summary.py
+
+help:  ## list the targets, one line each
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

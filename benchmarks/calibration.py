@@ -10,19 +10,18 @@ Nothing is tuned here: the content-free text is the paper's. Writes ``benchmarks
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from lopt_core.data import load_task
 from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 
-from common import save
+from harness.results import data_option, save
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"))
+    data_option(parser, "sst2")
     args = parser.parse_args()
     backbone = load_backbone("embedded")
     zero_shot = build_method("zero_shot", backbone)

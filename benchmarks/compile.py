@@ -3,24 +3,23 @@
     python benchmarks/compile.py [--rounds 5] [--methods prompt_tuning lopt2] [--mode default]
 
 The decoder stack (``backbone.transformer``) is compiled with inductor; the method, the scoring of
-the label logits and AdamW are the same step as train_step.py (`our_step`), on the same batch (8 × 64 word
+the label logits and AdamW are the step train_step.py times (`harness.steps.our_step`), on the same batch (8 × 64 word
 tokens + 20 virtual tokens). The first compiled call (tracing + code generation) is timed apart and
 reported as the one-off compile cost, with the number of steps it takes for the gain to pay it back.
 The kit uses ``torch.compile`` only if this shows a gain. Writes benchmarks/results/compile.json.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
-import warnings
 
 import torch
 
-from lopt_core.model import Backbone, load_backbone
+from lopt_core.model import Backbone
 
-from common import alternate, save, summary
-from train_step import make_batch, our_step
+from harness.results import save
+from harness.steps import make_batch, our_step
+from harness.timing import embedded_backbone, side_by_side, timing_parser
 
 
 def compiled_backbone(backbone: Backbone, mode: str) -> Backbone:
@@ -36,16 +35,11 @@ def compiled_backbone(backbone: Backbone, mode: str) -> Backbone:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--virtual", type=int, default=20)
+    parser = timing_parser(__doc__, rounds=5, batch=True)
     parser.add_argument("--methods", nargs="+", default=["prompt_tuning", "lopt2"])
     parser.add_argument("--mode", default="default", choices=["default", "reduce-overhead", "max-autotune"])
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    backbone = load_backbone("embedded", device="cpu")
+    backbone = embedded_backbone()
     task, batch, _ = make_batch(backbone, args.batch, args.length)
     fast = compiled_backbone(backbone, args.mode)
     steps, compile_seconds, first_losses = {}, {}, {}
@@ -58,10 +52,10 @@ def main() -> None:
         steps[f"{name}+compile"] = compiled
         print(f"{name}: first compiled step (with compilation) {compile_seconds[name]:.1f} s; "
               f"first losses eager {first_losses[name][0]:.5f} compiled {first_losses[name][1]:.5f}", flush=True)
-    times = alternate(steps, rounds=args.rounds)
+    times = side_by_side(steps, rounds=args.rounds)
     runs = {}
     for name in args.methods:
-        eager, comp = summary(times[name]), summary(times[f"{name}+compile"])
+        eager, comp = times[name], times[f"{name}+compile"]
         gain = eager["median"] - comp["median"]
         runs[name] = {"eager": eager, "compiled": comp, "speedup": eager["median"] / comp["median"],
                       "compile_seconds": compile_seconds[name],

@@ -11,7 +11,6 @@ Writes ``benchmarks/results/demo_rates.json`` (about 15 min on 2 cores).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
@@ -20,7 +19,7 @@ from lopt_core.methods import build_method
 from lopt_core.training.trainer import Trainer, TrainingDiverged
 from lopt_core.utils import seed_everything
 
-from common import RESULTS, save
+from harness.results import load, save
 
 METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}
 RATES = [3e-3, 1e-2, 3e-2, 1e-1]
@@ -29,11 +28,10 @@ STEP = math.sqrt(10)
 
 def measured() -> dict:
     """method → {rate: result} already in the results file (a re-run trains only what is missing)."""
-    path = RESULTS / "demo_rates.json"
-    if not path.is_file():
+    done = load("demo_rates")
+    if done is None:
         return {}
-    results = json.loads(path.read_text())["results"]
-    return {m: {float(lr): v for lr, v in r["by_rate"].items()} for m, r in results.items()}
+    return {m: {float(lr): v for lr, v in r["by_rate"].items()} for m, r in done["results"].items()}
 
 
 def main() -> None:

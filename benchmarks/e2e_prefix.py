@@ -20,7 +20,8 @@ from lopt_core.evaluation.stats import paired_difference
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 
-from common import RUNS, intervals, save, sweep
+from harness.quality import Sweep, intervals
+from harness.results import RUNS, data_option, save
 
 SPLITS = {"train": "devset.csv", "test": "testset_w_refs.csv"}
 CONFIGS = {"prompt_tuning": {}, "prefix_tuning": {}}  # n = 10 both; the prefix trains through its k = 512 MLP
@@ -29,14 +30,14 @@ CONFIGS = {"prompt_tuning": {}, "prefix_tuning": {}}  # n = 10 both; the prefix 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(RUNS / "e2e_prefix"))
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "e2e"))
+    data_option(parser, "e2e")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test-mrs", type=int, default=100)
     args = parser.parse_args()
     data = str(Path(args.data).resolve())
     points = [{"method": m, "prompt_len": 10, "options": o, "task_name": "e2e", "task_path": data,
                "task_splits": SPLITS, "seed": s} for s in args.seeds for m, o in CONFIGS.items()]
-    table = sweep(points, Path(args.out), generate=True, test_limit=args.test_mrs, max_new_tokens=60)
+    table = Sweep(Path(args.out)).run(points, generate=True, test_limit=args.test_mrs, max_new_tokens=60)
     summary = {key: intervals(table, ["method"], key) for key in ("test_bleu", "test_rouge_l")}
     by = {m: dict(zip(p["seed"], p["test_bleu"])) for m, p in table.groupby("method")}
     d = paired_difference(by["prefix_tuning"], by["prompt_tuning"])

@@ -12,15 +12,14 @@ Writes benchmarks/results/efficiency.json.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import warnings
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from common import alternate, matmul_peak_gflops, save, summary
-from train_step import build_steps, make_batch, our_method
+from harness.results import save
+from harness.steps import build_steps, make_batch, our_method
+from harness.timing import embedded_backbone, matmul_peak_gflops, side_by_side, timing_parser
 
 
 def _cpu_attention_flop(query, key, value, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs) -> int:
@@ -50,16 +49,8 @@ def iapt_prompts_only(backbone, args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--virtual", type=int, default=20)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    from lopt_core.model import load_backbone
-
-    backbone = load_backbone("embedded", device="cpu")
+    args = timing_parser(__doc__, rounds=9, batch=True).parse_args()
+    backbone = embedded_backbone()
     names = ["prompt_tuning", "lopt2", "prefix_tuning", "iapt", "peft_prompt_tuning"]
     steps, _ = build_steps(backbone, args, names)
     steps["iapt_prompts_only"] = iapt_prompts_only(backbone, args)
@@ -73,16 +64,16 @@ def main() -> None:
     # by 10-20% within minutes, and the median peak then sees the same drift as the median step.
     peaks: list[float] = []
     steps["matmul_peak"] = lambda: peaks.append(matmul_peak_gflops())
-    times = alternate(steps, rounds=args.rounds)
+    times = side_by_side(steps, rounds=args.rounds)
     del times["matmul_peak"]
     peaks = peaks[-args.rounds:]  # the warm-up call excluded
     peak = statistics.median(peaks)
     results = {}
     for name in names:
-        t = summary(times[name])["median"]
+        t = times[name]["median"]
         achieved = flops[name] / t / 1e9
         results[name] = {"gflop_per_step": flops[name] / 1e9, "seconds_per_step": t, "achieved_gflops": achieved,
-                         "fraction_of_matmul_peak": achieved / peak, "runs": times[name]}
+                         "fraction_of_matmul_peak": achieved / peak, "runs": times[name]["runs"]}
     path = save("efficiency", {"config": vars(args), "matmul_peak_gflops": peak,
                                "matmul_peak_runs": peaks, "results": results},
                 backbone.device)

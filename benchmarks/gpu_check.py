@@ -147,11 +147,10 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    sys.path.insert(0, str(HERE))
     from lopt_core.model import load_backbone
 
-    from common import alternate, summary
-    from train_step import PEFT, build_steps
+    from harness.steps import PAIRS, PEFT, build_steps
+    from harness.timing import side_by_side
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -190,17 +189,15 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
             flops[key] = counter.get_total_flops()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        times = alternate(steps, rounds=rounds)
+        times = side_by_side(steps, rounds=rounds)
         rows = {}
         for key in names:
-            t = summary(times[key])["median"]
+            t = times[key]["median"]
             achieved = flops[key] / t / 1e12
             rows[key] = {"seconds_per_step": t, "tflop_per_step": flops[key] / 1e12,
                          "achieved_tflops": achieved, "fraction_of_bf16_peak": achieved / peak,
-                         "trainable_parameters": params[key], "runs": times[key]}
-        pairs = {"prompt_tuning": "peft_prompt_tuning", "lopt1": "peft_prompt_tuning", "lopt2": "peft_prompt_tuning",
-                 "prefix_tuning": "peft_prefix_tuning", "iapt": "peft_lora_r8"}
-        for ours, theirs in pairs.items():
+                         "trainable_parameters": params[key], "runs": times[key]["runs"]}
+        for ours, theirs in PAIRS.items():
             rows[ours]["speedup_vs"] = {theirs: rows[theirs]["seconds_per_step"] / rows[ours]["seconds_per_step"]}
         out["backbones"][name] = {"batch": args.batch, "length": args.length, "weights": str(dtype),
                                   "max_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,

@@ -25,8 +25,10 @@ from lopt_core.evaluation.stats import paired_difference
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 
-from common import RESULTS, RUNS, alternate, intervals, record_runs, restore_runs, save, summary, sweep
-from lr_grid import recommended_rate
+from harness.grid import recommended_rate
+from harness.quality import Sweep, intervals
+from harness.results import RESULTS, RUNS, save
+from harness.timing import side_by_side
 
 RECORD = RESULTS / "iapt_report_runs.json"  # every finished run, committed: the sweep resumes on any machine
 ABOUT = "finished runs of benchmarks/iapt_report.py (validation target loss selects, 200 test rows decoded once)"
@@ -67,15 +69,12 @@ def main() -> None:
                 points += [{"method": "iapt", "prompt_len": 4, "options": options, "task_name": "instructions",
                             "seed": s} for s in args.seeds]
                 labels[("iapt", 4, str(sorted(options.items())))] = (label, None)
-    out = Path(args.out)
-    print(f"{restore_runs(out, RECORD)} recorded runs restored into {out}", flush=True)
+    sweep = Sweep(Path(args.out), RECORD, ABOUT)
+    sweep.restore()
     if args.record_only:
-        print(f"{record_runs(out, RECORD, ABOUT)} finished runs recorded in {RECORD}")
+        print(f"{sweep.save_record()} finished runs recorded in {RECORD}")
         return
-    try:
-        table = sweep(points, out, generate=True, max_new_tokens=40)
-    finally:
-        record_runs(out, RECORD, ABOUT)
+    table = sweep.run(points, generate=True, max_new_tokens=40)
     keys = [(m, n, str(sorted(o.items()))) for m, n, o in zip(table["method"], table["prompt_len"], table["options"])]
     table["label"] = [labels[k][0] for k in keys]
     table["budget"] = [labels[k][1] for k in keys]
@@ -105,10 +104,10 @@ def main() -> None:
     task = load_task("instructions")
     prompts = [task.prompt(r) for r in task.examples("test", 8)]
     iapt, bare = build_method("iapt", backbone, bottleneck=32), build_method("zero_shot", backbone)
-    times = alternate({"iapt": lambda: generate(iapt, backbone, prompts, 32, min_new_tokens=32, banned=()),
-                       "bare_backbone": lambda: generate(bare, backbone, prompts, 32, min_new_tokens=32, banned=())},
-                      rounds=3)
-    result["decode"] = {k: {**summary(v), "tokens_per_second": 8 * 32 / summary(v)["median"]} for k, v in times.items()}
+    times = side_by_side({"iapt": lambda: generate(iapt, backbone, prompts, 32, min_new_tokens=32, banned=()),
+                          "bare_backbone": lambda: generate(bare, backbone, prompts, 32, min_new_tokens=32,
+                                                            banned=())}, rounds=3)
+    result["decode"] = {k: {**s, "tokens_per_second": 8 * 32 / s["median"]} for k, s in times.items()}
     result["protocol"] = {"selection": "validation target loss (200 rows), every 30 steps",
                           "test": "200 rows, decoded once",
                           "steps": 120, "batch_size": 8, "seeds": args.seeds}

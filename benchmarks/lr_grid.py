@@ -27,93 +27,14 @@ import math
 from pathlib import Path
 
 from lopt_core.evaluation.stats import mean_ci
-from lopt_core.lab.sweep import gather, run_sweep
-from lopt_core.utils import read_json
+from lopt_core.lab.sweep import gather
 
-from common import RESULTS, record_runs, restore_runs, save
+from harness.grid import ABOUT, GRIDS, RECORD, accuracy, mean_over_tasks, point, tuned_rates
+from harness.quality import Sweep
+from harness.results import RUNS, data_option, save
 
-RECORD = RESULTS / "lr_grid_runs.json"  # every finished run, committed: the grid resumes across machines
-
-HERE = Path(__file__).resolve().parent
-WORKER = HERE.parent / "notebooks" / "workers" / "train_one.ipynb"
-# label -> (registered method, its options, the rates of the grid)
-GRIDS = {
-    "prompt_tuning": ("prompt_tuning", {"prompt_len": 20}, [3e-3, 1e-2, 3e-2, 1e-1]),
-    "lopt1": ("lopt1", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
-    "lopt2": ("lopt2", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
-    "prefix_tuning": ("prefix_tuning", {"prompt_len": 10}, [3e-4, 1e-3, 3e-3]),  # through the MLP (k = 512)
-    "prefix_table": ("prefix_tuning", {"prompt_len": 10, "reparam": False}, [3e-3, 1e-2, 3e-2]),
-    "iapt": ("iapt", {"prompt_len": 4, "bottleneck": 32}, [3e-4, 1e-3, 3e-3]),
-    "iapt_m1": ("iapt", {"prompt_len": 4, "bottleneck": 1}, [3e-4, 1e-3, 3e-3]),  # the ~35k budget of iapt_report
-}
 STEP = math.sqrt(10)  # grids are spaced by half a decade
 MAX_GROWTH = 3  # rates a grid may gain at its edges, per task
-
-
-def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
-    name, options, _ = GRIDS[label]
-    opts = {k: v for k, v in options.items() if k not in ("prompt_len", "rank")}
-    return {"method": name, "prompt_len": options["prompt_len"], "rank": options.get("rank", 0), "options": opts,
-            "lr": float(f"{lr:.3g}"), **dataset, "seed": seed}
-
-
-def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
-    """rate → validation accuracies of the finished runs of ``label`` on ``task``."""
-    want = point(label, 0.0, {}, 0)  # the label's method, prompt length, rank and options
-    out: dict[float, list[float]] = {}
-    for row in table.to_dict(orient="records"):
-        if (row.get("status") == "ok" and row["task_name"] == task
-                and all(row[k] == want[k] for k in ("method", "prompt_len", "rank", "options"))):
-            out.setdefault(row["lr"], []).append(row["validation_accuracy"])
-    return out
-
-
-ABOUT = "finished runs of benchmarks/lr_grid.py (validation only; test never scored)"
-
-
-def record(out: Path) -> int:
-    return record_runs(out, RECORD, ABOUT)
-
-
-def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
-    """Per method label: the rate of the grid with the best validation accuracy on ``task`` (seeds averaged), read
-    from the committed record, with that accuracy, the seeds behind it and whether it sits at the grid's edge
-    (then the grid is not finished there). Labels with no finished run on ``task`` are left out."""
-    import pandas as pd
-
-    runs = read_json(RECORD)["runs"] if RECORD.is_file() else []
-    rows = [{"rank": 0, "options": {}, **run["status"]["params"], "status": run["status"]["status"],
-             "validation_accuracy": run["metrics"].get("validation_accuracy")} for run in runs]
-    table = pd.DataFrame(rows)
-    out = {}
-    for label in labels or list(GRIDS):
-        acc = accuracy(table, label, task) if len(table) else {}
-        if not acc:
-            continue
-        means = {lr: sum(v) / len(v) for lr, v in acc.items()}
-        best = max(means, key=means.get)
-        out[label] = {"lr": best, "validation_accuracy": means[best], "seeds": len(acc[best]),
-                      "at_edge": best in (min(means), max(means)), "grid": dict(sorted(means.items())),
-                      "runs": {lr: len(v) for lr, v in sorted(acc.items())}}
-    return out
-
-
-def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2")) -> float:
-    """The recommended rate of ``label`` from the committed record: the best validation accuracy averaged over the
-    tasks (each task's seeds averaged first), over the rates every task has."""
-    found = {task: tuned_rates(task, [label]).get(label) for task in tasks}
-    missing = [task for task, row in found.items() if row is None]
-    if missing:
-        raise ValueError(f"no finished grid run of {label!r} on {', '.join(missing)} in {RECORD}: run "
-                         f"`python benchmarks/lr_grid.py --only {label}` first")
-    both = mean_over_tasks({task: row["grid"] for task, row in found.items()})
-    return max(both, key=both.get)
-
-
-def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, float]:
-    """rate → validation accuracy averaged over the tasks, for the rates that every task has."""
-    common = set.intersection(*(set(v) for v in per_task.values()))
-    return {lr: sum(v[lr] for v in per_task.values()) / len(per_task) for lr in common}
 
 
 NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r = 2)",
@@ -153,8 +74,8 @@ def markdown(tasks: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(HERE.parent.parent / "runs" / "lr_grid"))
-    parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "sst2"))
+    parser.add_argument("--out", default=str(RUNS / "lr_grid"))
+    data_option(parser, "sst2")
     parser.add_argument("--only", nargs="*", default=None, help="method labels to run (default: all)")
     parser.add_argument("--tasks", nargs="*", default=None, choices=["yesno", "sst2"],
                         help="tasks to run (default: both; the recommended rate needs both)")
@@ -162,32 +83,30 @@ def main() -> None:
                         help="record the finished runs of --out and print the table so far; train nothing")
     args = parser.parse_args()
     out = Path(args.out)
-    print(f"{restore_runs(out, RECORD)} recorded runs restored into {out}")
+    sweep = Sweep(out, RECORD, ABOUT)
+    sweep.restore()
     datasets = {"yesno": {"task_name": "yesno"},
                 "sst2": {"task_name": "sst2", "task_path": str(Path(args.data).resolve()), "eval_limit": 500}}
     labels = args.only or list(GRIDS)
     if args.tasks:
         datasets = {task: datasets[task] for task in args.tasks}
     if args.record_only:
-        print(f"{record(out)} finished runs recorded in {RECORD}; the table so far:")
+        print(f"{sweep.save_record()} finished runs recorded in {RECORD}; the table so far:")
         summarise(gather(out), labels, datasets)
         print(markdown(list(datasets)))
         return
     rates = {(label, task): list(GRIDS[label][2]) for label in labels for task in datasets}  # grown per task
-    fixed = {"test": False}
 
     def mean(acc, r):
         return sum(acc.get(r, [0.0])) / max(len(acc.get(r, [])), 1)
 
     while True:  # seed 0 on every rate; seed 1 on the two best; extend a grid whose best rate is at its edge
         points = [point(label, lr, datasets[task], 0) for (label, task), grid in rates.items() for lr in grid]
-        table = run_sweep(WORKER, points, args.out, profile="cpu", fixed=fixed)
-        record(out)
+        table = sweep.run(points, strict=False, test=False)
         for (label, task), grid in rates.items():
             acc = accuracy(table, label, task)
             points += [point(label, lr, datasets[task], 1) for lr in sorted(grid, key=lambda r: -mean(acc, r))[:2]]
-        table = run_sweep(WORKER, points, args.out, profile="cpu", fixed=fixed)
-        record(out)
+        table = sweep.run(points, strict=False, test=False)
         grew = False
         for (label, task), grid in rates.items():
             if len(grid) >= len(GRIDS[label][2]) + MAX_GROWTH:

@@ -12,7 +12,7 @@ import time
 
 from lopt_core.lab.notebooks import execute_notebook, list_notebooks
 
-from common import save
+from harness.results import save
 
 
 def main() -> None:

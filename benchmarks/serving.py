@@ -12,19 +12,17 @@
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import time
-import warnings
 
 import torch
 
 from lopt_core.data import load_task
 from lopt_core.methods import build_method
-from lopt_core.model import load_backbone
 from lopt_core.serving.server import Server
 
-from common import alternate, save, summary
+from harness.results import save
+from harness.timing import embedded_backbone, side_by_side, timing_parser
 
 TEXT = "Review: the acting was wooden and the plot made no sense at all, but the music was lovely.\nSentiment:"
 
@@ -50,14 +48,12 @@ def peft_lora_multi(backbone, adapters: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=20)
+    parser = timing_parser(__doc__, rounds=20)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--virtual", type=int, default=20)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    backbone = load_backbone("embedded", device="cpu")
+    backbone = embedded_backbone()
     task = load_task("sentiment")
     tok = backbone.tokenizer
 
@@ -73,10 +69,9 @@ def main() -> None:
         with torch.inference_mode():
             peft_pt(**ids).logits[0, -1, label_ids].softmax(-1)
 
-    latency = alternate({"kit_cached_prompt": lambda: server.classify([("prompt", TEXT)]),
-                         "bare_backbone": lambda: server.classify([("bare", TEXT)]),
-                         "peft_prompt_tuning": peft_request}, rounds=args.rounds, warmup=2)
-    latency = {k: summary(v) for k, v in latency.items()}
+    latency = side_by_side({"kit_cached_prompt": lambda: server.classify([("prompt", TEXT)]),
+                            "bare_backbone": lambda: server.classify([("bare", TEXT)]),
+                            "peft_prompt_tuning": peft_request}, rounds=args.rounds, warmup=2)
     latency["ratio_cached_vs_bare"] = latency["kit_cached_prompt"]["median"] / latency["bare_backbone"]["median"]
     latency["ratio_peft_vs_bare"] = latency["peft_prompt_tuning"]["median"] / latency["bare_backbone"]["median"]
 
@@ -85,7 +80,7 @@ def main() -> None:
     for i in range(args.tasks):
         mixed.add(f"task{i}", build_method("prompt_tuning", backbone, prompt_len=args.virtual, seed=i,
                                            init="random"), task)
-    rows = task.examples("dev", args.tasks)
+    rows = task.examples("validation", args.tasks)
     requests = [(f"task{i}", task.prompt(r)) for i, r in enumerate(rows)]
     lora = peft_lora_multi(backbone, args.tasks)
     names = [f"task{i}" for i in range(args.tasks)]
@@ -105,16 +100,14 @@ def main() -> None:
         mixed.generate(requests, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, banned=())
 
     rounds = max(3, args.rounds // 4)
-    cls = alternate({"kit_mixed_prompts": lambda: mixed.classify(requests), "peft_lora_multi_adapter": lora_classify},
-                    rounds=rounds)
+    cls = side_by_side({"kit_mixed_prompts": lambda: mixed.classify(requests),
+                        "peft_lora_multi_adapter": lora_classify}, rounds=rounds)
     start = time.perf_counter()
-    gen = alternate({"kit_mixed_prompts": kit_generate, "peft_lora_multi_adapter": lora_generate}, rounds=3)
+    gen = side_by_side({"kit_mixed_prompts": kit_generate, "peft_lora_multi_adapter": lora_generate}, rounds=3)
     mixed_results = {
-        "classify_requests_per_second": {k: args.tasks / summary(v)["median"] for k, v in cls.items()},
-        "generate_decode_tokens_per_second": {k: args.tasks * args.new_tokens / summary(v)["median"]
-                                              for k, v in gen.items()},
-        "classify_seconds": {k: summary(v) for k, v in cls.items()},
-        "generate_seconds": {k: summary(v) for k, v in gen.items()}, "generate_wall": time.perf_counter() - start,
+        "classify_requests_per_second": {k: args.tasks / s["median"] for k, s in cls.items()},
+        "generate_decode_tokens_per_second": {k: args.tasks * args.new_tokens / s["median"] for k, s in gen.items()},
+        "classify_seconds": cls, "generate_seconds": gen, "generate_wall": time.perf_counter() - start,
     }
     path = save("serving", {"config": vars(args), "latency": latency, "mixed": mixed_results}, backbone.device)
     print("single request latency (median s):")

@@ -17,23 +17,17 @@ Writes benchmarks/results/small_batch_matmul.json.
 """
 from __future__ import annotations
 
-import argparse
-import warnings
-
 import torch
 
-from common import alternate, save, summary
+from harness.results import save
+from harness.timing import embedded_backbone, side_by_side, timing_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = timing_parser(__doc__, rounds=5)
     parser.add_argument("--rows", type=int, default=8)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    from lopt_core.model import load_backbone
-
-    backbone = load_backbone("embedded", device="cpu")
+    backbone = embedded_backbone()
     weights = [m.weight.detach() for m in backbone.transformer.modules() if isinstance(m, torch.nn.Linear)]
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     x = {w.shape[1]: torch.randn(args.rows, w.shape[1]) for w in weights}  # inputs, forward
@@ -50,10 +44,9 @@ def main() -> None:
         steps["onednn_forward"] = lambda: [onednn(x[w.shape[1]], w, None, "none", [], "") for w in weights]
         steps["onednn_backward"] = lambda: [onednn(g[w.shape[0]], w.t(), None, "none", [], "") for w in weights]
     with torch.no_grad():
-        times = alternate(steps, rounds=args.rounds)
+        times = side_by_side(steps, rounds=args.rounds)
     results = {}
-    for name, t in times.items():
-        s = summary(t)
+    for name, s in times.items():
         flop = 0 if name == "read" else 2 * args.rows * nbytes / 4  # 2 FLOPs per weight per row
         results[name] = {**s, "gb_per_second": nbytes / s["median"] / 1e9, "gflops": flop / s["median"] / 1e9}
     path = save("small_batch_matmul", {"config": vars(args), "linear_layers": len(weights),

@@ -20,13 +20,13 @@ from pathlib import Path
 from lopt_core import analysis
 from lopt_core.data import load_task
 from lopt_core.evaluation.evaluator import evaluate
-from lopt_core.evaluation.stats import paired_difference
 from lopt_core.lab.sweep import run_key
 from lopt_core.methods import build_method, load_method
 from lopt_core.model import load_backbone
 
-from common import RESULTS, RUNS, intervals, record_runs, restore_runs, save, sweep
-from lr_grid import tuned_rates
+from harness.grid import tuned_rates
+from harness.quality import Sweep, intervals, paired_differences
+from harness.results import RESULTS, RUNS, data_option, save
 
 RECORD = RESULTS / "sst2_lopt_runs.json"
 ABOUT = "finished runs of benchmarks/sst2_lopt.py (validation selects, test.tsv reports)"
@@ -41,7 +41,7 @@ def label(method: str, rank: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(RUNS / "sst2_lopt"))
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"))
+    data_option(parser, "sst2")
     parser.add_argument("--steps", type=int, default=240)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8], help="truncation ranks")
@@ -57,22 +57,12 @@ def main() -> None:
               + (", at the grid's edge: the grid is not finished there" if r["at_edge"] else "") + ")", flush=True)
     points = [{"method": m, "prompt_len": 20, "rank": r, "lr": rates[m]["lr"], "task_name": "sst2", "task_path": data,
                "eval_limit": 500, "seed": s} for s in args.seeds for m, r in CONFIGS]
-    print(f"{restore_runs(out, RECORD)} recorded runs restored into {out}", flush=True)
-    try:
-        table = sweep(points, out, steps=args.steps)
-    finally:
-        record_runs(out, RECORD, ABOUT)
+    sweep = Sweep(out, RECORD, ABOUT)
+    sweep.restore()
+    table = sweep.run(points, steps=args.steps)
     table["label"] = [label(m, r) for m, r in zip(table["method"], table["rank"])]
     summary = intervals(table, ["label"], "test_accuracy")
-    base = table[table.label == "prompt_tuning"]
-    pt = dict(zip(base["seed"], base["test_accuracy"]))
-    differences = []
-    for row in summary:
-        if row["label"] != "prompt_tuning":
-            d = paired_difference(row["values"], pt)
-            differences.append({"label": row["label"], "baseline": "prompt_tuning", "mean": d.mean, "low": d.low,
-                                "high": d.high, "n": d.n,
-                                "text": f"{row['label']} − prompt_tuning: {d.format(100, 1, ' points', 'range')}"})
+    differences = paired_differences(table, "test_accuracy", baseline="prompt_tuning", by="label")
     details = {k: table.groupby("label")[k].first().to_dict() for k in ("trainable_parameters", "lr")}
     details["seconds_per_step"] = table.groupby("label")["seconds_per_step"].median().to_dict()
 

@@ -1,25 +1,17 @@
 """Print one table from benchmarks/results/*.json (the README shows its output)."""
 from __future__ import annotations
 
-import json
-
 from lopt_core.evaluation.stats import Interval
 
-from common import RESULTS
-
-
-def load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+from harness.results import load
+from harness.steps import PAIRS
 
 
 def main() -> None:
     rows = []
     if (r := load("train_step")):
         res = r["results"]
-        for ours, theirs in (("prompt_tuning", "peft_prompt_tuning"), ("lopt1", "peft_prompt_tuning"),
-                             ("lopt2", "peft_prompt_tuning"), ("prefix_tuning", "peft_prefix_tuning"),
-                             ("iapt", "peft_lora_r8")):
+        for ours, theirs in PAIRS.items():
             if ours in res and theirs in res:
                 # resident size of a fresh process holding only this method, at the peak of its steps
                 mem = res[ours].get("memory", {}).get("resident_at_peak_mb")

@@ -21,8 +21,6 @@ import copy
 import math
 import statistics
 import time
-import warnings
-from pathlib import Path
 
 import torch
 
@@ -31,10 +29,10 @@ from lopt_core.data.sampler import batch_indices, padding_efficiency
 from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.methods import build_method
 from lopt_core.methods.prompt_tuning import PromptTuning, PromptTuningConfig
-from lopt_core.model import load_backbone
 from lopt_core.training.trainer import TrainConfig, Trainer, warmup_then_linear
 
-from common import save
+from harness.results import data_option, save
+from harness.timing import embedded_backbone
 
 GRID = (3e-3, 1e-2, 3e-2, 1e-1)
 N, BATCH, EVERY, VALIDATION_ROWS = 20, 8, 5, 500
@@ -126,13 +124,12 @@ def race(side, backbone, task, target, max_steps, give_up: float = math.inf) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"))
+    data_option(parser, "sst2")
     parser.add_argument("--target", type=float, default=0.84)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, default=150)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    backbone = load_backbone("embedded", device="cpu")
+    backbone = embedded_backbone()
     task = load_task("sst2", path=args.data)
     zero = evaluate(build_method("zero_shot", backbone), backbone, task, "validation", limit=VALIDATION_ROWS)
     print(f"zero-shot on the {VALIDATION_ROWS} validation rows: {zero['accuracy']:.3f}; target {args.target}",

@@ -68,9 +68,33 @@ def tiny_gpt2():
     return backbone("tiny-gpt2")
 
 
-@pytest.fixture(scope="session")
-def embedded():
-    return load_backbone("embedded", device="cpu", precision="fp32")
+SLOW_MARKERS = ("slow", "notebook")  # the only tests that may load the embedded 135M backbone
+
+
+def is_slow(node) -> bool:
+    return any(node.get_closest_marker(m) for m in SLOW_MARKERS)
+
+
+def refuse_embedded(node, what: str):
+    """Fail a fast test that loads the embedded backbone: ``-m "not slow and not notebook"`` runs on tiny ones."""
+    pytest.fail(f"{node.nodeid} {what} (the 135M model): mark it @pytest.mark.slow", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_load_no_embedded_backbone(request, monkeypatch):
+    """Outside slow tests, loading the embedded backbone fails the test: ``load_backbone("embedded")``, the
+    CLI's default backbone and a profile's all go through ``prepare_embedded``."""
+    if not is_slow(request.node):
+        monkeypatch.setattr("lopt_core.model.backbone.prepare_embedded",
+                            lambda *args, **kwargs: refuse_embedded(request.node, "loads the embedded backbone"))
+
+
+@pytest.fixture
+def embedded(request):
+    """The embedded SmolLM2-135M-Instruct (CPU, fp32), loaded once per session; for slow tests only."""
+    if not is_slow(request.node):
+        refuse_embedded(request.node, "uses the `embedded` fixture")
+    return backbone("embedded")
 
 
 TEXTS = ["a fine film", "dull and long", "loved it!", "not for me", "so funny", "a bore", "great cast",

@@ -58,7 +58,7 @@ def test_an_unknown_architecture_is_a_clear_error(tiny_llama, monkeypatch):
 @pytest.mark.parametrize("spec", TINY_SPECS)
 def test_tiny_backbones_are_seeded(spec):
     a, b = load_backbone(spec), load_backbone(spec)
-    for (_, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+    for (_, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
         assert torch.equal(p, q)
 
 

@@ -57,7 +57,7 @@ def test_save_load_round_trip_is_exact(label, tiny, tmp_path):
     save_method(method, tmp_path, tiny.name)
     again = load_method(tmp_path, tiny)
     assert type(again) is type(method) and again.config == method.config
-    for (k, v), (k2, v2) in zip(method.state_dict().items(), again.state_dict().items()):
+    for (k, v), (k2, v2) in zip(method.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
     if method.prompt_kind is not None:
         assert torch.equal(prompt_embeddings(method), prompt_embeddings(again))
@@ -92,7 +92,7 @@ def test_resume_continues_bit_exactly(label, tiny, tmp_path):
     assert result.history["loss"].tolist() == reference.history["loss"].tolist()
     if "outer_loss" in reference.history:
         assert result.history["outer_loss"].tolist() == reference.history["outer_loss"].tolist()
-    for (k, v), (_, w) in zip(resumed.state_dict().items(), straight.state_dict().items()):
+    for (k, v), (_, w) in zip(resumed.state_dict().items(), straight.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
 
 
@@ -169,7 +169,7 @@ def test_serving_equals_the_methods_own_forward(tiny, servers):
         with torch.no_grad():
             want = class_scores(method, tiny, task.collate(rows, tiny.tokenizer),
                                 task.verbalizer(tiny.tokenizer)).softmax(-1)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(torch.tensor(list(g["probabilities"].values())), w, atol=ATOL, rtol=RTOL)
 
 
@@ -177,7 +177,7 @@ def test_a_mixed_task_batch_equals_one_task_at_a_time(tiny, servers):
     server, _ = servers(tiny.name)
     requests = [(label, "loved it! =") for label in CACHEABLE] + [("lopt2", "no =")]
     mixed = server.classify(requests)
-    for request, got in zip(requests, mixed):
+    for request, got in zip(requests, mixed, strict=True):
         alone = server.classify([request])[0]
         torch.testing.assert_close(torch.tensor(list(got["probabilities"].values())),
                                    torch.tensor(list(alone["probabilities"].values())), atol=ATOL, rtol=RTOL)

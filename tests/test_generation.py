@@ -47,6 +47,7 @@ def test_banned_tokens_are_never_generated(tiny_llama):
         assert not banned & set(ids)
 
 
+@pytest.mark.slow
 def test_newline_tokens_of_the_embedded_model(embedded):
     ids = banned_token_ids(embedded)
     assert embedded.tokenizer("\n", add_special_tokens=False)["input_ids"][0] in ids

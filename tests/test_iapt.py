@@ -76,7 +76,7 @@ def naive_reference(method, backbone, prompt: str, response: str) -> torch.Tenso
     ids = torch.tensor([instr + [0] * k + resp])
     layers = backbone.transformer.layers if hasattr(backbone.transformer, "layers") else backbone.transformer.h
     handles = []
-    for gen, layer in zip(method.generators, layers):
+    for gen, layer in zip(method.generators, layers, strict=True):
         def hook(module, args, kwargs, gen=gen):
             h = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             h = h.clone()
@@ -110,7 +110,7 @@ def test_changing_the_response_does_not_change_the_prompts(tiny_llama):
     b = method.split(tiny_llama, encode(tiny_llama, "Summarise: the cat sat.\nText:", " nothing like it at all"))
     _, pa, _ = method.prompts(tiny_llama, a)
     _, pb, _ = method.prompts(tiny_llama, b)
-    for x, y in zip(pa, pb):
+    for x, y in zip(pa, pb, strict=True):
         assert torch.equal(x, y)
 
 
@@ -139,6 +139,7 @@ def test_hidden_states_of_a_batch_equal_the_rows_alone(tiny, make_task):
         torch.testing.assert_close(together[i, :n], alone[0, :n], atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.slow
 def test_parameter_count_closed_form(tiny_llama, embedded):
     L, d = 2, 64
     assert iapt(tiny_llama).trainable_parameters() == L * (2 * d * 8 + 4 * 8) + L * 12
@@ -147,6 +148,7 @@ def test_parameter_count_closed_form(tiny_llama, embedded):
     assert full.trainable_parameters() == full.parameter_formula() == 30 * (2 * 576 * 32 + 4 * 32) + 30 * 12
 
 
+@pytest.mark.slow
 def test_prompts_start_at_the_scale_of_real_hidden_states(embedded):
     method = build_method("iapt", embedded)
     parts = method.split(embedded, encode(embedded, "Classify the sentiment: a lovely film.\nAnswer:"))
@@ -193,11 +195,11 @@ def test_bilevel_trains_the_rational_coefficients_on_outer_batches(tiny_llama, t
     config = TrainConfig(steps=3, batch_size=4, eval_every=3, eval_limit=4, progress=False)
     result = Trainer(method, tiny_llama, task, config, run_dir=tmp_path).fit()
     assert "outer_loss" in result.history and result.history["outer_loss"].notna().all()
-    assert any(not torch.equal(b, p) for b, p in zip(before, outer_parameters(method)))
+    assert any(not torch.equal(b, p) for b, p in zip(before, outer_parameters(method), strict=True))
     assert not torch.equal(down, method.generators[0].down.weight)
     again = iapt(tiny_llama, bilevel=True, bilevel_lr=0.05)
     Trainer(again, tiny_llama, task, config).fit()
-    for p, q in zip(method.parameters(), again.parameters()):
+    for p, q in zip(method.parameters(), again.parameters(), strict=True):
         assert torch.equal(p, q)  # deterministic, outer batches included
 
 

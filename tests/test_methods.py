@@ -44,6 +44,7 @@ def test_label_scores_equal_the_full_heads_logits(tiny):
                                atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.slow
 def test_closed_forms_on_the_embedded_dimensions(embedded):
     d, n = 576, 20
     assert build_method("prompt_tuning", embedded, prompt_len=n).trainable_parameters() == n * d == 11_520
@@ -51,6 +52,7 @@ def test_closed_forms_on_the_embedded_dimensions(embedded):
     assert build_method("lopt2", embedded, prompt_len=n, rank=2).trainable_parameters() == 2 * 2 * d == 2_304
 
 
+@pytest.mark.slow
 def test_load_refuses_a_backbone_of_another_width(tiny_llama, embedded, tmp_path):
     save_method(build_method("prompt_tuning", tiny_llama, prompt_len=4), tmp_path, tiny_llama.name)
     with pytest.raises(ValueError, match="d=64"):
@@ -194,6 +196,7 @@ def test_lopt2_leaves_the_callers_config_as_it_was(tiny_llama):
     assert config.x0_token_ids is None and len(method.config.x0_token_ids) == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "soft_threshold", "tanh", "gelu"])
 def test_lopt2_starts_where_its_docstring_says(embedded, activation):
     """U = X0's top-r right singular vectors, signed so each column's pre-activations sum above 0; V the
@@ -210,6 +213,7 @@ def test_lopt2_starts_where_its_docstring_says(embedded, activation):
     assert 0.65 < error < 0.8  # the docstring's 0.72–0.75: vocabulary embeddings are not low rank
 
 
+@pytest.mark.slow
 def test_vocab_init_uses_word_tokens_of_the_embedded_model(embedded):
     method = build_method("lopt2", embedded, prompt_len=20, rank=2)
     words = [embedded.tokenizer.decode([i]) for i in method.config.x0_token_ids]

@@ -78,7 +78,7 @@ def test_served_keys_and_values_are_made_in_the_precision_requests_run_in(label,
     if label.startswith("prefix"):
         with torch.no_grad(), bf.autocast():
             cache, _, _ = prefill(method, bf, batch_of(short_task(), tiny, 1))
-        for (k, v), layer in zip(served.layers, cache.layers):
+        for (k, v), layer in zip(served.layers, cache.layers, strict=True):
             n = k.shape[1]
             assert torch.equal(k.float(), layer.keys[0, :, :n].float())
             assert torch.equal(v.float(), layer.values[0, :, :n].float())

@@ -54,6 +54,7 @@ def test_materialise_drops_the_mlp_and_keeps_outputs_identical(tiny, tmp_path):
     assert torch.equal(again.hidden_states(tiny, batch), before)
 
 
+@pytest.mark.slow
 def test_parameter_counts_on_the_embedded_model(embedded):
     n, d, k, W = 10, 576, 512, 30 * 2 * 3 * 64
     method = build_method("prefix_tuning", embedded, prompt_len=n)

@@ -61,7 +61,7 @@ def test_multi_token_label_words_are_scored_as_sequences(tiny_llama):
     with torch.no_grad():
         want = class_scores(method, tiny_llama, task.collate(rows, tiny_llama.tokenizer),
                             task.verbalizer(tiny_llama.tokenizer)).softmax(-1)
-    for g, w in zip([got[0], got[2]], want):
+    for g, w in zip([got[0], got[2]], want, strict=True):
         torch.testing.assert_close(torch.tensor(list(g["probabilities"].values())), w, atol=ATOL, rtol=RTOL)
     assert got[1]["task"] == "t"
 
@@ -78,5 +78,5 @@ def test_a_bos_tokenizer_serves_the_prompt_after_bos():
     got = server.classify([("s", task.prompt(r)) for r in rows])
     with torch.no_grad():
         want = class_scores(method, bos, task.collate(rows, bos.tokenizer), task.verbalizer(bos.tokenizer)).softmax(-1)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(torch.tensor(list(g["probabilities"].values())), w, atol=ATOL, rtol=RTOL)

@@ -203,6 +203,7 @@ def test_hub_source_offline_is_a_clear_error(monkeypatch):
 
 
 # ------------------------------------------------------------------------------ verbaliser, batches
+@pytest.mark.slow
 def test_verbalizer_detects_multi_token_words(tiny_llama, embedded):
     assert not Verbalizer.build((" negative", " positive"), tiny_llama.tokenizer).single_token
     assert Verbalizer.build(("a", "b"), tiny_llama.tokenizer).single_token

@@ -61,7 +61,7 @@ def test_validation_selects_and_test_is_scored_once_after_training(tiny_llama):
     trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, lr=0.3, final_eval_limit=8, **FAST),
                       callbacks=(Watch(),))
     result = trainer.fit()
-    assert all("test" not in counts for counts in seen)
+    assert seen and all("test" not in counts for counts in seen)
     assert trainer.evaluations == {"validation": 2, "test": 1}  # steps 3 and 6; the final validation is the best's
     assert result.metrics["validation"] == evaluate(method, tiny_llama, trainer.task, "validation", limit=8)
     assert result.metrics["test"] == evaluate(method, tiny_llama, trainer.task, "test", limit=8)

@@ -1,0 +1,94 @@
+"""Resumable quality runs. Each point of a report is one run of the worker notebook (profile ``cpu``) in its own
+folder under ``out``; finished runs are skipped. A report of hours resumes on any machine through its committed
+record (``results/NAME_runs.json``: every finished run's parameters and metrics, a few hundred bytes each):
+
+    sweep = Sweep(out, RECORD, ABOUT)
+    sweep.restore()                    # the recorded runs, written back as finished run folders
+    table = sweep.run(points)          # what is missing; every finished run recorded, even if one fails
+    rows = intervals(table, ["method"], "test_accuracy")   # mean and 95% interval over seeds
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lopt_core.evaluation import stats
+from lopt_core.lab.sweep import run_sweep
+from lopt_core.utils import read_json, write_json
+
+from harness.results import BENCHMARKS
+
+WORKER = BENCHMARKS.parent / "notebooks" / "workers" / "train_one.ipynb"
+
+
+@dataclass
+class Sweep:
+    """The runs of one report under ``out``, recorded in ``record`` (described by ``about``) when there is one."""
+
+    out: Path
+    record: Path | None = None
+    about: str = ""
+
+    def recorded(self) -> list[dict]:
+        """The runs in the record (each: its key, status and metrics); none without a record."""
+        return read_json(self.record)["runs"] if self.record and self.record.is_file() else []
+
+    def restore(self) -> int:
+        """Write the recorded runs back into ``out`` as finished run folders (metrics and status), so that the sweep
+        skips them; say and return how many."""
+        restored = 0
+        for run in self.recorded():
+            folder = self.out / run["key"]
+            if not (folder / "status.json").is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(folder / "metrics.json", run["metrics"])
+                write_json(folder / "status.json", run["status"])
+                restored += 1
+        print(f"{restored} recorded runs restored into {self.out}", flush=True)
+        return restored
+
+    def save_record(self) -> int:
+        """Record every finished run of ``out`` (with those recorded before); the number of runs recorded."""
+        runs = {run["key"]: run for run in self.recorded()}
+        for status_path in sorted(self.out.glob("*/status.json")):
+            status = read_json(status_path)
+            if status["status"] == "ok" and (status_path.parent / "metrics.json").is_file():
+                runs[status_path.parent.name] = {"key": status_path.parent.name, "status": status,
+                                                 "metrics": read_json(status_path.parent / "metrics.json")}
+        write_json(self.record, {"about": self.about, "runs": sorted(runs.values(), key=lambda r: r["key"])})
+        return len(runs)
+
+    def run(self, points: list[dict], strict: bool = True, **fixed) -> pd.DataFrame:
+        """Every point through the worker notebook, finished runs skipped; the table of runs. Finished runs are
+        recorded even when the sweep stops. ``strict``: a failed run stops the report (after the others ran), for a
+        table with holes is not a result; otherwise failed runs stay in the table with their status."""
+        try:
+            table = run_sweep(WORKER, points, self.out, profile="cpu", fixed=fixed)
+        finally:
+            if self.record:
+                self.save_record()
+        failed = table[table["status"] != "ok"]
+        if strict and len(failed):
+            raise RuntimeError(f"{len(failed)} runs failed (their status.json under {self.out} says why); re-run to "
+                               "retry them:\n" + failed[["error"]].to_string())
+        return table
+
+
+def intervals(table: pd.DataFrame, by: list[str], value: str) -> list[dict]:
+    """Per group of ``by``: mean, 95% interval, n and the seeds' values (seed → value) of ``value``."""
+    rows = stats.summarise(table, by, value).drop(columns="pm").to_dict(orient="records")
+    groups = table.groupby(by, sort=False)
+    for row, (_, part) in zip(rows, groups, strict=True):
+        row["values"] = dict(zip(part["seed"].tolist(), part[value].tolist(), strict=True))
+    return rows
+
+
+def paired_differences(table: pd.DataFrame, value: str, baseline: str, by: str, scale: float = 100.0,
+                       unit: str = " points") -> list[dict]:
+    """Per group of ``by`` but ``baseline``: the 95% interval of its per-seed differences from ``baseline``, and
+    their text ("lopt2 − prompt_tuning: −1.2 points [−3.0, 0.6]")."""
+    paired = stats.paired_table(table, value, baseline, by=by, scale=scale, unit=unit)
+    return [{by: row[by], "baseline": row["baseline"], "mean": row["mean"], "low": row["low"], "high": row["high"],
+             "n": row["n"], "text": row["difference"]} for row in paired.to_dict(orient="records")]

@@ -1,0 +1,127 @@
+"""The benchmarks against the library: every method's ``recommended_lr`` is the rate the committed learning-rate
+grid (``benchmarks/results/lr_grid.json``) recommends for it, and the numbers its comment quotes are that record's;
+the scripts share ``benchmarks/harness`` and never import one another."""
+import ast
+import importlib
+import inspect
+import json
+import re
+import sys
+
+import pytest
+from conftest import ROOT, backbone
+
+from lopt_core.methods import build_method, list_methods
+
+BENCHMARKS = ROOT / "benchmarks"
+GRID = json.loads((BENCHMARKS / "results" / "lr_grid.json").read_text())
+
+# (registered method, options that decide its rate) → the grid label whose recommended rate its recommended_lr is
+TIED = {
+    ("prompt_tuning", ()): "prompt_tuning",
+    ("lopt1", ()): "lopt1",
+    ("lopt2", ()): "lopt2",
+    ("prefix_tuning", (("reparam", True),)): "prefix_tuning",  # through the MLP
+    ("prefix_tuning", (("reparam", False),)): "prefix_table",
+    ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
+}
+# quoted in a learning-rate comment, yet not a validation accuracy of the grid
+ELSEWHERE = {"iapt": ["0% exact match"]}  # IAPT at m = 1 on the instruction mixture (iapt_report.py)
+
+
+def harness(module: str):
+    """``benchmarks/harness/<module>.py``, imported as the scripts import it (benchmarks/ on the path)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(f"harness.{module}")
+
+
+def grid_labels(method: str) -> list[str]:
+    """The labels of the grid that trained ``method`` (prefix-tuning: MLP and table; IAPT: m = 32 and m = 1)."""
+    return [label for label, row in GRID["results"].items() if row["method"] == method]
+
+
+def lr_comment(method: str) -> str:
+    """The comment in ``method``'s class (or its config's) that cites benchmarks/lr_grid.py, with the comment lines
+    that continue it."""
+    cls = type(build_method(method, backbone("tiny-llama")))
+    lines = (inspect.getsource(cls) + inspect.getsource(cls.Config)).splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if "lr_grid.py" in line and line.lstrip().startswith("#"):
+            block = [line]
+            for more in lines[i + 1:]:
+                if not more.lstrip().startswith("#"):
+                    break
+                block.append(more)
+            blocks.append(" ".join(x.strip().lstrip("#").strip() for x in block))
+    assert blocks, f"{cls.__name__}'s module has no comment citing benchmarks/lr_grid.py for its recommended_lr"
+    return " ".join(blocks)
+
+
+def recorded(method: str) -> tuple[list[float], set[float]]:
+    """The validation accuracies (per task and over tasks, seeds averaged) and the rates as run, of every label of
+    the grid that trained ``method``."""
+    accuracies, rates = [], set()
+    for label in grid_labels(method):
+        row = GRID["results"][label]
+        accuracies += [v for per_task in row["mean_over_seeds"].values() for v in per_task.values()]
+        accuracies += list(row["mean_over_tasks"].values())
+        rates |= {lr for task in row["mean_over_seeds"] for lr in GRID["config"]["grids_as_run"][f"{label} {task}"]}
+    return accuracies, rates
+
+
+def trainable(method: str) -> bool:
+    return build_method(method, backbone("tiny-llama")).trainable_parameters() > 0
+
+
+def test_every_trainable_method_is_tied_to_the_grid():
+    assert {m for m in list_methods() if trainable(m)} == {m for m, _ in TIED}
+
+
+@pytest.mark.parametrize(("method", "options"), list(TIED), ids=[TIED[k] for k in TIED])
+def test_recommended_lr_is_the_rate_the_grid_recommends(method, options):
+    instance = build_method(method, backbone("tiny-llama"), **dict(options))
+    label = TIED[method, options]
+    grid_options = {k: v for k, v in GRID["results"][label]["options"].items() if k not in ("prompt_len", "rank")}
+    assert {k: getattr(instance.config, k) for k in grid_options} == grid_options  # the grid trained this instance
+    assert instance.recommended_lr == GRID["results"][label]["recommended_lr"]
+
+
+@pytest.mark.parametrize("method", sorted({m for m, _ in TIED}))
+def test_the_lr_comment_quotes_the_record(method):
+    """Every accuracy (``85.3%``, ``53-67%``) and rate (``9.49e-5``) in the comment is in the grid's record."""
+    comment = lr_comment(method)
+    for phrase in ELSEWHERE.get(method, []):
+        comment = comment.replace(phrase, "")
+    accuracies, rates = recorded(method)
+    quoted = re.findall(r"(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?%", comment)
+    assert quoted, comment
+    for text in (t for pair in quoted for t in pair if t):
+        digits = len(text.partition(".")[2])
+        assert any(f"{100 * v:.{digits}f}" == text for v in accuracies), f"{method}: {text}% is not in the record"
+    quoted_rates = re.findall(r"\b\d+(?:\.\d+)?e-\d+\b", comment)
+    assert quoted_rates, comment
+    for text in quoted_rates:
+        assert float(f"{float(text):.3g}") in rates, f"{method}: {text} is not a rate of its grid"
+
+
+def test_the_grid_summary_agrees_with_its_record_of_runs():
+    """results/lr_grid.json's recommended rates are what the committed runs (lr_grid_runs.json) recommend."""
+    grid = harness("grid")
+    for label, row in GRID["results"].items():
+        assert grid.recommended_rate(label) == row["recommended_lr"], label
+
+
+def test_no_script_imports_another_script():
+    """Every benchmarks/*.py is a script; what scripts share lives in benchmarks/harness."""
+    scripts = sorted(BENCHMARKS.glob("*.py"))
+    names = {path.stem for path in scripts}
+    for path in scripts:
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+        assert not imported & names, f"{path.name} imports the script(s) {sorted(imported & names)}"
+        assert 'if __name__ == "__main__":' in path.read_text(), f"{path.name} is not a script"
