@@ -46,7 +46,7 @@ def test_best_checkpoint_is_restored(tiny_llama):
     trainer.fit()
     best = trainer.selection.best
     assert best["step"] in (3, 6, 9)
-    for key, value in trainer.selection.state.items():
+    for key, value in trainer.selection.best_state.items():
         assert torch.equal(method.state_dict()[key], value)
     again = evaluate(method, tiny_llama, trainer.task, "validation", limit=8)
     assert again["accuracy"] == best["metrics"]["accuracy"]

@@ -12,14 +12,16 @@ from lopt_core.evaluation.evaluator import to_device
 
 
 class Batches:
-    """The rows of one split, drawn ``batch_size`` at a time by this process (``rank`` of ``world``).
+    """The rows of one split, ``batch_size`` per micro-batch for this process (``rank`` of ``world``) and
+    ``accumulation`` micro-batches per optimiser step.
 
     ``by_length``: batch rows of similar length together (their fitted lengths group the order)."""
 
-    def __init__(self, task, rows: list[dict], backbone, policy: LengthPolicy, batch_size: int, seed: int,
-                 rank: int = 0, world: int = 1, by_length: bool = False, split: str = "train"):
+    def __init__(self, task, rows: list[dict], backbone, policy: LengthPolicy, *, batch_size: int, seed: int,
+                 rank: int = 0, world: int = 1, accumulation: int = 1, by_length: bool = False, split: str = "train"):
         self.task, self.rows, self.backbone = task, rows, backbone
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.accumulation = accumulation
         tokenizer = backbone.tokenizer
         lengths = tuple(sum(map(len, task.encode(row, tokenizer, policy, index=i if split == "train" else
                                                  f"{i} of the {split} split"))) for i, row in enumerate(rows))
@@ -31,8 +33,9 @@ class Batches:
         return batch_indices(len(self.rows), self.batch_size, self.seed, micro_step, self.rank, self.world,
                              lengths=self.lengths)
 
-    def __call__(self, micro_steps: range) -> list[dict]:
-        """One collated batch per micro-step, on the backbone's device."""
+    def __call__(self, step: int) -> list[dict]:
+        """The micro-batches of optimiser step ``step`` (from 0), collated and on the backbone's device."""
         tokenizer, device = self.backbone.tokenizer, self.backbone.device
+        micro_steps = range(step * self.accumulation, (step + 1) * self.accumulation)
         return [to_device(self.task.collate([self.rows[i] for i in self.indices(m)], tokenizer, policy=self.policy),
                           device) for m in micro_steps]

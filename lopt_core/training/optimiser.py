@@ -39,13 +39,14 @@ class Optimiser:
 
     def backward(self, batches: list[dict], accumulate: bool = True) -> tuple[float, int]:
         """Forward and backward of micro-batches, each loss divided by the count of the whole global batch.
-        ``accumulate``: the K micro-batches of a training step (their gradients sync after the last one).
+        ``accumulate``: the micro-batches of a training step (gradient accumulation: they sync after the last).
 
         Returns the mean loss over the global batch and this process's tokens (padding excluded)."""
         device, world = self.backbone.device, self.accelerator.num_processes
         counts = [len(b["labels"]) if "labels" in b else int(b["target_mask"][:, 1:].sum()) for b in batches]
         count = int(self.accelerator.reduce(torch.tensor(sum(counts), device=device), "sum"))
-        scale = self.config.gradient_accumulation * world / count  # backward divides by K, DDP averages
+        # Accelerate's backward divides by the accumulation steps, and DDP averages over the processes
+        scale = self.config.gradient_accumulation * world / count
         summed = torch.zeros((), device=device)
         checkpointing = self.config.gradient_checkpointing
         for batch in batches:

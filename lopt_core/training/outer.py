@@ -23,12 +23,12 @@ class OuterStep:
 
     def __init__(self, groups: list[dict], task, backbone, policy, config, rank: int = 0, world: int = 1):
         rows = task.examples(SPLIT, expand_references=True)
-        self.groups, self.params = groups, [p for g in groups for p in g["params"]]
-        self.batches = Batches(task, rows, backbone, policy, min(config.batch_size, len(rows)), config.seed + SEED,
-                               rank, world, split=SPLIT)
+        self.params = [p for g in groups for p in g["params"]]
+        self.batches = Batches(task, rows, backbone, policy, batch_size=min(config.batch_size, len(rows)),
+                               seed=config.seed + SEED, rank=rank, world=world, split=SPLIT)
 
     def step(self, optimiser, step: int) -> dict:
         """After training step ``step`` (counted from 0; before the schedule moves on): ``{"outer_loss": loss}``."""
-        loss, _ = optimiser.backward(self.batches(range(step, step + 1)), accumulate=False)
+        loss, _ = optimiser.backward(self.batches(step), accumulate=False)
         optimiser.step(self.params)
         return {"outer_loss": loss}

@@ -113,11 +113,12 @@ def run_config(method, backbone, task, config, lr: float, extra: dict | None = N
             "stored_parameters": method.stored_parameters(), **(extra or {})}
 
 
-def run_environment(config, backbone, world: int, mixed_precision: str) -> dict:
-    """run_info.json: versions, machine, device, git sha and seed, and how the processes train together."""
+def run_environment(config, backbone, accelerator) -> dict:
+    """run_info.json: versions, machine, device, git sha and seed, and how Accelerate's processes train together."""
+    world = accelerator.num_processes
     return {**run_info(config.seed, backbone.device), "world_size": world,
             "global_batch_size": config.batch_size * config.gradient_accumulation * world,
-            "mixed_precision": mixed_precision}
+            "mixed_precision": accelerator.mixed_precision}
 
 
 def run_identity(config, method) -> dict:

@@ -12,11 +12,11 @@ from lopt_core.evaluation.evaluator import evaluate, selection_score
 
 
 class Selection:
-    """The best state of a run so far (``best``: its score, step and metrics; ``state``: its tensors)."""
+    """The best state of a run so far (``best``: its score, step and metrics; ``best_state``: its tensors)."""
 
     def __init__(self, method, backbone, task, config):
         self.method, self.backbone, self.task, self.config = method, backbone, task, config
-        self.best, self.state = {"score": -math.inf, "step": None}, None
+        self.best, self.best_state = {"score": -math.inf, "step": None}, None
         self.evaluations: Counter = Counter()  # evaluations per split (test: once, after training)
 
     def due(self, step: int) -> bool:
@@ -25,19 +25,20 @@ class Selection:
         return c.eval_split in self.task.splits and (step % c.eval_every == 0 or step == c.steps)
 
     def select(self, step: int) -> tuple[dict, bool]:
-        """Score the selecting split; keep the method's state if it is the best so far. (metrics, improved)"""
+        """Score the selecting split after ``step`` and keep the method's state if it is the best so far.
+        Returns (metrics, whether they improved on the best)."""
         metrics = self.score(self.config.eval_split, self.config.eval_limit)
         if not selection_score(metrics) > self.best["score"]:
             return metrics, False
         self.best = {"score": selection_score(metrics), "step": step, "metrics": metrics}
-        self.state = copy.deepcopy(self.method.state_dict())
+        self.best_state = copy.deepcopy(self.method.state_dict())
         return metrics, True
 
-    def final(self) -> dict[str, dict]:
+    def finish(self) -> dict[str, dict]:
         """Restore the best state; its validation metrics (the selection) and test, scored here, once."""
         c, scores = self.config, {}
-        if self.state is not None:
-            self.method.load_state_dict(self.state)
+        if self.best_state is not None:
+            self.method.load_state_dict(self.best_state)
         if c.eval_split in self.task.splits:
             # the best state was scored on these rows when it was selected, and scoring is deterministic
             same_rows = c.final_eval_limit == c.eval_limit and self.best.get("metrics") is not None
@@ -48,10 +49,10 @@ class Selection:
         return scores
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_state": self.state}
+        return {"best": self.best, "best_state": self.best_state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.state = state["best"], state["best_state"]
+        self.best, self.best_state = state["best"], state["best_state"]
 
     def score(self, split: str, limit: int | None) -> dict:
         """The metrics of the method on the first ``limit`` rows of ``split`` (counted)."""

@@ -63,8 +63,8 @@ class Trainer:
                                    backbone, c, check=self._check_finite)
         policy = self.task.length_policy(backbone, method, c.max_length, f"training {self.task.name}")
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        self.batches = Batches(self.task, rows, backbone, policy, c.batch_size, c.seed, rank, world,
-                               by_length=c.group_by_length)
+        self.batches = Batches(self.task, rows, backbone, policy, batch_size=c.batch_size, seed=c.seed, rank=rank,
+                               world=world, accumulation=c.gradient_accumulation, by_length=c.group_by_length)
         self.outer = (outer.OuterStep(outer_groups, self.task, backbone, policy, c, rank, world)
                       if outer_groups else None)
         if self.main:
@@ -76,10 +76,10 @@ class Trainer:
         self.step, self.history = 0, []
 
     def train_step(self) -> dict:
-        """One optimiser step over K micro-batches, then the method's outer step if it has one."""
+        """One optimiser step over the step's micro-batches, then the method's outer step if it has one."""
         self.method.train()
-        start, K = time.perf_counter(), self.config.gradient_accumulation
-        loss, tokens = self.optimiser.backward(self.batches(range(self.step * K, (self.step + 1) * K)))
+        start = time.perf_counter()
+        loss, tokens = self.optimiser.backward(self.batches(self.step))
         record = {"step": self.step + 1, "loss": loss, "lr": self.optimiser.lr,
                   "grad_norm": self.optimiser.step(self.params)}
         if self.outer is not None:
@@ -129,7 +129,7 @@ class Trainer:
 
     def _finish(self) -> FitResult:
         """Restore the best state, score validation and test once, and write the results."""
-        scores, history = self.selection.final(), pd.DataFrame(self.history)
+        scores, history = self.selection.finish(), pd.DataFrame(self.history)
         metrics = run_metrics(self.method, self.backbone, self.task, history, steps=self.step, lr=self.lr,
                               best_step=self.selection.best["step"], selected_on=self.config.eval_split, **scores)
         if self.run is not None and self.main:
@@ -142,8 +142,7 @@ class Trainer:
         resuming = resume and self.run.checkpoint.is_file()
         if self.main:
             self.run.open(run_config(self.method, self.backbone, self.task, self.config, self.lr, self.extra_config),
-                          run_environment(self.config, self.backbone, self.accelerator.num_processes,
-                                          self.accelerator.mixed_precision), resume)
+                          run_environment(self.config, self.backbone, self.accelerator), resume)
         self.accelerator.wait_for_everyone()
         if resuming:
             self.load_state_dict(self.run.load_checkpoint(run_identity(self.config, self.method), self.backbone.device))
