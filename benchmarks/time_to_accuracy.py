@@ -29,7 +29,8 @@ from lopt_core.data.sampler import batch_indices, padding_efficiency
 from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.methods import build_method
 from lopt_core.methods.prompt_tuning import PromptTuning, PromptTuningConfig
-from lopt_core.training.trainer import TrainConfig, Trainer, warmup_then_linear
+from lopt_core.training.config import TrainConfig, warmup_then_linear
+from lopt_core.training.trainer import Trainer
 
 from harness.results import data_option, save
 from harness.timing import embedded_backbone

@@ -31,7 +31,7 @@ _API = {
     "to_device": "lopt_core.evaluation.evaluator", "generate": "lopt_core.evaluation.decoding",
     "class_scores": "lopt_core.evaluation.scoring",
     # training
-    "Trainer": "lopt_core.training.trainer", "TrainConfig": "lopt_core.training.trainer",
+    "Trainer": "lopt_core.training.trainer", "TrainConfig": "lopt_core.training.config",
     "TrainingDiverged": "lopt_core.training.trainer", "load_run": "lopt_core.training.runs",
     # serving
     "Server": "lopt_core.serving.server", "to_peft": "lopt_core.serving.interop",

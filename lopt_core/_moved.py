@@ -28,7 +28,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "lopt_core.stats": ("lopt_core.evaluation.stats",),
     "lopt_core.plots": ("lopt_core.evaluation.plots",),
     "lopt_core.parallel": ("lopt_core.training.accelerate",),
-    "lopt_core.train": ("lopt_core.training.trainer", "lopt_core.training.runs"),
+    "lopt_core.train": ("lopt_core.training.trainer", "lopt_core.training.config", "lopt_core.training.runs"),
     "lopt_core.runs": ("lopt_core.training.runs",),
     "lopt_core.interop": ("lopt_core.serving.interop",),
     "lopt_core.analysis": ("lopt_core.lab.analysis",),

@@ -196,7 +196,7 @@ def _print_metrics(metrics: dict) -> None:
 # ------------------------------------------------------------------------------ train
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     """``train``'s own flags (``--device`` and ``--data`` come from parent parsers)."""
-    from lopt_core.training.trainer import TrainConfig
+    from lopt_core.training.config import TrainConfig
 
     p.add_argument("--method", required=True, help="registered method (see `lopt-kit info`; required)")
     task = p.add_mutually_exclusive_group(required=True)
@@ -250,7 +250,8 @@ def _method_options_given(args: argparse.Namespace) -> dict:
 def cmd_train(args) -> int:
     """Train one method on one task; write its run folder (``--out``) and print its metrics."""
     from lopt_core.methods import build_method
-    from lopt_core.training.trainer import TrainConfig, Trainer
+    from lopt_core.training.config import TrainConfig
+    from lopt_core.training.trainer import Trainer
     from lopt_core.utils import seed_everything
 
     seed_everything(args.seed)

@@ -3,11 +3,11 @@ checkpoint, then the process exits): the first half of a resume test that runs u
 import os
 import sys
 
-from lopt_core import train
 from lopt_core.cli import main
+from lopt_core.training.trainer import Trainer
 
 STOP_AT = int(os.environ["STOP_AT"])
-_init = train.Trainer.__init__
+_init = Trainer.__init__
 
 
 def _stopping_init(self, *args, **kwargs):
@@ -20,5 +20,5 @@ def _stopping_init(self, *args, **kwargs):
     self.callbacks = (*self.callbacks, stop)
 
 
-train.Trainer.__init__ = _stopping_init
+Trainer.__init__ = _stopping_init
 sys.exit(main(sys.argv[1:]))

@@ -171,19 +171,19 @@ def test_bad_configs_are_refused(tiny_llama):
 
 
 def outer_parameters(method):
-    return [p for group in method.param_groups(1e-3) if group.get("outer") for p in group["params"]]
+    return [p for group in method.outer_groups() for p in group["params"]]
 
 
 def test_bilevel_puts_exactly_the_rational_coefficients_in_the_outer_group(tiny_llama):
     method = iapt(tiny_llama, bilevel=True, bilevel_lr=0.05)
-    groups = method.param_groups(1e-3)
-    outer = [g for g in groups if g.get("outer")]
+    outer = method.outer_groups()
     assert len(outer) == 1 and outer[0]["lr"] == 0.05
     rational = {id(p) for g in method.generators for p in g.act.parameters()}
     assert {id(p) for p in outer[0]["params"]} == rational
-    inner = {id(p) for g in groups if not g.get("outer") for p in g["params"]}
+    inner = {id(p) for g in method.param_groups(1e-3) for p in g["params"]}
     assert inner.isdisjoint(rational) and inner | rational == {id(p) for p in method.parameters() if p.requires_grad}
-    assert all("outer" not in g for g in iapt(tiny_llama).param_groups(1e-3))  # one group without bilevel
+    plain = iapt(tiny_llama)  # without bilevel: one group of everything, nothing trained apart
+    assert plain.outer_groups() == [] and len(plain.param_groups(1e-3)) == 1
 
 
 def test_bilevel_trains_the_rational_coefficients_on_outer_batches(tiny_llama, tmp_path):
@@ -201,6 +201,20 @@ def test_bilevel_trains_the_rational_coefficients_on_outer_batches(tiny_llama, t
     Trainer(again, tiny_llama, task, config).fit()
     for p, q in zip(method.parameters(), again.parameters(), strict=True):
         assert torch.equal(p, q)  # deterministic, outer batches included
+
+
+def test_an_outer_step_moves_only_the_rational_coefficients_and_leaves_no_gradient(tiny_llama):
+    task = load_task("sentiment")
+    task.splits = {k: v[:16] for k, v in task.splits.items()}
+    method = iapt(tiny_llama, bilevel=True, bilevel_lr=0.05)
+    trainer = Trainer(method, tiny_llama, task, TrainConfig(steps=3, batch_size=4, progress=False))
+    outer = {id(p) for p in outer_parameters(method)}
+    before = [p.detach().clone() for p in method.parameters()]
+    record = trainer.outer.step(trainer.optimiser, trainer.step)
+    assert set(record) == {"outer_loss"} and record["outer_loss"] > 0
+    moved = {id(p) for b, p in zip(before, method.parameters()) if not torch.equal(b, p)}
+    assert moved and moved <= outer
+    assert all(p.grad is None for p in method.parameters())
 
 
 def test_iapt_prompts_depend_on_the_instruction(tiny_llama):

@@ -9,8 +9,9 @@ from conftest import backbone, make, short_generation_task, short_task
 from lopt_core.data.batching import LengthPolicy
 from lopt_core.data.task import Task
 from lopt_core.evaluation.decoding import generate_ids
+from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.evaluation.scoring import class_scores, hidden_states
-from lopt_core.training.trainer import TrainConfig, Trainer, evaluate
+from lopt_core.training.trainer import TrainConfig, Trainer
 
 
 def test_policy_keeps_bos_and_the_prompts_end_and_cuts_the_target_first():

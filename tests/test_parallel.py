@@ -71,7 +71,7 @@ def test_gradient_accumulation_of_two_half_batches_equals_one_batch_when_they_ho
     two = make("prompt_tuning", tiny_llama)
     trainer = Trainer(two, tiny_llama, task, TrainConfig(steps=1, batch_size=4, gradient_accumulation=2, lr=0.1,
                                                           eval_every=1, group_by_length=False, progress=False))
-    assert trainer.batch_indices(0) + trainer.batch_indices(1) == batch_of_rows(8)
+    assert trainer.batches.indices(0) + trainer.batches.indices(1) == batch_of_rows(8)
     trainer.fit()
     torch.testing.assert_close(two.prompt, one.prompt, atol=1e-5, rtol=1e-5)
 

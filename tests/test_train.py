@@ -5,8 +5,9 @@ import torch
 from conftest import short_generation_task
 
 from lopt_core.data import load_task
+from lopt_core.evaluation.evaluator import evaluate
 from lopt_core.methods import build_method, load_method
-from lopt_core.training.trainer import TrainConfig, Trainer, TrainingDiverged, evaluate
+from lopt_core.training.trainer import TrainConfig, Trainer, TrainingDiverged
 
 FAST = dict(batch_size=4, eval_every=3, eval_limit=8, eval_batch_size=8, progress=False)
 
@@ -43,11 +44,12 @@ def test_best_checkpoint_is_restored(tiny_llama):
     method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
     trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=9, lr=0.5, **FAST))
     trainer.fit()
-    assert trainer.best["step"] in (3, 6, 9)
-    for k, v in trainer.best_state.items():
-        assert torch.equal(method.state_dict()[k], v)
+    best = trainer.selection.best
+    assert best["step"] in (3, 6, 9)
+    for key, value in trainer.selection.best_state.items():
+        assert torch.equal(method.state_dict()[key], value)
     again = evaluate(method, tiny_llama, trainer.task, "validation", limit=8)
-    assert again["accuracy"] == trainer.best["metrics"]["accuracy"]
+    assert again["accuracy"] == best["metrics"]["accuracy"]
 
 
 def test_validation_selects_and_test_is_scored_once_after_training(tiny_llama):
@@ -56,21 +58,22 @@ def test_validation_selects_and_test_is_scored_once_after_training(tiny_llama):
 
     class Watch:  # the test split must not be touched while training
         def __call__(self, trainer, record):
-            seen.append(dict(trainer.evaluations))
+            seen.append(dict(trainer.selection.evaluations))
 
     trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=6, lr=0.3, final_eval_limit=8, **FAST),
                       callbacks=(Watch(),))
     result = trainer.fit()
     assert seen and all("test" not in counts for counts in seen)
-    assert trainer.evaluations == {"validation": 2, "test": 1}  # steps 3 and 6; the final validation is the best's
+    # validation at steps 3 and 6; the final validation is the best's, test is scored once
+    assert trainer.selection.evaluations == {"validation": 2, "test": 1}
     assert result.metrics["validation"] == evaluate(method, tiny_llama, trainer.task, "validation", limit=8)
     assert result.metrics["test"] == evaluate(method, tiny_llama, trainer.task, "test", limit=8)
-    selection = {"split": "validation", "metric": "accuracy", "best_step": trainer.best["step"]}
+    selection = {"split": "validation", "metric": "accuracy", "best_step": trainer.selection.best["step"]}
     assert result.metrics["selection"] == selection
     other = Trainer(build_method("lopt1", tiny_llama, prompt_len=4, rank=2), tiny_llama, small_task(),
                     TrainConfig(steps=3, final_eval_limit=4, test_split=None, **FAST))
     metrics = other.fit().metrics
-    assert metrics["validation"]["n"] == 4 and "test" not in metrics and other.evaluations["validation"] == 2
+    assert metrics["validation"]["n"] == 4 and "test" not in metrics and other.selection.evaluations["validation"] == 2
     with pytest.raises(ValueError, match="cannot also be the one reported"):
         TrainConfig(eval_split="test")
 
@@ -80,10 +83,11 @@ def test_bilevel_training_steps_on_an_outer_split_carved_from_train(tiny_llama):
 
     task = small_task(train=40)
     trainer = Trainer(make("iapt_bilevel", tiny_llama), tiny_llama, task, TrainConfig(steps=2, **FAST))
-    outer = trainer.task.splits["outer"]
-    assert len(outer) == 4 and len(trainer.train_rows) == 36 and "outer" not in task.splits  # the caller's task stays
+    outer, rows = trainer.task.splits["outer"], trainer.batches.rows
+    assert len(outer) == 4 and len(rows) == 36 and "outer" not in task.splits  # the caller's task stays
+    assert trainer.outer.batches.rows == outer
     prompts = {trainer.task.prompt(r) for r in outer}
-    assert not prompts & {trainer.task.prompt(r) for r in trainer.train_rows}
+    assert not prompts & {trainer.task.prompt(r) for r in rows}
     assert not prompts & {trainer.task.prompt(r) for r in task.splits["validation"]}
     assert "carved from train" in trainer.fit().metrics["split_notes"]["outer"]
 
@@ -169,8 +173,8 @@ def test_batches_depend_only_on_seed_and_step(tiny_llama):
     method = build_method("prompt_tuning", tiny_llama, prompt_len=2)
     a = Trainer(method, tiny_llama, small_task(train=10), TrainConfig(steps=5, batch_size=4, seed=1, progress=False))
     b = Trainer(method, tiny_llama, small_task(train=10), TrainConfig(steps=5, batch_size=4, seed=1, progress=False))
-    seen = [i for s in range(5) for i in a.batch_indices(s)]
-    assert seen == [i for s in range(5) for i in b.batch_indices(s)]
+    seen = [i for s in range(5) for i in a.batches.indices(s)]
+    assert seen == [i for s in range(5) for i in b.batches.indices(s)]
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))  # epochs
 
 

@@ -24,7 +24,7 @@ def test_rank_slider_scores_each_rank_once(slider):
 
 
 def test_rank_slider_truncation_at_full_rank_scores_like_the_prompt(slider, tiny_llama):
-    from lopt_core.training.trainer import evaluate
+    from lopt_core.evaluation.evaluator import evaluate
 
     full = evaluate(slider.method, tiny_llama, slider.task, "validation", 8)
     assert slider.score(6)["accuracy"] == full["accuracy"]

@@ -90,6 +90,21 @@ def selection_score(metrics: dict) -> float:
     return metrics["accuracy"] if "accuracy" in metrics else -metrics["loss"]
 
 
+def run_metrics(method, backbone: Backbone, task, history, *, steps: int, best_step: int | None, lr: float,
+                selected_on: str, **scores: dict) -> dict:
+    """The metrics of a training run (its metrics.json): what was trained, how it was selected, parameter
+    counts, time per step (from ``history``, a DataFrame with ``seconds``), then ``scores`` by split: the
+    ``validation`` metrics that selected ``best_step`` on ``selected_on``, and ``test``, the one to report."""
+    metric = "accuracy" if task.kind == "classification" else "loss"
+    return {"method": method.name, "task": task.name, "backbone": backbone.name,
+            "steps": steps, "best_step": best_step, "lr": lr,
+            "selection": {"split": selected_on, "metric": metric, "best_step": best_step},
+            "split_notes": dict(task.split_notes),
+            "trainable_parameters": method.trainable_parameters(),
+            "stored_parameters": method.stored_parameters(),
+            "seconds_per_step": float(history["seconds"].median()) if len(history) else None, **scores}
+
+
 # ------------------------------------------------------------------------------ generation
 def evaluate_generation(method, backbone: Backbone, task, split: str = "test", limit: int | None = None,
                         num_beams: int = 1, max_new_tokens: int = 60, batch_size: int = 8,

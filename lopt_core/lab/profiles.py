@@ -45,7 +45,7 @@ class Profile:
         """The ``TrainConfig`` of this profile for one seed; ``overrides`` win (e.g. ``lr=3e-2``). With
         ``method`` (a registry key), the rate this profile tuned for it, if any (else the method's own
         ``recommended_lr`` applies)."""
-        from lopt_core.training.trainer import TrainConfig
+        from lopt_core.training.config import TrainConfig
 
         base = {"steps": self.steps, "batch_size": self.batch_size, "eval_every": self.eval_every,
                 "eval_limit": self.eval_limit, "final_eval_limit": self.test_limit, "seed": seed,

@@ -128,9 +128,13 @@ class PromptMethod(nn.Module, ABC):
         raise NotImplementedError(f"{self.name} has no input-independent prompt to cache")
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Optimiser parameter groups (torch's idiom): one group at ``lr`` by default. A group marked
-        ``"outer": True`` is stepped by the trainer's outer step, on its own split (bi-level training)."""
+        """Optimiser parameter groups (torch's idiom) of the training step: one group at ``lr`` by default."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def outer_groups(self) -> list[dict]:
+        """Parameter groups trained apart (bi-level training): the trainer steps them after each training step,
+        on an ``outer`` split carved from train (``lopt_core.training.outer``). None by default."""
+        return []
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -7,10 +7,12 @@
     method/         the best state (safetensors);   loss.png
 
 Every file is written atomically with the user's umask. Checkpoints are read with
-``torch.load(weights_only=True)``: a folder received from someone else cannot run code on load.
+``torch.load(weights_only=True)``: a folder received from someone else cannot run code on load. What
+config.json and run_info.json hold, and what a checkpoint must match to be resumed, is written here too.
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 import warnings
@@ -19,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lopt_core.utils import atomic_path, read_json, write_json
+from lopt_core.utils import atomic_path, read_json, run_info, write_json
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = ("checkpoint.pt", "metrics.json", "history.csv", "loss.png")
@@ -96,6 +98,33 @@ class RunFolder:
             plots.save(fig, self.path / "loss.png")
             plots.plt.close(fig)
         write_json(self.path / "metrics.json", metrics)
+
+
+# -------------------------------------------------------------------------------------- what a run is
+def run_config(method, backbone, task, config, lr: float, extra: dict | None = None) -> dict:
+    """config.json: what was trained (method, task, backbone, training config with the learning rate used,
+    parameter counts) and what the caller adds (``extra``, e.g. a sweep's point)."""
+    return {"method": method.name, "method_config": method.config.to_dict(), "task": task.name,
+            "task_source": task.source, "split_notes": dict(task.split_notes),
+            "backbone": backbone.name, "backbone_spec": backbone.spec,
+            "precision": backbone.precision, "dtype": str(backbone.dtype).removeprefix("torch."),
+            "train": {**dataclasses.asdict(config), "lr": lr},
+            "trainable_parameters": method.trainable_parameters(),
+            "stored_parameters": method.stored_parameters(), **(extra or {})}
+
+
+def run_environment(config, backbone, accelerator) -> dict:
+    """run_info.json: versions, machine, device, git sha and seed, and how Accelerate's processes train together."""
+    world = accelerator.num_processes
+    return {**run_info(config.seed, backbone.device), "world_size": world,
+            "global_batch_size": config.batch_size * config.gradient_accumulation * world,
+            "mixed_precision": accelerator.mixed_precision}
+
+
+def run_identity(config, method) -> dict:
+    """What a checkpoint holds of its run and must match to be resumed (``RunFolder.load_checkpoint``)."""
+    return {"config": dataclasses.asdict(config), "method_name": method.name,
+            "method_config": method.config.to_dict()}
 
 
 def load_run(run_dir: str | Path) -> dict:

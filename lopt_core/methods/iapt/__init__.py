@@ -217,14 +217,18 @@ class IAPT(PromptMethod):
         return torch.cat([g.up.weight.T for g in self.generators], dim=0)
 
     def param_groups(self, lr: float) -> list[dict]:
-        """With ``bilevel``, the rational coefficients form an outer group at ``bilevel_lr``, stepped on the
-        trainer's ``outer`` split (carved from train: neither trained on nor used for selection)."""
+        """With ``bilevel``, everything but the rational coefficients (those are the outer groups)."""
         if not self.config.bilevel:
             return super().param_groups(lr)
-        outer = [p for g in self.generators for p in g.act.parameters()]
-        ids = {id(p) for p in outer}
-        inner = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": inner, "lr": lr}, {"params": outer, "lr": self.config.bilevel_lr, "outer": True}]
+        outer = {id(p) for g in self.outer_groups() for p in g["params"]}
+        return [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in outer], "lr": lr}]
+
+    def outer_groups(self) -> list[dict]:
+        """With ``bilevel``, the rational coefficients at ``bilevel_lr``, stepped on the trainer's ``outer`` split
+        (carved from train: neither trained on by the training step nor used for selection)."""
+        if not self.config.bilevel:
+            return []
+        return [{"params": [p for g in self.generators for p in g.act.parameters()], "lr": self.config.bilevel_lr}]
 
     def parameter_formula(self) -> int:
         c, d, L = self.config, self.dims["hidden_size"], self.dims["num_layers"]
