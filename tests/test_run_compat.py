@@ -1,0 +1,34 @@
+"""Run folders written before the layered subpackages (lopt_core 0.1.0, commit ec3ca61) still load, evaluate
+and resume: checkpoints hold only tensors and plain data, ``method.json`` a registry name, no module path.
+The folder in tests/fixtures/run_v0.1.0 was written by that commit's trainer (LoPT-1 on ``short_task`` on
+tiny-llama, 4 steps)."""
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import short_task
+
+from lopt_core import TrainConfig, Trainer, build_method, evaluate, load_method, load_run
+
+OLD = Path(__file__).parent / "fixtures" / "run_v0.1.0"
+
+
+def test_an_old_run_folder_loads_and_scores_what_it_recorded(tiny_llama):
+    run = load_run(OLD)
+    assert run["config"]["method"] == "lopt1" and run["metrics"]["steps"] == 4
+    method = load_method(OLD / "method", tiny_llama)
+    test = evaluate(method, tiny_llama, short_task(), "test")
+    assert test["accuracy"] == run["metrics"]["test"]["accuracy"]
+    assert test["loss"] == pytest.approx(run["metrics"]["test"]["loss"], rel=1e-6)
+
+
+def test_an_old_checkpoint_resumes(tiny_llama, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(OLD, folder)
+    saved = load_run(folder)["config"]["train"]
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+    method = build_method("lopt1", tiny_llama, **load_run(folder)["config"]["method_config"])
+    trainer = Trainer(method, tiny_llama, short_task(), config, run_dir=folder)
+    result = trainer.fit(resume=True)  # the checkpoint is at its last step: nothing left to train
+    assert trainer.step == 4 and len(result.history) == 4
+    assert result.metrics["test"]["accuracy"] == load_run(OLD)["metrics"]["test"]["accuracy"]
