@@ -39,7 +39,7 @@ def main() -> None:
                "task_splits": SPLITS, "seed": s} for s in args.seeds for m, o in CONFIGS.items()]
     table = Sweep(Path(args.out)).run(points, generate=True, test_limit=args.test_mrs, max_new_tokens=60)
     summary = {key: intervals(table, ["method"], key) for key in ("test_bleu", "test_rouge_l")}
-    by = {m: dict(zip(p["seed"], p["test_bleu"])) for m, p in table.groupby("method")}
+    by = {m: dict(zip(p["seed"], p["test_bleu"], strict=True)) for m, p in table.groupby("method")}
     d = paired_difference(by["prefix_tuning"], by["prompt_tuning"])
     difference = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
                   "text": f"prefix_tuning − prompt_tuning: {d.format(1, 1, ' BLEU', 'range')}"}

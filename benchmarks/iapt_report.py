@@ -75,13 +75,14 @@ def main() -> None:
         print(f"{sweep.save_record()} finished runs recorded in {RECORD}")
         return
     table = sweep.run(points, generate=True, max_new_tokens=40)
-    keys = [(m, n, str(sorted(o.items()))) for m, n, o in zip(table["method"], table["prompt_len"], table["options"])]
+    columns = zip(table["method"], table["prompt_len"], table["options"], strict=True)
+    keys = [(m, n, str(sorted(o.items()))) for m, n, o in columns]
     table["label"] = [labels[k][0] for k in keys]
     table["budget"] = [labels[k][1] for k in keys]
     mixture = table[table["label"].isin(BUDGETS)]
     result = {"mixture": {key: intervals(mixture, ["budget", "label"], key) for key in ("test_exact_match",
                                                                                           "test_rouge_l_free")}}
-    by = {lab: dict(zip(p["seed"], p["test_exact_match"])) for lab, p in mixture.groupby("label")}
+    by = {lab: dict(zip(p["seed"], p["test_exact_match"], strict=True)) for lab, p in mixture.groupby("label")}
     result["differences"] = []
     for budget, base in (("35k", "prompt tuning (n=60)"), ("1.1M", "prefix, MLP (n=10, k=92)")):
         iapt = "iapt (m=1)" if budget == "35k" else DEFAULT_IAPT

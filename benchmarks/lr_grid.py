@@ -102,11 +102,11 @@ def main() -> None:
 
     while True:  # seed 0 on every rate; seed 1 on the two best; extend a grid whose best rate is at its edge
         points = [point(label, lr, datasets[task], 0) for (label, task), grid in rates.items() for lr in grid]
-        table = sweep.run(points, strict=False, test=False)
+        table = sweep.run(points, strict=True, test=False)
         for (label, task), grid in rates.items():
             acc = accuracy(table, label, task)
             points += [point(label, lr, datasets[task], 1) for lr in sorted(grid, key=lambda r: -mean(acc, r))[:2]]
-        table = sweep.run(points, strict=False, test=False)
+        table = sweep.run(points, strict=True, test=False)
         grew = False
         for (label, task), grid in rates.items():
             if len(grid) >= len(GRIDS[label][2]) + MAX_GROWTH:

@@ -60,7 +60,7 @@ def main() -> None:
     sweep = Sweep(out, RECORD, ABOUT)
     sweep.restore()
     table = sweep.run(points, steps=args.steps)
-    table["label"] = [label(m, r) for m, r in zip(table["method"], table["rank"])]
+    table["label"] = [label(m, r) for m, r in zip(table["method"], table["rank"], strict=True)]
     summary = intervals(table, ["label"], "test_accuracy")
     differences = paired_differences(table, "test_accuracy", baseline="prompt_tuning", by="label")
     details = {k: table.groupby("label")[k].first().to_dict() for k in ("trainable_parameters", "lr")}

@@ -198,7 +198,7 @@ def yesno_row(rng: random.Random, label: int) -> dict:
     name = f"the {rng.choice(NAMES)} {kind}"
     values = [rng.choice(options) for _, _, options in THINGS[kind]]
     year = rng.choice(YEARS)
-    facts = [statement.format(x=v) for (statement, _, _), v in zip(THINGS[kind], values)]
+    facts = [statement.format(x=v) for (statement, _, _), v in zip(THINGS[kind], values, strict=True)]
     rng.shuffle(facts)
     passage = " ".join([f"{name[0].upper() + name[1:]} opened in {year}."] + facts)
     if rng.random() < 0.3:  # some questions are about the year instead

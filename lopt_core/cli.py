@@ -340,7 +340,7 @@ def cmd_predict(args) -> int:
     server, requests, kinds = Server(backbone), [], {}
     rows = [json.loads(row) for row in args.row]
     used = set()
-    for run, cfg in zip(args.run_dir, configs):
+    for run, cfg in zip(args.run_dir, configs, strict=True):
         name, task = Path(run).name, _load_task(cfg)
         with _user_error(NotImplementedError):  # a method whose prompt depends on the input has none to cache
             server.add(name, _saved_method(run, backbone), task)
@@ -361,10 +361,11 @@ def _print_answers(server, requests: list[tuple[str, str]], kinds: dict[str, str
     """Answer the (run, prompt) requests, classification and generation in one batch each, and print them."""
     classify = [r for r in requests if kinds[r[0]] == "classification"]
     generate = [r for r in requests if kinds[r[0]] == "generation"]
-    for (name, prompt), result in zip(classify, server.classify(classify) if classify else []):
+    for (name, prompt), result in zip(classify, server.classify(classify) if classify else [], strict=True):
         probs = ", ".join(f"{k} {v:.3f}" for k, v in result["probabilities"].items())
         print(f"[{name}] {prompt!r} → {result['label']} ({probs})")
-    for (name, prompt), text in zip(generate, server.generate(generate, max_new_tokens) if generate else []):
+    texts = server.generate(generate, max_new_tokens) if generate else []
+    for (name, prompt), text in zip(generate, texts, strict=True):
         print(f"[{name}] {prompt!r} → {text}")
 
 

@@ -212,7 +212,7 @@ def test_an_outer_step_moves_only_the_rational_coefficients_and_leaves_no_gradie
     before = [p.detach().clone() for p in method.parameters()]
     record = trainer.outer.step(trainer.optimiser, trainer.step)
     assert set(record) == {"outer_loss"} and record["outer_loss"] > 0
-    moved = {id(p) for b, p in zip(before, method.parameters()) if not torch.equal(b, p)}
+    moved = {id(p) for b, p in zip(before, method.parameters(), strict=True) if not torch.equal(b, p)}
     assert moved and moved <= outer
     assert all(p.grad is None for p in method.parameters())
 

@@ -42,7 +42,7 @@ class Verbalizer:
     @classmethod
     def build(cls, words, tokenizer) -> Verbalizer:
         ids = tuple(tuple(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words)
-        for word, seq in zip(words, ids):
+        for word, seq in zip(words, ids, strict=True):
             if not seq:
                 raise ValueError(f"label word {word!r} tokenises to nothing")
         if len(set(ids)) != len(ids):

@@ -155,7 +155,7 @@ def _read_records(file: Path, columns: list | None, spec_path: Path) -> list[tup
             if len(row) != len(header):
                 raise DataError(f"{file}:{reader.line_num}: {len(row)} fields, but there are {len(header)} columns "
                                 f"({', '.join(header)})")
-            records.append((f"{file}:{reader.line_num}", dict(zip(header, row))))
+            records.append((f"{file}:{reader.line_num}", dict(zip(header, row, strict=True))))
     return records
 
 

@@ -64,7 +64,7 @@ def evaluate(method, backbone: Backbone, task, split: str = "validation", limit:
     policy.warn()
     out = {"split": split, "n": len(rows), "loss": total_loss / max(count, 1)}
     if task.kind == "classification":
-        out["accuracy"] = sum(p == g for p, g in zip(preds, golds)) / max(len(golds), 1)
+        out["accuracy"] = sum(p == g for p, g in zip(preds, golds, strict=True)) / max(len(golds), 1)
         out["macro_f1"] = macro_f1(preds, golds, task.num_classes)
         if p_cf is not None:
             texts = [calibrate] if isinstance(calibrate, str) else list(calibrate)
@@ -78,9 +78,9 @@ def evaluate(method, backbone: Backbone, task, split: str = "validation", limit:
 def macro_f1(preds: list[int], golds: list[int], num_classes: int) -> float:
     scores = []
     for c in range(num_classes):
-        tp = sum(p == c and g == c for p, g in zip(preds, golds))
-        fp = sum(p == c and g != c for p, g in zip(preds, golds))
-        fn = sum(p != c and g == c for p, g in zip(preds, golds))
+        tp = sum(p == c and g == c for p, g in zip(preds, golds, strict=True))
+        fp = sum(p == c and g != c for p, g in zip(preds, golds, strict=True))
+        fn = sum(p != c and g == c for p, g in zip(preds, golds, strict=True))
         scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return sum(scores) / num_classes
 
@@ -119,13 +119,13 @@ def evaluate_generation(method, backbone: Backbone, task, split: str = "test", l
     ordered = generate(method, backbone, [prompts[i] for i in order], max_new_tokens, num_beams,
                        batch_size=batch_size, progress=progress)
     outputs = [""] * len(rows)
-    for i, text in zip(order, ordered):
+    for i, text in zip(order, ordered, strict=True):
         outputs[i] = text
     references = [r["references"] for r in rows]
     result = {"split": split, "n": len(rows), "num_beams": num_beams, "bleu": corpus_bleu(outputs, references),
               "rouge_l": rouge_l(outputs, references),
               "samples": [{"source": task.prompt(r), "output": o, "references": r["references"]}
-                          for r, o in zip(rows[:5], outputs[:5])]}
+                          for r, o in zip(rows[:5], outputs[:5], strict=True)]}
     if rows and "instruction" in rows[0]:
         result.update(instruction_scores(rows, outputs))
     return result

@@ -28,7 +28,8 @@ def rouge_l(hypotheses: list[str], references: list[list[str]]) -> float:
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score_multi(refs, hyp)["rougeL"].fmeasure for hyp, refs in zip(hypotheses, references)]
+    pairs = zip(hypotheses, references, strict=True)
+    scores = [scorer.score_multi(refs, hyp)["rougeL"].fmeasure for hyp, refs in pairs]
     return 100.0 * sum(scores) / max(len(scores), 1)
 
 
@@ -36,4 +37,4 @@ def exact_match(hypotheses: list[str], answers: list[str]) -> float:
     """Share of hypotheses equal to the answer after lower-casing and trimming punctuation."""
     def norm(s: str) -> str:
         return s.strip().strip(".!?").strip().lower()
-    return sum(norm(h) == norm(a) for h, a in zip(hypotheses, answers)) / max(len(answers), 1)
+    return sum(norm(h) == norm(a) for h, a in zip(hypotheses, answers, strict=True)) / max(len(answers), 1)

@@ -218,7 +218,7 @@ def where_parameters_go(layers: int = 4, text: int = 5, n: int = 3, virtual: int
     panels = (("prompt tuning, LoPT-1/2", "n soft tokens X at the input"),
               ("prefix-tuning", "n keys/values at every layer"),
               ("IAPT", "4 tokens per layer, generated from\nthe instruction, after it"))
-    for ax, (title, subtitle) in zip(axes, panels):
+    for ax, (title, subtitle) in zip(axes, panels, strict=True):
         width = text + (virtual if title == "IAPT" else n)
         for y in range(layers + 1):
             for x in range(width):

@@ -71,7 +71,7 @@ def paired_difference(a: Mapping | Sequence[float], b: Mapping | Sequence[float]
     else:
         if len(a) != len(b):
             raise ValueError(f"paired values need the same number of seeds, got {len(a)} and {len(b)}")
-        diffs = [x - y for x, y in zip(a, b)]
+        diffs = [x - y for x, y in zip(a, b, strict=True)]
     return mean_ci(diffs, level)
 
 
@@ -141,7 +141,7 @@ def summarise(rows, by: str | list[str], value: str, level: float = 0.95):
         ci = mean_ci(part[value].tolist(), level)
         keys = key if isinstance(key, tuple) else (key,)
         names = by if isinstance(by, list) else [by]
-        out.append({**dict(zip(names, keys)), "mean": ci.mean, "low": ci.low, "high": ci.high,
+        out.append({**dict(zip(names, keys, strict=True)), "mean": ci.mean, "low": ci.low, "high": ci.high,
                     "pm": ci.half_width, "n": ci.n})
     return pd.DataFrame(out)
 
@@ -153,7 +153,7 @@ def paired_table(rows, value: str, baseline: str, by: str = "method", seed: str 
     import pandas as pd
 
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-    values = {g: dict(zip(part[seed], part[value])) for g, part in frame.groupby(by, sort=False)}
+    values = {g: dict(zip(part[seed], part[value], strict=True)) for g, part in frame.groupby(by, sort=False)}
     if baseline not in values:
         raise ValueError(f"no rows of the baseline {baseline!r} (groups: {sorted(values)})")
     out = []

@@ -33,7 +33,7 @@ def grid(params: dict[str, list] | list[dict], seeds: list[int] | None = None) -
     """Every combination of the parameter lists, or the given list of points, times the seeds."""
     if isinstance(params, dict):
         names = list(params)
-        points = [dict(zip(names, values)) for values in itertools.product(*(params[n] for n in names))]
+        points = [dict(zip(names, values, strict=True)) for values in itertools.product(*(params[n] for n in names))]
     else:
         points = [dict(p) for p in params]
     return [{**p, "seed": s} for p in points for s in seeds] if seeds else points

@@ -67,7 +67,7 @@ def prepare_embedded(verbose: bool = True) -> Path:
             del cfg.quantization_config  # save_pretrained refuses GGUF-quantised models
         quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-        missing, unexpected = model.load_state_dict(quant.state_dict(), strict=False)
+        missing, unexpected = model.load_state_dict(quant.state_dict(), strict=True)
         missing = [k for k in missing if k != "lm_head.weight" or not cfg.tie_word_embeddings]
         if missing or unexpected:
             raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")

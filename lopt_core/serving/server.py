@@ -169,4 +169,4 @@ class Server:
 
 def _answer(name: str, task, probs: torch.Tensor) -> dict:
     return {"task": name, "label": task.label_names[int(probs.argmax())],
-            "probabilities": dict(zip(task.label_names, probs.tolist()))}
+            "probabilities": dict(zip(task.label_names, probs.tolist(), strict=True))}

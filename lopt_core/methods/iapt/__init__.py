@@ -130,7 +130,7 @@ class IAPT(PromptMethod):
         ids = ids[:, : backbone.context_length or None]  # a short context (GPT-2's 1,024; tiny-gpt2's 64)
         hidden = backbone.transformer(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
         mask = torch.ones_like(ids)
-        for gen, H in zip(self.generators, hidden):
+        for gen, H in zip(self.generators, hidden[:-1], strict=True):  # hidden[l]: the input of layer l
             H = H.float().cpu()
             rms = H[0, 1:].pow(2).mean(-1).sqrt().median()  # per-token RMS; skip the first (attention sink)
             nn.init.normal_(gen.down.weight, std=1.0 / (rms.item() * H.shape[-1] ** 0.5))
