@@ -2,6 +2,7 @@
 
   lopt-kit train --method lopt2 --task sentiment --prompt-len 20 --rank 2 --steps 60
   lopt-kit evaluate outputs/runs/lopt2-sentiment-... [--split test]
+  lopt-kit dynamics outputs/runs/lopt2-sentiment-... [--plot dynamics.png]
   lopt-kit predict outputs/runs/lopt2-sentiment-... --row '{"text": "a lovely film"}'
   lopt-kit info
   lopt-kit prepare            # convert the embedded backbone once (make setup does this)
@@ -489,6 +490,27 @@ def _print_catalogue() -> None:
         print(f"  {name:14s} {task_description(name)}")
 
 
+def cmd_dynamics(args) -> int:
+    """Summarise what training did to a run's parameters and prompt, step by step (and draw it with --plot)."""
+    from lopt_core.training.dynamics import summary
+
+    _run_config(args.run_dir)
+    with _user_error(FileNotFoundError):
+        table = summary(args.run_dir)
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    if args.plot:
+        from lopt_core.evaluation import plots
+
+        fig = plots.dynamics(args.run_dir)
+        print(f"figure: {plots.save(fig, args.plot)}")
+    return 0
+
+
+def _add_dynamics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--plot", default=None, help="also draw the dynamics into this PNG file")
+
+
 def cmd_prepare(args) -> int:
     """Convert the embedded backbone into the cache (once) and load it."""
     from lopt_core.model.embedded import prepare_embedded
@@ -585,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", cmd_export, [run_backbone], _add_export_args,
          "a run's prompt as a PEFT adapter or as prompt embeddings for an engine"),
         ("import-peft", cmd_import_peft, [data], _add_import_peft_args, "a PEFT prompt/prefix adapter as a run folder"),
+        ("dynamics", cmd_dynamics, [], _add_dynamics_args,
+         "a run's training dynamics: gradient norms, update ratios, the prompt's drift and rank"),
         ("info", cmd_info, [], None, "versions, device, cache, methods and tasks"),
         ("prepare", cmd_prepare, [], None, "convert the embedded backbone into the cache"),
         ("sweep", cmd_sweep, [profile], _add_sweep_args,

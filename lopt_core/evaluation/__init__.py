@@ -1,4 +1,4 @@
-"""Evaluation: how a method answers (label scores, decoded text) and how well (metrics, statistics, figures)."""
+"""Evaluation: how a method answers (label scores, decoded text) and how well (metrics, spectra, statistics, plots)."""
 from lopt_core.evaluation.decoding import DecodeConfig, generate, generate_ids
 from lopt_core.evaluation.evaluator import evaluate, evaluate_generation, macro_f1, selection_score, to_device
 from lopt_core.evaluation.metrics import corpus_bleu, exact_match, rouge_l

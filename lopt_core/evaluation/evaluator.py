@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -158,3 +160,22 @@ def instruction_scores(rows: list[dict], outputs: list[str]) -> dict:
             by_task[name] = {"metric": "rouge_l", "score": score / 100, "n": len(idx)}
     out["by_task"] = by_task
     return out
+
+
+# ------------------------------------------------------------------------------ a run's history
+DYNAMICS = ("grad_norm.", "update_ratio.", "prompt_", "dead_units", "zero_fraction")  # training.dynamics' columns
+
+
+def read_history(run: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """A run's history: the DataFrame itself, or the history.csv of a run folder."""
+    if isinstance(run, pd.DataFrame):
+        return run
+    path = Path(run) / "history.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} holds no history.csv: is it a finished run folder?")
+    return pd.read_csv(path)
+
+
+def dynamics_columns(history: pd.DataFrame) -> list[str]:
+    """The columns ``training.dynamics`` wrote into a history."""
+    return [c for c in history.columns if c.startswith(DYNAMICS)]

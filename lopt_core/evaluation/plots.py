@@ -65,6 +65,47 @@ def loss_curves(histories: dict[str, pd.DataFrame], smooth: int = 5, ax=None):
     return fig
 
 
+def dynamics(run, smooth: int = 1):
+    """The training dynamics of one run (a run folder or its history): gradient norm and update/weight ratio of
+    each trainable tensor (log scale), and, for an input prompt, its drift from the start and its effective rank
+    against the top singular value. Returns the Figure (2 × 2 panels)."""
+    from lopt_core.evaluation.evaluator import dynamics_columns, read_history
+
+    h = read_history(run)
+    if not dynamics_columns(h):
+        raise ValueError("this run recorded no dynamics (TrainConfig(dynamics=False), or made before they existed)")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), layout="constrained", sharex=True)
+    panels = (("grad_norm.", "gradient norm (before clipping)"), ("update_ratio.", "‖Δθ‖ / ‖θ‖ per step"))
+    for ax, (prefix, title) in zip(axes[0], panels, strict=True):
+        for column in (c for c in h.columns if c.startswith(prefix)):
+            ax.plot(h["step"], h[column].rolling(smooth, min_periods=1).mean(), label=column.removeprefix(prefix))
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend(fontsize="small")
+    drift, rank = axes[1]
+    if "prompt_drift" in h:
+        drift.plot(h["step"], h["prompt_drift"], label="‖X − X_start‖ / ‖X_start‖")
+        for column in ("dead_units", "zero_fraction"):
+            if column in h:
+                drift.plot(h["step"], h[column], linestyle="--", label=column.replace("_", " ") + " (σ)")
+        drift.legend(fontsize="small")
+        rank.plot(h["step"], h["prompt_erank"], color="C0", label="entropy effective rank")
+        rank.set_ylabel("effective rank")
+        top = rank.twinx()
+        top.plot(h["step"], h["prompt_s1"], color="C1", label="σ₁")
+        top.set_ylabel("top singular value σ₁")
+        rank.legend(loc="upper left", fontsize="small")
+        top.legend(loc="upper right", fontsize="small")
+    else:
+        for ax in axes[1]:
+            ax.text(0.5, 0.5, "no input prompt", ha="center", va="center", transform=ax.transAxes)
+    drift.set_title("the prompt's drift from its start")
+    rank.set_title("the prompt's spectrum")
+    for ax in axes[1]:
+        ax.set_xlabel("training step")
+    return fig
+
+
 def accuracy_vs_parameters(table: pd.DataFrame, baseline: float | None = None, ax=None,
                            x="trainable_parameters", y="accuracy", label="method", err: str | None = None,
                            split: str = "test"):

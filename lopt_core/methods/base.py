@@ -131,6 +131,11 @@ class PromptMethod(nn.Module, ABC):
         """Optimiser parameter groups (torch's idiom) of the training step: one group at ``lr`` by default."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
+    def diagnostics(self) -> dict[str, float]:
+        """Numbers about the method's own state worth watching during training (``TrainConfig.dynamics``
+        writes them to history.csv each step); none by default."""
+        return {}
+
     def outer_groups(self) -> list[dict]:
         """Parameter groups trained apart (bi-level training): the trainer steps them after each training step,
         on an ``outer`` split carved from train (``lopt_core.training.outer``). None by default."""

@@ -172,5 +172,13 @@ class LoPT2(InputPromptMethod):
         H = sigma(self.X0 @ self.U, self.config.activation, self.config.threshold)  # (n, r)
         return H @ self.V  # (n, d)
 
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """σ's units that are zero on every prompt row (dead: no gradient reaches their column of U), and the
+        share of zero entries of σ(X0 U) (n, r)."""
+        H = sigma(self.X0 @ self.U, self.config.activation, self.config.threshold)
+        zero = H == 0
+        return {"dead_units": float(zero.all(0).float().mean()), "zero_fraction": float(zero.float().mean())}
+
     def parameter_formula(self) -> int:
         return 2 * self.config.rank * self.dims["hidden_size"]  # 2rd

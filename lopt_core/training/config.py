@@ -31,6 +31,8 @@ class TrainConfig:
     patience: int | None = option(None, "evaluations without improvement before stopping early")
     seed: int = option(0, "seed of the data order")
     progress: bool = option(True, "show progress bars")
+    dynamics: bool = option(True, "record per-step gradient norms, update/weight ratios and prompt statistics in "
+                                  "the history (lopt-kit dynamics RUN summarises them)")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "max_length", "gradient_accumulation"):

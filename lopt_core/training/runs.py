@@ -73,8 +73,9 @@ class RunFolder:
                 f"{self.checkpoint} holds Python objects, not only tensors and plain data, and the kit does not "
                 "load those (unpickling can run any code). It was not written by this kit's trainer; delete it "
                 f"to start afresh. ({str(err).splitlines()[0]})") from None
+        # progress changes nothing; an option added after the checkpoint was written cannot differ from it
         saved = {k: v for k, v in state["config"].items() if k != "progress"}
-        now = {k: v for k, v in expected["config"].items() if k != "progress"}
+        now = {k: v for k, v in expected["config"].items() if k != "progress" and k in saved}
         if saved != now:
             diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
             raise ValueError(f"cannot resume {self.checkpoint}: the training config differs (saved, now): {diff}")

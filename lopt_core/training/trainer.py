@@ -26,6 +26,7 @@ from lopt_core.training import outer
 from lopt_core.training.accelerate import LossModule, make_accelerator
 from lopt_core.training.batches import Batches
 from lopt_core.training.config import TrainConfig
+from lopt_core.training.dynamics import Dynamics
 from lopt_core.training.optimiser import Optimiser
 from lopt_core.training.runs import RunFolder, run_config, run_environment, run_identity
 from lopt_core.training.selection import Selection
@@ -75,14 +76,18 @@ class Trainer:
         self.callbacks, self.extra_config = callbacks, extra_config or {}
         self.selection = Selection(method, backbone, self.task, c)
         self.step, self.history = 0, []
+        self.dynamics = Dynamics(method) if c.dynamics else None
 
     def train_step(self) -> dict:
         """One optimiser step over the step's micro-batches, then the method's outer step if it has one."""
         self.method.train()
         start = time.perf_counter()
         loss, tokens = self.optimiser.backward(self.batches(self.step))
+        probe = self.dynamics.before_step() if self.dynamics else {}
         record = {"step": self.step + 1, "loss": loss, "lr": self.optimiser.lr,
-                  "grad_norm": self.optimiser.step(self.params)}
+                  "grad_norm": self.optimiser.step(self.params), **probe}
+        if self.dynamics:
+            record.update(self.dynamics.after_step())
         if self.outer is not None:
             record.update(self.outer.step(self.optimiser, self.step))
         self.optimiser.schedule()
