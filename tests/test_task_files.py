@@ -96,27 +96,20 @@ def test_a_missing_field_and_broken_json_are_named(tmp_path):
         load_task_file(spec(tmp_path, name="t", kind="generation", files={}, text_columns=["a"]))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("label,text\n0,fine\n2,bad\n", r"train.csv:3: label '2' in column 'label' is not in 'label_words'"),
-    ("label,text\n0,fine\n1,  \n", r"train.csv:3: empty text in column 'text'"),
-    ("label,text\n0,fine\n1,bad,extra\n", r"train.csv:3: 3 fields, but there are 2 columns"),
-    ("label,review\n0,fine\n", r"train.csv:2: no column 'text' \(the row has: label, review\)"),
+@pytest.mark.parametrize("file, text, message", [
+    ("train.csv", "label,text\n0,fine\n2,bad\n", r"train.csv:3: label '2' in column 'label' is not in 'label_words'"),
+    ("train.csv", "label,text\n0,fine\n1,  \n", r"train.csv:3: empty text in column 'text'"),
+    ("train.csv", "label,text\n0,fine\n1,bad,extra\n", r"train.csv:3: 3 fields, but there are 2 columns"),
+    ("train.csv", "label,review\n0,fine\n", r"train.csv:2: no column 'text' \(the row has: label, review\)"),
+    ("train.jsonl", '{"text": "fine", "label": "0"}\n\n{"text": "bad",\n', r"train.jsonl:3: not valid JSON"),
+    ("train.jsonl", '{"text": "fine", "label": "0"}\n["bad", "1"]\n',
+     r"train.jsonl:2: each line must be a JSON object"),
 ])
-def test_bad_rows_name_the_file_and_line(tmp_path, text, message):
-    write(tmp_path, "train.csv", text)
+def test_bad_rows_name_the_file_and_line(tmp_path, file, text, message):
+    """CSV and JSONL alike (blank lines counted: the line is the file's)."""
+    write(tmp_path, file, text)
     with pytest.raises(DataError, match=message):
-        load_task_file(spec(tmp_path, name="t", kind="classification", files={"train": "train.csv"},
-                            text_columns=["text"], label_column="label", label_words={"0": " no", "1": " yes"}))
-
-
-@pytest.mark.parametrize("text, message", [
-    ('{"text": "fine", "label": "0"}\n\n{"text": "bad",\n', r"train.jsonl:3: not valid JSON"),
-    ('{"text": "fine", "label": "0"}\n["bad", "1"]\n', r"train.jsonl:2: each line must be a JSON object"),
-])
-def test_bad_jsonl_lines_name_the_file_and_line(tmp_path, text, message):
-    write(tmp_path, "train.jsonl", text)
-    with pytest.raises(DataError, match=message):
-        load_task_file(spec(tmp_path, name="t", kind="classification", files={"train": "train.jsonl"},
+        load_task_file(spec(tmp_path, name="t", kind="classification", files={"train": file},
                             text_columns=["text"], label_column="label", label_words={"0": " no", "1": " yes"}))
 
 
