@@ -16,6 +16,7 @@ import re
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -42,21 +43,26 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
 
-INITS = ("vocab", "text", "random")
+INITS = ("vocab", "text", "random", "saved")
 
 
 @dataclass
 class PromptInitConfig(MethodConfig):
-    """How an input prompt starts: sampled vocabulary words, a text, or random vectors."""
+    """How an input prompt starts: sampled vocabulary words, a text, random vectors, or a trained prompt."""
 
     init: str = option("vocab", "start: 'vocab' (embeddings of sampled common words), 'text' (of init_text), "
-                                "'random' (Gaussian at the embeddings' scale)")
+                                "'random' (Gaussian at the embeddings' scale), 'saved' (the input prompt of the "
+                                "method saved in init_path, e.g. a trained prompt tuning)")
     init_text: str = option("Classify the sentiment of the text.", "the text of init='text'")
+    init_path: str | None = option(None, "init='saved': a saved method's folder (a run's `method/`) or a run folder")
 
     def __post_init__(self):
         super().__post_init__()
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if (self.init == "saved") != (self.init_path is not None):
+            raise ValueError("init='saved' and init_path go together: init='saved' starts from the prompt of the "
+                             f"method saved in init_path (got init={self.init!r}, init_path={self.init_path!r})")
 
 
 @dataclass
@@ -130,6 +136,11 @@ class PromptMethod(nn.Module, ABC):
     def param_groups(self, lr: float) -> list[dict]:
         """Optimiser parameter groups (torch's idiom) of the training step: one group at ``lr`` by default."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """Pairs (A, B) of parameters that the method uses only as their product A @ B (LoPT-1's X = U V): the
+        optimiser's preconditioned step (``TrainConfig.precondition``) acts on them. None by default."""
+        return []
 
     def diagnostics(self) -> dict[str, float]:
         """Numbers about the method's own state worth watching during training (``TrainConfig.dynamics``
@@ -262,10 +273,30 @@ def text_token_ids(backbone: Backbone, text: str, n: int) -> list[int]:
     return (ids * ((n + len(ids) - 1) // len(ids)))[:n]
 
 
-def initial_prompt(backbone: Backbone, n: int, init: str, init_text: str, seed: int) -> torch.Tensor:
-    """An (n, d) starting prompt in embedding space (through the embedding module)."""
+def saved_prompt(backbone: Backbone, path: str, n: int) -> torch.Tensor:
+    """The input prompt X (n, d) of the method saved in ``path`` (its folder, or a run folder holding ``method/``)."""
+    from lopt_core.methods import METHOD_JSON, load_method
+
+    folder = Path(path)
+    if not (folder / METHOD_JSON).is_file() and (folder / "method" / METHOD_JSON).is_file():
+        folder = folder / "method"
+    saved = load_method(folder, backbone)
+    if not isinstance(saved, InputPromptMethod):
+        raise ValueError(f"the method saved in {folder} ({saved.name}) has no input prompt to start from")
+    with torch.no_grad():
+        X = saved.input_prompt().float().cpu()
+    if X.shape[0] != n:
+        raise ValueError(f"the prompt saved in {folder} has {X.shape[0]} soft tokens; this method has prompt_len={n}")
+    return X
+
+
+def initial_prompt(backbone: Backbone, n: int, init: str, init_text: str, seed: int,
+                   init_path: str | None = None) -> torch.Tensor:
+    """An (n, d) starting prompt in embedding space (through the embedding module), or a saved method's prompt."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "saved":
+        return saved_prompt(backbone, init_path, n)
     with torch.no_grad():
         if init == "random":
             g = torch.Generator().manual_seed(seed)
@@ -281,4 +312,4 @@ def starting_prompt(backbone: Backbone, config: PromptInitConfig, initialise: bo
     is about to replace it (``initialise=False``)."""
     if not initialise:
         return torch.zeros(config.prompt_len, backbone.hidden_size)
-    return initial_prompt(backbone, config.prompt_len, config.init, config.init_text, config.seed)
+    return initial_prompt(backbone, config.prompt_len, config.init, config.init_text, config.seed, config.init_path)

@@ -34,6 +34,7 @@ from lopt_core.utils import option
 @dataclass
 class LoPTConfig(MethodConfig):
     rank: int = option(2, "r: the rank of the factorised prompt")
+    lr_ratio: float = option(1.0, "λ of LoRA+ (Hayou et al., 2024): V, the width-side factor, trains at λ × the rate")
 
     def __post_init__(self):
         super().__post_init__()
@@ -43,6 +44,15 @@ class LoPTConfig(MethodConfig):
             raise ValueError(f"rank={self.rank} is larger than prompt_len={self.prompt_len}: a rank above n "
                              f"adds parameters without adding expressiveness. Use rank <= {self.prompt_len} "
                              f"or a longer prompt (prompt_len >= {self.rank}).")
+        if not self.lr_ratio > 0:
+            raise ValueError(f"lr_ratio must be positive, got {self.lr_ratio!r}")
+
+
+def factor_groups(U: nn.Parameter, V: nn.Parameter, lr: float, ratio: float) -> list[dict]:
+    """U at ``lr``, V at ``ratio`` × ``lr`` (LoRA+; one group when ratio is 1)."""
+    if ratio == 1.0:
+        return [{"params": [U, V], "lr": lr}]
+    return [{"params": [U], "lr": lr}, {"params": [V], "lr": ratio * lr}]
 
 
 def _check_rank(rank: int, d: int, own: int, full: int, name: str) -> None:
@@ -54,9 +64,20 @@ def _check_rank(rank: int, d: int, own: int, full: int, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- LoPT-1
+START_SCALES = ("svd", "embedding")
+
+
 @dataclass
 class LoPT1Config(LoPTConfig, PromptInitConfig):
     """The SVD is taken of the starting prompt chosen by ``init``."""
+
+    start_scale: str = option("svd", "'svd': the best rank-r approximation of the start; 'embedding': the same "
+                                     "balanced factors scaled so that U V has the start's norm (embedding scale)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.start_scale not in START_SCALES:
+            raise ValueError(f"start_scale must be one of {START_SCALES}, got {self.start_scale!r}")
 
 
 def svd_factors(X: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +104,9 @@ class LoPT1(InputPromptMethod):
         if prompt is None:
             prompt = starting_prompt(backbone, config, initialise)
         U, V = svd_factors(prompt.float().cpu(), r)
+        if config.start_scale == "embedding" and initialise:  # ‖U V‖ = ‖X_start‖, U and V scaled alike
+            root = (prompt.float().cpu().norm() / (U @ V).norm().clamp_min(1e-12)).sqrt()
+            U, V = U * root, V * root
         self.U = nn.Parameter(U)  # (n, r)
         self.V = nn.Parameter(V)  # (r, d)
 
@@ -97,6 +121,12 @@ class LoPT1(InputPromptMethod):
 
     def input_prompt(self) -> torch.Tensor:
         return self.U @ self.V  # (n, r) @ (r, d) → (n, d)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return factor_groups(self.U, self.V, lr, self.config.lr_ratio)
+
+    def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        return [(self.U, self.V)]
 
     def parameter_formula(self) -> int:
         c = self.config
@@ -171,6 +201,9 @@ class LoPT2(InputPromptMethod):
     def input_prompt(self) -> torch.Tensor:
         H = sigma(self.X0 @ self.U, self.config.activation, self.config.threshold)  # (n, r)
         return H @ self.V  # (n, d)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return factor_groups(self.U, self.V, lr, self.config.lr_ratio)
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:

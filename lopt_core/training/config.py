@@ -31,6 +31,9 @@ class TrainConfig:
     patience: int | None = option(None, "evaluations without improvement before stopping early")
     seed: int = option(0, "seed of the data order")
     progress: bool = option(True, "show progress bars")
+    precondition: float | None = option(None, "δ of a Riemannian-preconditioned step (Zhang & Pilanci, 2024) on the "
+                                              "method's factor pairs X = A B: g_A (B Bᵀ + δI)⁻¹, (AᵀA + δI)⁻¹ g_B "
+                                              "before AdamW (none: plain AdamW)")
     dynamics: bool = option(True, "record per-step gradient norms, update/weight ratios and prompt statistics in "
                                   "the history (lopt-kit dynamics RUN summarises them)")
 
@@ -41,6 +44,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.precondition is not None and not self.precondition > 0:
+            raise ValueError(f"precondition (δ) must be positive, got {self.precondition!r}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup!r}")
         if self.test_split is not None and self.test_split == self.eval_split:

@@ -1,5 +1,9 @@
 """The optimiser of a training run: AdamW over the method's parameter groups with the warmup + linear schedule,
-stepped under Accelerate (mixed precision, gradient accumulation, data parallelism).
+stepped under Accelerate (mixed precision, gradient accumulation, data parallelism). With
+``TrainConfig.precondition`` (δ) the gradients of a method's factor pairs X = A B are first preconditioned
+(Riemannian preconditioning, Zhang & Pilanci 2024): g_A ← g_A (B Bᵀ + δI)⁻¹ and g_B ← (AᵀA + δI)⁻¹ g_B, so that a
+step moves X by about −η(G P_B + P_A G) whatever the factors' scales (the update is invariant to A → A M, B → M⁻¹ B
+as δ → 0).
 
 The loss of every micro-batch is scaled so that the gradient is the mean over the whole global batch (rows, or
 target tokens of generation tasks, over every micro-batch of every process); a step clips and steps only the
@@ -25,8 +29,9 @@ class Optimiser:
     """
 
     def __init__(self, accelerator, model: nn.Module, groups: list[dict], backbone, config: TrainConfig,
-                 check: Callable[[torch.Tensor], None]):
+                 check: Callable[[torch.Tensor], None], pairs: list[tuple[nn.Parameter, nn.Parameter]] = ()):
         self.accelerator, self.backbone, self.config, self.check = accelerator, backbone, config, check
+        self.pairs = list(pairs) if config.precondition is not None else []
         self.model = accelerator.prepare(model)  # DDP when there are several processes
         optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         self.optimizer = accelerator.prepare(optimizer)
@@ -60,13 +65,17 @@ class Optimiser:
         return float(self.accelerator.reduce(summed, "sum")) / count, tokens
 
     def step(self, params: list[nn.Parameter]) -> float:
-        """Clip and step ``params`` only (every other gradient is dropped: AdamW skips parameters without one),
-        then zero the gradients. Returns the gradient norm before clipping."""
+        """Precondition (factor pairs, with ``config.precondition``), clip and step ``params`` only (every other
+        gradient is dropped: AdamW skips parameters without one), then zero the gradients. Returns the gradient
+        norm before clipping."""
         keep = {id(p) for p in params}
         for group in self.optimizer.param_groups:
             for p in group["params"]:
                 if id(p) not in keep:
                     p.grad = None
+        for A, B in self.pairs:
+            if A.grad is not None and B.grad is not None:
+                precondition(A, B, self.config.precondition)
         norm = self.accelerator.clip_grad_norm_([p for p in params if p.grad is not None], self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -86,3 +95,16 @@ class Optimiser:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.accelerator.scaler is not None and state.get("scaler"):
             self.accelerator.scaler.load_state_dict(state["scaler"])
+
+
+@torch.no_grad()
+def precondition(A: nn.Parameter, B: nn.Parameter, delta: float) -> None:
+    """Riemannian preconditioning of the gradients of X = A B (A (n, r), B (r, d)), in place, from the factors'
+    values before the step: g_A ← g_A (B Bᵀ + δI)⁻¹, g_B ← (AᵀA + δI)⁻¹ g_B (r × r systems, solved in float64)."""
+    a, b = A.detach().double(), B.detach().double()
+    eye = torch.eye(a.shape[1], dtype=torch.float64, device=a.device)
+    gram_b, gram_a = b @ b.T + delta * eye, a.T @ a + delta * eye  # (r, r) each, symmetric positive definite
+    g_a = torch.linalg.solve(gram_b, A.grad.double().T).T  # g_A (B Bᵀ + δI)⁻¹
+    g_b = torch.linalg.solve(gram_a, B.grad.double())  # (AᵀA + δI)⁻¹ g_B
+    A.grad.copy_(g_a.to(A.grad.dtype))
+    B.grad.copy_(g_b.to(B.grad.dtype))

@@ -53,6 +53,9 @@ class Trainer:
         groups = [g for g in method.param_groups(c.lr if c.lr is not None else method.recommended_lr) if g["params"]]
         if not groups:
             raise ValueError(f"method {method.name!r} has no trainable parameters: nothing to train")
+        if c.precondition is not None and not method.factor_pairs():
+            raise ValueError(f"precondition needs factor pairs X = A B to precondition; method {method.name!r} has "
+                             "none (LoPT-1 has, X = U V). Leave precondition=None for this method.")
         outer_groups = [g for g in method.outer_groups() if g["params"]]
         self.lr, self.params = groups[0]["lr"], [p for g in groups for p in g["params"]]  # the training step's
         self.task = outer.carve(task) if outer_groups else task
@@ -62,7 +65,7 @@ class Trainer:
         self.accelerator = make_accelerator(backbone, c.gradient_accumulation)
         self.main = self.accelerator.is_main_process  # only the main process writes files and shows progress
         self.optimiser = Optimiser(self.accelerator, LossModule(method, backbone, self.task), groups + outer_groups,
-                                   backbone, c, check=self._check_finite)
+                                   backbone, c, check=self._check_finite, pairs=method.factor_pairs())
         policy = self.task.length_policy(backbone, method, c.max_length, f"training {self.task.name}")
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self.batches = Batches(self.task, rows, backbone, policy, batch_size=c.batch_size, seed=c.seed, rank=rank,
