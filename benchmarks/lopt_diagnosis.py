@@ -1,22 +1,34 @@
-"""Why LoPT lags on yes/no (issue: capacity, start or optimisation?). Part 1, capacity per rank: LoPT-1 at
-r ∈ {1, 2, 4, 8, 20} beside prompt tuning, n = 20, the grid's budget (120 steps, batch 8, profile ``cpu``), every
-method at the same rate (3e-3, both methods' recommended rate), validation selects, test reports.
+"""Why LoPT lags on yes/no: capacity, start or optimisation? Every run at the grid's budget (120 steps, batch 8,
+profile ``cpu``), n = 20, validation selects, test reports. Three parts share one run folder and one record:
 
-At r = n = 20 LoPT-1 can express every prompt prompt tuning can and starts from the same prompt (the SVD of the
-vocabulary start is exact), so a gap left there is the factorisation's optimisation, not its capacity.
+- ``capacity``: LoPT-1 at r ∈ {1, 2, 4, 8, 20} beside prompt tuning, every method at 3e-3 (both methods'
+  recommended rate). At r = n = 20 LoPT-1 can express every prompt prompt tuning can and starts from the same
+  prompt (the SVD of the vocabulary start is exact), so a gap left there is the factorisation's optimisation.
+- ``start``: LoPT-1 r = 2 started from the rank-2 SVD of the *trained* prompt-tuning prompt of the same seed
+  (``init="saved"``; the capacity part's prompt-tuning run must exist with its ``run/method`` folder) and trained
+  on. If it reaches prompt tuning, a rank-2 prompt that works exists and the start is the problem; if not, rank 2
+  lacks the capacity.
+- ``fixes``: today's LoPT-1 r = 2 and LoPT-2 r = 2 against each fix, same seeds: per-factor rates (LoRA+, η_V =
+  λ·η_U), the Riemannian-preconditioned step (``precondition=δ``), a balanced start at embedding scale, a longer
+  warmup, and for LoPT-2 a σ without dead units (tanh, GELU).
 
-    python benchmarks/lopt_diagnosis.py [--tasks yesno sst2] [--seeds 0 1 2] [--out ../runs/lopt_diagnosis]
+    python benchmarks/lopt_diagnosis.py [--parts capacity start fixes] [--tasks yesno sst2] [--seeds 0 1 2]
 
 A resumable sweep of the worker notebook: finished runs are skipped, and recorded in
-``results/lopt_diagnosis_runs.json`` (committed) so the sweep resumes on another machine. Prints the table of
-test accuracy per (task, rank) with 95% intervals over the seeds run, and the paired difference against prompt
-tuning; writes ``results/lopt_diagnosis.json``. Each run keeps its dynamics in its folder's history.csv
+``results/lopt_diagnosis_runs.json`` (committed) so the sweep resumes on another machine. Prints each part's table
+of test accuracy with 95% intervals over the seeds run and the paired differences against its baseline; writes
+``results/lopt_diagnosis.json``. Each run keeps its dynamics in its folder's history.csv
 (``lopt-kit dynamics FOLDER/run``).
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
+
+import pandas as pd
+
+from lopt_core.lab.sweep import run_key
 
 from harness.quality import Sweep, intervals, paired_differences
 from harness.results import RESULTS, RUNS, SHARED_DATA, save
@@ -24,46 +36,113 @@ from harness.results import RESULTS, RUNS, SHARED_DATA, save
 RECORD = RESULTS / "lopt_diagnosis_runs.json"
 ABOUT = "finished runs of benchmarks/lopt_diagnosis.py (validation selects, test reports)"
 RANKS = (1, 2, 4, 8, 20)
-LR = 3e-3
+LR = 3e-3  # prompt tuning's and LoPT-1's recommended rate (benchmarks/lr_grid.py)
+LOPT2_LR = 1e-2  # LoPT-2's
+PARTS = ("capacity", "start", "fixes")
 
 
-def points(tasks: list[str], seeds: list[int], ranks: list[int]) -> list[dict]:
-    """Seed-major, task by task: a stopped sweep leaves every configuration with the same seeds."""
-    out = []
-    for seed in seeds:
-        for task in tasks:
-            data = {"task_name": task}
-            if task == "sst2":  # real SST-2: dev.tsv selects (500 rows scored during training), test.tsv reports
-                data.update(task_path=str((SHARED_DATA / "sst2").resolve()), eval_limit=500)
-            out.append({"method": "prompt_tuning", "prompt_len": 20, "rank": 0, "lr": LR, "seed": seed, **data})
-            out += [{"method": "lopt1", "prompt_len": 20, "rank": r, "lr": LR, "seed": seed, **data} for r in ranks]
-    return out
+def task_fields(task: str) -> dict:
+    data = {"task_name": task}
+    if task == "sst2":  # real SST-2: dev.tsv selects (500 rows scored during training), test.tsv reports
+        data.update(task_path=str((SHARED_DATA / "sst2").resolve()), eval_limit=500)
+    return data
+
+
+def prompt_tuning_point(task: str, seed: int) -> dict:
+    return {"method": "prompt_tuning", "prompt_len": 20, "rank": 0, "lr": LR, "seed": seed, **task_fields(task)}
+
+
+def lopt_point(task: str, seed: int, rank: int = 2, method: str = "lopt1", lr: float = LR, **extra) -> dict:
+    return {"method": method, "prompt_len": 20, "rank": rank, "lr": lr, "seed": seed, **task_fields(task), **extra}
+
+
+def capacity(task: str, seed: int, ranks: list[int]) -> list[tuple[str, dict]]:
+    return [("prompt_tuning", prompt_tuning_point(task, seed))] + [
+        (f"lopt1 (r={r})", lopt_point(task, seed, r)) for r in ranks]
+
+
+def start(task: str, seed: int, out: Path) -> list[tuple[str, dict]]:
+    trained = out / run_key(prompt_tuning_point(task, seed)) / "run"
+    warm = {"options": {"init": "saved", "init_path": str(trained)}}
+    return [("prompt_tuning", prompt_tuning_point(task, seed)), ("lopt1 (r=2)", lopt_point(task, seed)),
+            ("lopt1 (r=2) from trained PT", lopt_point(task, seed, **warm))]
+
+
+def fixes(task: str, seed: int) -> list[tuple[str, dict]]:
+    lopt2 = {"method": "lopt2", "lr": LOPT2_LR}
+    return [
+        ("lopt1 (r=2)", lopt_point(task, seed)),
+        ("lopt1 + precondition 1e-2", lopt_point(task, seed, train_options={"precondition": 1e-2})),
+        ("lopt1 + embedding-scale start", lopt_point(task, seed, options={"start_scale": "embedding"})),
+        ("lopt1 + lr_ratio 4", lopt_point(task, seed, options={"lr_ratio": 4.0})),
+        ("lopt1 + lr_ratio 16", lopt_point(task, seed, options={"lr_ratio": 16.0})),
+        ("lopt1 + lr_ratio 0.25", lopt_point(task, seed, options={"lr_ratio": 0.25})),
+        ("lopt1 + warmup 0.3", lopt_point(task, seed, train_options={"warmup": 0.3})),
+        ("lopt2 (r=2)", lopt_point(task, seed, **lopt2)),
+        ("lopt2 + tanh", lopt_point(task, seed, **lopt2, options={"activation": "tanh"})),
+        ("lopt2 + gelu", lopt_point(task, seed, **lopt2, options={"activation": "gelu"})),
+    ]
+
+
+def baseline(part: str, label: str) -> str:
+    if part == "fixes":
+        return "lopt2 (r=2)" if label.startswith("lopt2") else "lopt1 (r=2)"
+    return "prompt_tuning"
+
+
+def retrain_if_restored(sweep: Sweep, point: dict) -> None:
+    """The start part needs the trained prompt itself: a run restored from the record holds only its metrics."""
+    folder = sweep.out / run_key(point)
+    if (folder / "status.json").is_file() and not (folder / "run" / "method").is_dir():
+        print(f"{folder.name}: restored from the record without its prompt; training it again", flush=True)
+        shutil.rmtree(folder)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(RUNS / "lopt_diagnosis"))
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--tasks", nargs="+", default=["yesno", "sst2"], choices=["yesno", "sst2"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS))
     args = parser.parse_args()
-    sweep = Sweep(Path(args.out), RECORD, ABOUT)
+    sweep = Sweep(Path(args.out).resolve(), RECORD, ABOUT)
     sweep.restore()
-    table = sweep.run(points(args.tasks, args.seeds, args.ranks), steps=120)
-    table["label"] = [m if m == "prompt_tuning" else f"lopt1 (r={r})"
-                      for m, r in zip(table["method"], table["rank"], strict=True)]
-    table["task"] = table["task_name"]
+    report = {"lr": LR, "lopt2_lr": LOPT2_LR, "steps": 120}
+    for part in args.parts:
+        labelled = []  # seed-major, task by task: a stopped sweep leaves every configuration with the same seeds
+        for seed in args.seeds:
+            for task in args.tasks:
+                if part == "start":
+                    retrain_if_restored(sweep, prompt_tuning_point(task, seed))
+                labelled += (capacity(task, seed, args.ranks) if part == "capacity" else
+                             start(task, seed, sweep.out) if part == "start" else fixes(task, seed))
+        table = sweep.run([point for _, point in labelled], steps=120)
+        table["label"], table["task"] = [label for label, _ in labelled], table["task_name"]
+        report[part] = summarise(part, table)
+    path = save("lopt_diagnosis", report)
+    print(f"written to {path}")
+
+
+def summarise(part: str, table: pd.DataFrame) -> dict:
+    """Print and return one part's table: test accuracy per (task, label), paired differences from the baseline."""
     summary = intervals(table, ["task", "label"], "test_accuracy")
-    differences = [{"task": task, **d} for task, part in table.groupby("task")
-                   for d in paired_differences(part, "test_accuracy", baseline="prompt_tuning", by="label")]
-    path = save("lopt_diagnosis", {"lr": LR, "steps": 120, "summary": summary, "differences": differences,
-                                   "runs": table[["task", "label", "rank", "seed", "validation_accuracy",
-                                                  "test_accuracy", "best_step"]].to_dict(orient="records")})
+    differences = []
+    for task, rows in table.groupby("task"):
+        for base in sorted({baseline(part, label) for label in rows["label"]}):
+            part_rows = rows[[baseline(part, label) == base or label == base for label in rows["label"]]]
+            if (part_rows["label"] != base).any():
+                differences += [{"task": task, **d} for d in
+                                paired_differences(part_rows, "test_accuracy", baseline=base, by="label")]
+    print(f"\n{part}: test accuracy, mean [95% interval] over seeds")
     for row in summary:
-        print(f"{row['task']:6s} {row['label']:15s} {100 * row['mean']:.1f}% [{100 * row['low']:.1f}, "
+        print(f"{row['task']:6s} {row['label']:32s} {100 * row['mean']:.1f}% [{100 * row['low']:.1f}, "
               f"{100 * row['high']:.1f}] n={row['n']}")
     print("\n".join(f"{d['task']}: {d['text']}" for d in differences))
-    print(f"written to {path}")
+    columns = ["task", "label", "seed", "validation_accuracy", "test_accuracy", "best_step", "loss_first",
+               "loss_last"]
+    return {"summary": summary, "differences": differences,
+            "runs": table[[c for c in columns if c in table]].to_dict(orient="records")}
 
 
 if __name__ == "__main__":
