@@ -124,8 +124,9 @@ def quality() -> None:
             return "diverged" if v["validation_accuracy"] is None else f"{v['validation_accuracy']:.1%}"
 
         rows = [(m, "  ".join(f"{float(lr):g}: {accuracy(v)}" for lr, v in res["by_rate"].items()),
-                 f"{res['best_lr']:g}") for m, res in r["results"].items()]
-        table("The demo profile's learning rates (validation accuracy after 60 steps, seed 0; test never scored)",
+                 "none holds" if res["best_lr"] is None else f"{res['best_lr']:g}") for m, res in r["results"].items()]
+        table("The demo profile's learning rates (validation accuracy after 60 steps, mean over seeds; a rate whose "
+              "next one up diverged or fell > 10 points is refused; test never scored)",
               ("method", "validation accuracy by rate", "chosen"), rows)
 
 

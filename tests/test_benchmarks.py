@@ -125,3 +125,20 @@ def test_no_script_imports_another_script():
                      if isinstance(node, ast.ImportFrom) and node.module and not node.level}
         assert not imported & names, f"{path.name} imports the script(s) {sorted(imported & names)}"
         assert 'if __name__ == "__main__":' in path.read_text(), f"{path.name} is not a script"
+
+
+def test_a_stable_rate_has_a_margin_above_it():
+    """The grids choose the best mean over seeds among rates that hold: not diverged, two seeds, and a next rate up
+    that neither diverged nor fell more than 10 points (the demo's LoPT-2 rate, one step below a divergence, turned
+    another machine's float path into a score below zero-shot)."""
+    choose = harness("grid").stable_choice
+    lopt2 = {3e-3: [0.5, 0.52], 1e-2: [0.63, 0.6], 3e-2: [0.68, 0.7], 1e-1: [0.79, 0.77], 0.316: [None, 0.5]}
+    result = choose(lopt2)
+    assert result["lr"] == 3e-2  # 1e-1 is better but the rate above it diverged
+    assert "diverged" in result["refused"][1e-1] and result["refused"][0.316] == "diverged"
+    cliff = {1e-2: [0.6, 0.6], 3e-2: [0.7, 0.66], 1e-1: [0.55, 0.54]}  # 3e-2 → 1e-1 falls 13.5 points
+    assert choose(cliff)["lr"] == 1e-2 and "fell 13.5 points" in choose(cliff)["refused"][3e-2]
+    assert choose({1e-2: [0.6], 3e-2: [0.5]})["lr"] is None  # one seed: no rate holds
+    assert choose({1e-2: [0.6, 0.6]})["lr"] is None  # nothing run above: the margin is unknown
+    assert choose({1e-2: [0.6, 0.6], 3e-2: [0.55, 0.56]})["lr"] == 1e-2  # a fall of 4.5 points is within the margin
+

@@ -80,3 +80,34 @@ def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, floa
     """rate → validation accuracy averaged over the tasks, for the rates that every task has."""
     common = set.intersection(*(set(v) for v in per_task.values()))
     return {lr: sum(v[lr] for v in per_task.values()) / len(per_task) for lr in common}
+
+
+def stable_choice(by_rate: dict[float, list[float | None]], margin: float = 0.10, min_seeds: int = 2) -> dict:
+    """The rate a grid may recommend: the best mean validation accuracy over the seeds among the rates that hold.
+
+    ``by_rate``: rate → one validation accuracy per seed (None: that seed diverged). A rate is refused when any of
+    its seeds diverged, when it has fewer than ``min_seeds`` seeds, or when it has no stability margin: the next
+    rate up (half a decade in these grids) diverged on some seed, fell more than ``margin`` below it (mean over
+    seeds), or was not run. A rate at the edge of stability turns the float differences between two machines into
+    a different outcome; a rate one step below a cliff is refused too.
+
+    Returns {"lr": the choice or None, "mean": rate → mean (None: diverged), "refused": rate → why}."""
+    rates = sorted(by_rate)
+    mean = {lr: None if any(v is None for v in by_rate[lr]) or not by_rate[lr] else
+            sum(by_rate[lr]) / len(by_rate[lr]) for lr in rates}
+    refused = {}
+    for i, lr in enumerate(rates):
+        above = rates[i + 1] if i + 1 < len(rates) else None
+        if mean[lr] is None:
+            refused[lr] = "diverged"
+        elif len(by_rate[lr]) < min_seeds:
+            refused[lr] = f"{len(by_rate[lr])} seed(s), fewer than {min_seeds}"
+        elif above is None:
+            refused[lr] = "no rate above it was run (its stability margin is unknown)"
+        elif mean[above] is None:
+            refused[lr] = f"the next rate up ({above:g}) diverged"
+        elif mean[above] < mean[lr] - margin:
+            refused[lr] = (f"the next rate up ({above:g}) fell {100 * (mean[lr] - mean[above]):.1f} points "
+                           f"(more than {100 * margin:.0f})")
+    eligible = [lr for lr in rates if lr not in refused]
+    return {"lr": max(eligible, key=lambda lr: mean[lr]) if eligible else None, "mean": mean, "refused": refused}
