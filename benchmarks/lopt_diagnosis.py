@@ -10,7 +10,8 @@ profile ``cpu``), n = 20, validation selects, test reports. Three parts share on
   lacks the capacity.
 - ``fixes``: today's LoPT-1 r = 2 and LoPT-2 r = 2 against each fix, same seeds: per-factor rates (LoRA+, η_V =
   λ·η_U), the Riemannian-preconditioned step (``precondition=δ``), a balanced start at embedding scale, a longer
-  warmup, and for LoPT-2 a σ without dead units (tanh, GELU).
+  warmup, and for LoPT-2 a σ without dead units (tanh, GELU); and the residual form X = X0 + U V (``residual``: the
+  start's embeddings stay, frozen, and the rank-r factors train a change of them, the low rank on the update).
 
     python benchmarks/lopt_diagnosis.py [--parts capacity start fixes] [--tasks yesno sst2] [--seeds 0 1 2]
 
@@ -27,11 +28,17 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from lopt_core.evaluation.spectrum import cumulative_energy, entropy_effective_rank, singular_values
+from lopt_core.lab.profiles import get_profile
 from lopt_core.lab.sweep import run_key
+from lopt_core.methods import build_method
+from lopt_core.methods.base import saved_prompt
+from lopt_core.utils import seed_everything
 
 from harness.quality import Sweep, intervals, paired_differences
-from harness.results import RESULTS, RUNS, SHARED_DATA, save
+from harness.results import RESULTS, RUNS, SHARED_DATA, load, save
 
 RECORD = RESULTS / "lopt_diagnosis_runs.json"
 ABOUT = "finished runs of benchmarks/lopt_diagnosis.py (validation selects, test reports)"
@@ -72,11 +79,12 @@ def fixes(task: str, seed: int) -> list[tuple[str, dict]]:
     lopt2 = {"method": "lopt2", "lr": LOPT2_LR}
     return [
         ("lopt1 (r=2)", lopt_point(task, seed)),
+        ("lopt1 residual (X0 + U V)", lopt_point(task, seed, options={"residual": True})),
         ("lopt1 + precondition 1e-2", lopt_point(task, seed, train_options={"precondition": 1e-2})),
         ("lopt1 + embedding-scale start", lopt_point(task, seed, options={"start_scale": "embedding"})),
         ("lopt1 + lr_ratio 4", lopt_point(task, seed, options={"lr_ratio": 4.0})),
-        ("lopt1 + lr_ratio 16", lopt_point(task, seed, options={"lr_ratio": 16.0})),
         ("lopt1 + lr_ratio 0.25", lopt_point(task, seed, options={"lr_ratio": 0.25})),
+        ("lopt1 + lr_ratio 16", lopt_point(task, seed, options={"lr_ratio": 16.0})),
         ("lopt1 + warmup 0.3", lopt_point(task, seed, train_options={"warmup": 0.3})),
         ("lopt2 (r=2)", lopt_point(task, seed, **lopt2)),
         ("lopt2 + tanh", lopt_point(task, seed, **lopt2, options={"activation": "tanh"})),
@@ -98,6 +106,33 @@ def retrain_if_restored(sweep: Sweep, point: dict) -> None:
         shutil.rmtree(folder)
 
 
+def spectra(task: str, seed: int, out: Path, backbone) -> dict:
+    """Is what prompt tuning learned low-rank? The spectra of its trained prompt X and of its change from the start
+    ΔX = X − X_start (the start rebuilt from the seed, checked against the drift the run recorded): entropy
+    effective rank, the energy share of the top 1, 2, 4, 8 directions, and the relative error of the best rank-2
+    approximation (of X: what a rank-2 warm start keeps)."""
+    run = out / run_key(prompt_tuning_point(task, seed)) / "run"
+    trained = saved_prompt(backbone, str(run), 20).detach().float()
+    seed_everything(seed)
+    start = build_method("prompt_tuning", backbone, prompt_len=20, seed=seed).input_prompt().detach().float()
+    drift = float((trained - start).norm() / start.norm())
+    recorded = float(pd.read_csv(run / "history.csv")["prompt_drift"].iloc[-1])
+    if abs(drift - recorded) > 1e-3 * max(recorded, 1.0):
+        raise RuntimeError(f"the rebuilt start is not the run's: drift {drift:.4f}, recorded {recorded:.4f}")
+    result = {"task": task, "seed": seed, "drift": drift}
+    for name, M in (("X", trained), ("delta", trained - start), ("X_start", start)):
+        s = singular_values(M)
+        energy = cumulative_energy(s)
+        result[name] = {"norm": float(M.norm()), "entropy_rank": float(entropy_effective_rank(s)),
+                        "energy": {r: float(energy[r - 1]) for r in (1, 2, 4, 8)},
+                        "rank2_error": float(torch.sqrt(1 - energy[1]))}
+    X, D = result["X"], result["delta"]
+    print(f"{task} seed {seed}: trained prompt entropy rank {X['entropy_rank']:.1f}, rank 2 keeps "
+          f"{100 * X['energy'][2]:.0f}% of its energy; its change from the start (drift {drift:.3f}): entropy rank "
+          f"{D['entropy_rank']:.1f}, rank 2 holds {100 * D['energy'][2]:.0f}%", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(RUNS / "lopt_diagnosis"))
@@ -108,7 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     sweep = Sweep(Path(args.out).resolve(), RECORD, ABOUT)
     sweep.restore()
-    report = {"lr": LR, "lopt2_lr": LOPT2_LR, "steps": 120}
+    report = {**(load("lopt_diagnosis") or {}), "lr": LR, "lopt2_lr": LOPT2_LR, "steps": 120}
+    report.pop("run_info", None), report.pop("date", None), report.pop("benchmark", None)
     for part in args.parts:
         labelled = []  # seed-major, task by task: a stopped sweep leaves every configuration with the same seeds
         for seed in args.seeds:
@@ -120,6 +156,10 @@ def main() -> None:
         table = sweep.run([point for _, point in labelled], steps=120)
         table["label"], table["task"] = [label for label, _ in labelled], table["task_name"]
         report[part] = summarise(part, table)
+        if part == "start":
+            backbone = get_profile("cpu").load_backbone()
+            report[part]["spectra"] = [spectra(task, seed, sweep.out, backbone)
+                                       for seed in args.seeds for task in args.tasks]
     path = save("lopt_diagnosis", report)
     print(f"written to {path}")
 

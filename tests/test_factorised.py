@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import short_task
 
-from lopt_core.methods import build_method, save_method
+from lopt_core.methods import build_method, load_method, save_method
 from lopt_core.methods.lopt import svd_factors
 from lopt_core.training.accelerate import LossModule
 from lopt_core.training.optimiser import precondition
@@ -130,3 +130,28 @@ def test_a_saved_prompt_is_a_start(tiny_llama, tmp_path):
         build_method("prompt_tuning", tiny_llama, prompt_len=5, init="saved")
     with pytest.raises(FileNotFoundError, match="no saved method"):
         build_method("prompt_tuning", tiny_llama, prompt_len=5, init="saved", init_path=str(tmp_path))
+
+
+def test_a_residual_lopt1_starts_at_prompt_tunings_start_and_trains_a_rank_r_change(tiny_llama, tmp_path):
+    """residual=True: X = X0 + U V with X0 the start's embeddings (frozen, kept as ids), U = 0 at the start, so the
+    first prompt is prompt tuning's own; only U and V train, r(n + d) of them; a saved one loads to the same X."""
+    start = build_method("prompt_tuning", tiny_llama, prompt_len=6, seed=2).input_prompt().detach()
+    method = build_method("lopt1", tiny_llama, prompt_len=6, rank=2, seed=2, residual=True)
+    torch.testing.assert_close(method.input_prompt().detach(), start)
+    assert [name for name, p in method.named_parameters() if p.requires_grad] == ["U", "V"]
+    assert sum(p.numel() for p in method.parameters() if p.requires_grad) == 2 * (6 + tiny_llama.hidden_size)
+    Trainer(method, tiny_llama, short_task(), TrainConfig(steps=3, lr=1e-1, **FAST)).fit()
+    change = method.input_prompt().detach() - start
+    assert change.norm() > 0.01  # it moved, by U V alone: X0 stayed where it was
+    torch.testing.assert_close(change, (method.U @ method.V).detach(), rtol=0, atol=1e-5)
+    save_method(method, tmp_path / "m", tiny_llama.name)
+    torch.testing.assert_close(load_method(tmp_path / "m", tiny_llama).input_prompt().detach(),
+                               method.input_prompt().detach())
+    text = build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=True, init="text", init_text="Answer")
+    torch.testing.assert_close(text.input_prompt().detach(),
+                               build_method("prompt_tuning", tiny_llama, prompt_len=6, init="text",
+                                            init_text="Answer").input_prompt().detach())
+    with pytest.raises(ValueError, match="init='vocab' or 'text'"):
+        build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=True, init="random")
+    with pytest.raises(ValueError, match="starts at X0"):
+        build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=True, start_scale="embedding")

@@ -25,6 +25,7 @@ from lopt_core.methods.base import (
     MethodConfig,
     PromptInitConfig,
     starting_prompt,
+    text_token_ids,
     vocab_token_ids,
 )
 from lopt_core.model.backbone import Backbone
@@ -73,11 +74,22 @@ class LoPT1Config(LoPTConfig, PromptInitConfig):
 
     start_scale: str = option("svd", "'svd': the best rank-r approximation of the start; 'embedding': the same "
                                      "balanced factors scaled so that U V has the start's norm (embedding scale)")
+    residual: bool = option(False, "X = X0 + U V: the start's token embeddings X0 stay (frozen, stored as ids) and "
+                                   "U V, with U at zero, is a rank-r change of them (the low rank on the update)")
+    base_token_ids: list[int] | None = option(None, "residual: the ids of X0 (taken from init when not given)")
 
     def __post_init__(self):
         super().__post_init__()
         if self.start_scale not in START_SCALES:
             raise ValueError(f"start_scale must be one of {START_SCALES}, got {self.start_scale!r}")
+        if self.residual and self.base_token_ids is None and self.init not in ("vocab", "text"):
+            raise ValueError(f"residual=True keeps the start X0 as token ids, so it needs init='vocab' or 'text' "
+                             f"(or base_token_ids), got init={self.init!r}")
+        if self.residual and self.start_scale != "svd":
+            raise ValueError("start_scale scales a factorised start; residual=True starts at X0 itself (U = 0)")
+        if self.base_token_ids is not None and len(self.base_token_ids) != self.prompt_len:
+            raise ValueError(f"base_token_ids has {len(self.base_token_ids)} ids; it needs prompt_len="
+                             f"{self.prompt_len}")
 
 
 def svd_factors(X: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +101,9 @@ def svd_factors(X: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @register("lopt1")
 class LoPT1(InputPromptMethod):
-    """X = U V; initialised with the truncated SVD of a starting prompt (or of given factors)."""
+    """X = U V; initialised with the truncated SVD of a starting prompt (or of given factors). With
+    ``residual``: X = X0 + U V, X0 the start's token embeddings (a non-persistent buffer rebuilt from ids), U = 0
+    and V the SVD factor of X0, so training starts exactly at prompt tuning's start."""
 
     Config = LoPT1Config
     # benchmarks/lr_grid.py (120 steps, n = 20, r = 2): mean validation accuracy over yes/no and SST-2 is 72.4% at
@@ -98,12 +112,23 @@ class LoPT1(InputPromptMethod):
 
     def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None, *,
                  initialise: bool = True):
+        if config.residual and config.base_token_ids is None:  # a copy of the caller's config, with X0's ids
+            ids = (vocab_token_ids(backbone, config.prompt_len, config.seed) if config.init == "vocab" else
+                   text_token_ids(backbone, config.init_text, config.prompt_len))
+            config = dataclasses.replace(config, base_token_ids=ids)
         super().__init__(config, backbone, initialise=initialise)
         n, r, d = config.prompt_len, config.rank, backbone.hidden_size
         _check_rank(r, d, r * (n + d), n * d, "lopt1")
-        if prompt is None:
+        if config.residual:
+            with torch.no_grad():
+                X0 = backbone.embed(torch.tensor(config.base_token_ids, device=backbone.device)).float().cpu()
+            self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
+            prompt = X0
+        elif prompt is None:
             prompt = starting_prompt(backbone, config, initialise)
         U, V = svd_factors(prompt.float().cpu(), r)
+        if config.residual:
+            U = torch.zeros_like(U)  # X starts at X0; V's directions are X0's top r
         if config.start_scale == "embedding" and initialise:  # ‖U V‖ = ‖X_start‖, U and V scaled alike
             root = (prompt.float().cpu().norm() / (U @ V).norm().clamp_min(1e-12)).sqrt()
             U, V = U * root, V * root
@@ -120,7 +145,8 @@ class LoPT1(InputPromptMethod):
         return method.to(backbone.device)
 
     def input_prompt(self) -> torch.Tensor:
-        return self.U @ self.V  # (n, r) @ (r, d) → (n, d)
+        X = self.U @ self.V  # (n, r) @ (r, d) → (n, d)
+        return X + self.X0 if self.config.residual else X
 
     def param_groups(self, lr: float) -> list[dict]:
         return factor_groups(self.U, self.V, lr, self.config.lr_ratio)
