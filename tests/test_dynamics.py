@@ -54,6 +54,14 @@ def test_each_quantity_equals_a_naive_reference(tiny_llama):
     assert row["prompt_s1"] == pytest.approx(s[0].item(), rel=1e-6)
 
 
+
+def test_a_factor_that_starts_at_zero_has_no_update_ratio_until_it_moves(tiny_llama):
+    """Residual LoPT-1's U starts at exactly zero: its first ratio ‖ΔU‖ / ‖U‖ is undefined (empty), not 1e9."""
+    method = make("lopt1", tiny_llama, residual=True)
+    h = Trainer(method, tiny_llama, short_task(), TrainConfig(dynamics=True, **FAST)).fit().history
+    assert pd.isna(h["update_ratio.U"].iloc[0]) and h["update_ratio.U"].iloc[1:].between(0, 10).all()
+    assert h["update_ratio.V"].notna().all()
+
 def test_lopt2_dead_units_count_columns_of_sigma_that_are_zero_on_every_row(tiny_llama):
     method = make("lopt2", tiny_llama)
     with torch.no_grad():

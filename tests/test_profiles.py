@@ -73,7 +73,8 @@ def test_make_demo_runs_the_demo_profile_with_the_rates_validation_chose():
     finally:
         sys.path.remove(str(root / "benchmarks"))
     for result in measured["results"].values():  # chosen = the best that holds, over at least 2 seeds per rate
-        seeds = {float(lr): [v["validation_accuracy"] for v in r["seeds"].values()] for lr, r in result["by_rate"].items()}
+        seeds = {float(lr): [v["validation_accuracy"] for v in r["seeds"].values()]
+                 for lr, r in result["by_rate"].items()}
         assert stable_choice(seeds)["lr"] == result["best_lr"]
 
 

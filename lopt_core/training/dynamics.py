@@ -1,7 +1,8 @@
 """Training dynamics: what each optimiser step did, written beside the loss in history.csv.
 
 Per trainable tensor: its gradient norm before clipping (``grad_norm.<name>``) and its update-to-weight ratio
-``‖Δθ‖ / ‖θ‖`` (``update_ratio.<name>``). For a method with an input prompt X (n, d): ``prompt_norm`` ‖X‖_F,
+``‖Δθ‖ / ‖θ‖`` (``update_ratio.<name>``; empty while θ is exactly zero, as a factor that starts at zero). For a
+method with an input prompt X (n, d): ``prompt_norm`` ‖X‖_F,
 ``prompt_drift`` ‖X − X_start‖_F / ‖X_start‖_F, ``prompt_erank`` (entropy effective rank) and the top singular
 values ``prompt_s1``…; and what the method reports of itself (``method.diagnostics()``, e.g. LoPT-2's dead units).
 """
@@ -41,8 +42,8 @@ class Dynamics:
 
     @torch.no_grad()
     def after_step(self) -> dict[str, float]:
-        row = {f"update_ratio.{name}": float((p - w).norm() / w.norm().clamp_min(1e-12))
-               for (name, p), w in zip(self.named, self._weights, strict=True)}
+        row = {f"update_ratio.{name}": float((p - w).norm() / w.norm()) if w.norm() > 0 else float("nan")
+               for (name, p), w in zip(self.named, self._weights, strict=True)}  # a tensor at zero: no ratio
         X = self._prompt()
         if X is not None:
             s = singular_values(X)
