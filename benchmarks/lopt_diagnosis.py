@@ -84,11 +84,12 @@ def fixes(task: str, seed: int) -> list[tuple[str, dict]]:
         ("lopt1 + embedding-scale start", lopt_point(task, seed, options={"start_scale": "embedding"})),
         ("lopt1 + lr_ratio 4", lopt_point(task, seed, options={"lr_ratio": 4.0})),
         ("lopt1 + lr_ratio 0.25", lopt_point(task, seed, options={"lr_ratio": 0.25})),
-        ("lopt1 + lr_ratio 16", lopt_point(task, seed, options={"lr_ratio": 16.0})),
-        ("lopt1 + warmup 0.3", lopt_point(task, seed, train_options={"warmup": 0.3})),
+        ("lopt1 + U 4x faster (1.2e-2, λ 0.25)", lopt_point(task, seed, lr=4 * LR, options={"lr_ratio": 0.25})),
         ("lopt2 (r=2)", lopt_point(task, seed, **lopt2)),
         ("lopt2 + tanh", lopt_point(task, seed, **lopt2, options={"activation": "tanh"})),
         ("lopt2 + gelu", lopt_point(task, seed, **lopt2, options={"activation": "gelu"})),
+        ("lopt1 + lr_ratio 16", lopt_point(task, seed, options={"lr_ratio": 16.0})),
+        ("lopt1 + warmup 0.3", lopt_point(task, seed, train_options={"warmup": 0.3})),
     ]
 
 
@@ -140,11 +141,13 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["yesno", "sst2"], choices=["yesno", "sst2"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS))
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: summarise the runs of each part that are finished (recorded or on disk)")
     args = parser.parse_args()
     sweep = Sweep(Path(args.out).resolve(), RECORD, ABOUT)
     sweep.restore()
-    report = {**(load("lopt_diagnosis") or {}), "lr": LR, "lopt2_lr": LOPT2_LR, "steps": 120}
-    report.pop("run_info", None), report.pop("date", None), report.pop("benchmark", None)
+    before = load("lopt_diagnosis") or {}  # the parts not run this time stay as they were
+    report = {"lr": LR, "lopt2_lr": LOPT2_LR, "steps": 120, **{part: before[part] for part in PARTS if part in before}}
     for part in args.parts:
         labelled = []  # seed-major, task by task: a stopped sweep leaves every configuration with the same seeds
         for seed in args.seeds:
@@ -153,6 +156,9 @@ def main() -> None:
                     retrain_if_restored(sweep, prompt_tuning_point(task, seed))
                 labelled += (capacity(task, seed, args.ranks) if part == "capacity" else
                              start(task, seed, sweep.out) if part == "start" else fixes(task, seed))
+        if args.finished_only:
+            labelled = [(label, point) for label, point in labelled
+                        if (sweep.out / run_key(point) / "status.json").is_file()]
         table = sweep.run([point for _, point in labelled], steps=120)
         table["label"], table["task"] = [label for label, _ in labelled], table["task_name"]
         report[part] = summarise(part, table)
