@@ -34,7 +34,7 @@ from lopt_core.evaluation.spectrum import cumulative_energy, entropy_effective_r
 from lopt_core.lab.profiles import get_profile
 from lopt_core.lab.sweep import run_key
 from lopt_core.methods import build_method
-from lopt_core.methods.base import saved_prompt
+from lopt_core.methods._starts import saved_prompt
 from lopt_core.utils import seed_everything
 
 from harness.quality import Sweep, intervals, paired_differences

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lopt_core.methods import register
+from lopt_core.methods._starts import starting_prompt
 from lopt_core.methods.base import (
     InputPromptMethod,
     MethodConfig,
     PromptInitConfig,
-    starting_prompt,
     text_token_ids,
     vocab_token_ids,
 )

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from lopt_core.methods import register
-from lopt_core.methods.base import InputPromptMethod, PromptInitConfig, starting_prompt
+from lopt_core.methods._starts import starting_prompt
+from lopt_core.methods.base import InputPromptMethod, PromptInitConfig
 from lopt_core.model.backbone import Backbone
 
 

@@ -1,0 +1,53 @@
+"""Where an input prompt starts: a vocabulary sample, a text, random vectors at embedding scale, or the prompt of a
+saved method (``init="saved"``). A helper module (its name starts with ``_``): it reads saved methods through the
+registry, which imports ``base``, so these functions cannot live in ``base`` without an import cycle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lopt_core.methods.base import INITS, InputPromptMethod, PromptInitConfig, text_token_ids, vocab_token_ids
+from lopt_core.model.backbone import Backbone
+
+
+def saved_prompt(backbone: Backbone, path: str, n: int) -> torch.Tensor:
+    """The input prompt X (n, d) of the method saved in ``path`` (its folder, or a run folder holding ``method/``)."""
+    from lopt_core.methods import METHOD_JSON, load_method  # the registry imports base: here, not at the top
+
+    folder = Path(path)
+    if not (folder / METHOD_JSON).is_file() and (folder / "method" / METHOD_JSON).is_file():
+        folder = folder / "method"
+    saved = load_method(folder, backbone)
+    if not isinstance(saved, InputPromptMethod):
+        raise ValueError(f"the method saved in {folder} ({saved.name}) has no input prompt to start from")
+    with torch.no_grad():
+        X = saved.input_prompt().float().cpu()
+    if X.shape[0] != n:
+        raise ValueError(f"the prompt saved in {folder} has {X.shape[0]} soft tokens; this method has prompt_len={n}")
+    return X
+
+
+def initial_prompt(backbone: Backbone, n: int, init: str, init_text: str, seed: int,
+                   init_path: str | None = None) -> torch.Tensor:
+    """An (n, d) starting prompt in embedding space (through the embedding module), or a saved method's prompt."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "saved":
+        return saved_prompt(backbone, init_path, n)
+    with torch.no_grad():
+        if init == "random":
+            g = torch.Generator().manual_seed(seed)
+            std = backbone.embedding_matrix.float().std().item()
+            return torch.randn(n, backbone.hidden_size, generator=g) * std
+        ids = vocab_token_ids(backbone, n, seed) if init == "vocab" else text_token_ids(backbone, init_text, n)
+        ids_t = torch.tensor(ids, device=backbone.device)
+        return backbone.embed(ids_t).float().cpu()
+
+
+def starting_prompt(backbone: Backbone, config: PromptInitConfig, initialise: bool = True) -> torch.Tensor:
+    """The (n, d) prompt an input-prompt method starts from: ``config.init``'s, or zeros when a saved state
+    is about to replace it (``initialise=False``)."""
+    if not initialise:
+        return torch.zeros(config.prompt_len, backbone.hidden_size)
+    return initial_prompt(backbone, config.prompt_len, config.init, config.init_text, config.seed, config.init_path)
