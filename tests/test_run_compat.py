@@ -32,3 +32,14 @@ def test_an_old_checkpoint_resumes(tiny_llama, tmp_path):
     result = trainer.fit(resume=True)  # the checkpoint is at its last step: nothing left to train
     assert trainer.step == 4 and len(result.history) == 4
     assert result.metrics["test"]["accuracy"] == load_run(OLD)["metrics"]["test"]["accuracy"]
+
+
+def test_an_old_checkpoint_refuses_an_option_added_since_at_another_value(tiny_llama, tmp_path):
+    """Options LoPT-1 gained after the old run (lr_ratio, residual, …) match the checkpoint only at their defaults."""
+    folder = tmp_path / "run"
+    shutil.copytree(OLD, folder)
+    saved = load_run(folder)["config"]["train"]
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+    method = build_method("lopt1", tiny_llama, **load_run(folder)["config"]["method_config"], lr_ratio=4.0)
+    with pytest.raises(ValueError, match="cannot resume"):
+        Trainer(method, tiny_llama, short_task(), config, run_dir=folder).fit(resume=True)

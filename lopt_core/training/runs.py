@@ -80,7 +80,7 @@ class RunFolder:
             diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
             raise ValueError(f"cannot resume {self.checkpoint}: the training config differs (saved, now): {diff}")
         mine = (expected["method_name"], expected["method_config"])
-        if (state["method_name"], state["method_config"]) != mine:
+        if state["method_name"] != mine[0] or not same_method_config(mine[0], state["method_config"], mine[1]):
             raise ValueError(f"cannot resume {self.checkpoint}: it holds {state['method_name']} "
                              f"{state['method_config']}, not {mine[0]} {mine[1]}")
         return state
@@ -137,3 +137,15 @@ def load_run(run_dir: str | Path) -> dict:
     if (run_dir / "metrics.json").is_file():
         out["metrics"] = read_json(run_dir / "metrics.json")
     return out
+
+
+def same_method_config(name: str, saved: dict, now: dict) -> bool:
+    """Is ``now`` the method config a checkpoint was ``saved`` with? An option the method gained after the
+    checkpoint was written is absent from it, and matches only at its default (the old run could not set it)."""
+    from lopt_core.methods import method_class
+
+    defaults = {f.name: f.default for f in dataclasses.fields(method_class(name).Config)
+                if f.default is not dataclasses.MISSING}
+    added = {k: v for k, v in now.items() if k not in saved}
+    return (saved == {k: v for k, v in now.items() if k in saved}
+            and all(k in defaults and defaults[k] == v for k, v in added.items()))
