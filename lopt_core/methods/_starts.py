@@ -35,14 +35,22 @@ def initial_prompt(backbone: Backbone, n: int, init: str, init_text: str, seed: 
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if init == "saved":
         return saved_prompt(backbone, init_path, n)
+    if init == "random":
+        g = torch.Generator().manual_seed(seed)
+        std = backbone.embedding_matrix.detach().float().std().item()
+        return torch.randn(n, backbone.hidden_size, generator=g) * std
+    return embedded(backbone, start_token_ids(backbone, n, init, init_text, seed))
+
+
+def start_token_ids(backbone: Backbone, n: int, init: str, init_text: str, seed: int) -> list[int]:
+    """The n token ids of a start made of tokens: init='vocab' (common words drawn with ``seed``) or 'text'."""
+    return vocab_token_ids(backbone, n, seed) if init == "vocab" else text_token_ids(backbone, init_text, n)
+
+
+def embedded(backbone: Backbone, ids: list[int]) -> torch.Tensor:
+    """The embeddings (len(ids), d) of token ids, in fp32 on the CPU, outside autograd."""
     with torch.no_grad():
-        if init == "random":
-            g = torch.Generator().manual_seed(seed)
-            std = backbone.embedding_matrix.float().std().item()
-            return torch.randn(n, backbone.hidden_size, generator=g) * std
-        ids = vocab_token_ids(backbone, n, seed) if init == "vocab" else text_token_ids(backbone, init_text, n)
-        ids_t = torch.tensor(ids, device=backbone.device)
-        return backbone.embed(ids_t).float().cpu()
+        return backbone.embed(torch.tensor(ids, device=backbone.device)).float().cpu()
 
 
 def starting_prompt(backbone: Backbone, config: PromptInitConfig, initialise: bool = True) -> torch.Tensor:

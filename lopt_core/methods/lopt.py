@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lopt_core.methods import register
-from lopt_core.methods._starts import starting_prompt
+from lopt_core.methods._starts import embedded, start_token_ids, starting_prompt
 from lopt_core.methods.base import (
     InputPromptMethod,
     MethodConfig,
     PromptInitConfig,
-    text_token_ids,
     vocab_token_ids,
 )
 from lopt_core.model.backbone import Backbone
@@ -113,15 +112,13 @@ class LoPT1(InputPromptMethod):
     def __init__(self, config: LoPT1Config, backbone: Backbone, prompt: torch.Tensor | None = None, *,
                  initialise: bool = True):
         if config.residual and config.base_token_ids is None:  # a copy of the caller's config, with X0's ids
-            ids = (vocab_token_ids(backbone, config.prompt_len, config.seed) if config.init == "vocab" else
-                   text_token_ids(backbone, config.init_text, config.prompt_len))
+            ids = start_token_ids(backbone, config.prompt_len, config.init, config.init_text, config.seed)
             config = dataclasses.replace(config, base_token_ids=ids)
         super().__init__(config, backbone, initialise=initialise)
         n, r, d = config.prompt_len, config.rank, backbone.hidden_size
         _check_rank(r, d, r * (n + d), n * d, "lopt1")
         if config.residual:
-            with torch.no_grad():
-                X0 = backbone.embed(torch.tensor(config.base_token_ids, device=backbone.device)).float().cpu()
+            X0 = embedded(backbone, config.base_token_ids)
             self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
             prompt = X0
         elif prompt is None:
@@ -203,8 +200,7 @@ class LoPT2(InputPromptMethod):
             config = dataclasses.replace(config, x0_token_ids=vocab_token_ids(backbone, n, config.seed))
         super().__init__(config, backbone, initialise=initialise)
         _check_rank(r, d, 2 * r * d, n * d, "lopt2")
-        with torch.no_grad():
-            X0 = backbone.embed(torch.tensor(config.x0_token_ids, device=backbone.device)).float().cpu()
+        X0 = embedded(backbone, config.x0_token_ids)
         self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
         U, V = self._init_factors(X0, r) if initialise else (torch.zeros(d, r), torch.zeros(r, d))
         self.U = nn.Parameter(U)  # (d, r)
