@@ -25,6 +25,7 @@ from lopt_core.methods import build_method
 from lopt_core.training.trainer import Trainer, TrainingDiverged
 from lopt_core.utils import seed_everything
 
+from harness.grid import profile_settings
 from harness.results import load, save
 
 METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # as notebook 02 builds them
@@ -70,11 +71,6 @@ def summary(runs: list[dict], zero_shot: dict) -> dict:
     return out
 
 
-def settings(profile: dict) -> dict:
-    """A demo profile's settings other than its rates (each run records the rate it trained at)."""
-    return {k: v for k, v in profile.items() if k != "learning_rates"}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
@@ -87,7 +83,7 @@ def main() -> None:
     before = None if args.fresh else load("demo_check")
     # runs recorded under other demo settings (steps, task, batch) are not this demo's: start over then; a run
     # at another rate than its method's current one is dropped (re-choosing one method's rate keeps the others)
-    same = before is not None and settings(before["config"]["profile"]) == settings(P.to_dict())
+    same = before is not None and profile_settings(before["config"]["profile"]) == profile_settings(P.to_dict())
     rates = {name: P.train_config(0, method=name).lr for name in METHODS}
     runs = [r for r in before["runs"] if r.get("lr", rates[r["method"]]) == rates[r["method"]]] if same else []
     zero_shot = dict(before["zero_shot"]) if same else {}

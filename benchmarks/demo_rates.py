@@ -1,16 +1,18 @@
 """The ``demo`` profile's learning rates, tuned on validation only: ``python benchmarks/demo_rates.py``.
 
-``make demo`` trains prompt tuning, LoPT-1 and LoPT-2 (n = 20, r = 2) for the ``demo`` profile's 60 steps on its
+``make demo`` trains prompt tuning, LoPT-1 and LoPT-2 (n = 20, r = 2) for the ``demo`` profile's steps on its
 built-in task. At that budget the rate decides most of what a learner sees, so each method trains at every rate of a
 half-decade grid on two seeds, and the rate is chosen with a stability margin (``harness.grid.stable_choice``): the
 best mean **validation** accuracy among the rates whose seeds all converged and whose next rate up neither diverged
 nor fell more than 10 points. A rate at the edge of stability turned the float differences between two CPUs into a
 LoPT-2 below zero-shot; this rule keeps the demo away from that edge. The test split is never scored here
 (``test_split=None``). A best rate at the edge of the grid is followed by the next one out (half a decade), until the
-best is inside. Runs already in ``benchmarks/results/demo_rates.json`` are not trained again. The chosen rates are
+best is inside. Each finished run is recorded at once in ``benchmarks/results/demo_rates_<steps>_steps.json`` and
+not trained again (a stopped sweep resumes). ``--steps`` sweeps a candidate budget before the profile adopts it;
+the profile's own budget is the default. The chosen rates are
 written into ``lopt_core/lab/profiles.py`` by hand, and a test checks that they are this file's choice;
 ``benchmarks/demo_check.py`` then checks them on three seeds and two thread counts.
-Writes ``benchmarks/results/demo_rates.json`` (about 80 s a run on 2 cores).
+About 40 s per 20 steps a run on 2 cores.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from lopt_core.methods import build_method
 from lopt_core.training.trainer import Trainer, TrainingDiverged
 from lopt_core.utils import seed_everything
 
-from harness.grid import stable_choice
+from harness.grid import profile_settings, stable_choice
 from harness.results import load, save
 
 METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}
@@ -32,12 +34,20 @@ SEEDS = [0, 1]
 STEP = math.sqrt(10)
 
 
-def measured() -> dict:
-    """method → {rate: {seed: result}} already in the results file (a re-run trains only what is missing). Results
-    of the one-seed format (before seeds were recorded) are seed 0's."""
-    done = load("demo_rates")
+def record_name(steps: int) -> str:
+    """The record of the demo's rates at a budget of ``steps`` (``results/NAME.json``)."""
+    return f"demo_rates_{steps}_steps"
+
+
+def measured(P) -> dict:
+    """method → {rate: {seed: result}} already recorded for the profile's settings (a re-run trains only what is
+    missing). Results of the one-seed format (before seeds were recorded) are seed 0's."""
+    done = load(record_name(P.steps))
     if done is None:
         return {}
+    if profile_settings(done["config"]["profile"]) != profile_settings(P.to_dict()):
+        raise SystemExit(f"results/{record_name(P.steps)}.json was made under other demo settings "
+                         f"({profile_settings(done['config']['profile'])}); move it aside to start over")
     return {m: {float(lr): {int(s): v for s, v in (r["seeds"] if "seeds" in r else {0: r}).items()}
                 for lr, r in result["by_rate"].items()}
             for m, result in done["results"].items()}
@@ -66,10 +76,27 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--rates", nargs="*", type=float, default=RATES)
     parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
+    parser.add_argument("--steps", type=int, help="a candidate budget (default: the demo profile's own)")
+    parser.add_argument("--eval-every", type=int, help="with --steps: its evaluation interval")
     args = parser.parse_args()
-    P = get_profile("demo")
+    P = get_profile("demo", steps=args.steps, eval_every=args.eval_every)
     backbone, task = P.load_backbone(), P.load_task()
-    done, results = measured(), load("demo_rates")["results"] if load("demo_rates") else {}
+    done = measured(P)
+    results = load(record_name(P.steps))["results"] if done else {}
+
+    def record(name: str, runs: dict) -> None:
+        accuracies = {lr: [runs[lr][s]["validation_accuracy"] for s in sorted(runs[lr])] for lr in runs if runs[lr]}
+        choice = stable_choice(accuracies)
+        results[name] = {"by_rate": {lr: {"validation_accuracy": choice["mean"][lr],
+                                          "seeds": {s: runs[lr][s] for s in sorted(runs[lr])}}
+                                     for lr in sorted(accuracies)},
+                         "best_lr": choice["lr"], "refused": choice["refused"]}
+        save(record_name(P.steps), {"config": {"profile": P.to_dict(), "prompt_len": 20, "methods": METHODS,
+                                                 "selection": "validation accuracy, mean over seeds, with a "
+                                                              "stability margin (harness.grid.stable_choice); test "
+                                                              "never scored"},
+                                      "results": results})
+
     for name in args.methods:
         runs = {lr: dict(seeds) for lr, seeds in done.get(name, {}).items()}
         rates = sorted(set(args.rates) | set(runs))
@@ -78,6 +105,7 @@ def main() -> None:
                 for seed in args.seeds:
                     if seed not in runs.setdefault(lr, {}):
                         runs[lr][seed] = train(name, lr, seed, P, backbone, task)
+                        record(name, runs)  # every finished run, at once
             accuracies = {lr: [runs[lr][s]["validation_accuracy"] for s in sorted(runs[lr])] for lr in runs}
             choice = stable_choice(accuracies)
             means = {lr: m if m is not None else -1.0 for lr, m in choice["mean"].items()}
@@ -86,17 +114,10 @@ def main() -> None:
             if edge is None or float(f"{edge:.3g}") in runs or len(runs) >= len(args.rates) + 2:
                 break
             rates.append(float(f"{edge:.3g}"))
-        results[name] = {"by_rate": {lr: {"validation_accuracy": choice["mean"][lr],
-                                          "seeds": {s: runs[lr][s] for s in sorted(runs[lr])}}
-                                     for lr in sorted(runs)},
-                         "best_lr": choice["lr"], "refused": choice["refused"]}
+        record(name, runs)
         print(f"{name:14s} rate chosen on validation with a stability margin: {choice['lr']}; refused: "
               + "; ".join(f"{lr:g} ({why})" for lr, why in choice["refused"].items()), flush=True)
-    path = save("demo_rates", {"config": {"profile": P.to_dict(), "prompt_len": 20, "methods": METHODS,
-                                          "selection": "validation accuracy, mean over seeds, with a stability "
-                                                       "margin (harness.grid.stable_choice); test never scored"},
-                               "results": results})
-    print(f"written to {path}")
+    print(f"written to results/{record_name(P.steps)}.json")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, floa
     return {lr: sum(v[lr] for v in per_task.values()) / len(per_task) for lr in common}
 
 
+def profile_settings(profile: dict) -> dict:
+    """A profile's settings other than its rates: what makes two recorded runs comparable (each run records the rate
+    it trained at). Tuples as lists: as a JSON record holds them."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in profile.items() if k != "learning_rates"}
+
+
 def stable_choice(by_rate: dict[float, list[float | None]], margin: float = 0.10, min_seeds: int = 2) -> dict:
     """The rate a grid may recommend: the best mean validation accuracy over the seeds among the rates that hold.
 
