@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LOPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 ATOL, RTOL = 1e-5, 1e-4  # fp32 on CPU
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# LOPT_TORCH_THREADS=1: the suite on a second float path (as on another machine), to check that every learning
+# assertion holds with a margin larger than the difference between two machines
+torch.set_num_threads(int(os.environ.get("LOPT_TORCH_THREADS", min(2, torch.get_num_threads()))))
 
 # label → (registered method, tiny options). A new method joins the matrix here, in one line.
 METHODS = {
