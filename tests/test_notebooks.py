@@ -98,6 +98,14 @@ def test_03_prompt_singular_values(out_root):
     # rank n keeps the whole prompt: the same test rows, the same accuracy (up to one row flipped by rounding)
     assert truncated[20] == pytest.approx(m["full_prompt_test_accuracy"]["0"], abs=1.01 / get_profile("ci").test_limit)
     assert (out / "spectra.png").is_file() and (out / "accuracy_vs_rank.png").is_file()
+    # section 7: r = n starts exactly at prompt tuning's start; every run's dynamics were read from its history
+    assert m["r_equals_n_start_gap"] < 1e-5
+    diagnosis = m["diagnosis"]
+    assert {"prompt tuning", "LoPT-1 r = 2", "LoPT-1 r = 2, warm start", "LoPT-1 r = n = 20"} <= set(diagnosis)
+    for label, row in diagnosis.items():
+        assert 0 <= row["test accuracy"] <= 1 and row["drift ‖X − X_start‖ / ‖X_start‖"] > 0, label
+    assert diagnosis["LoPT-1 r = 2"]["update ratio of U (median)"] > 0
+    assert (out / "update_ratios.png").is_file() and (out / "dynamics_lopt1.png").is_file()
 
 
 def test_04_rank_tradeoffs(out_root):
