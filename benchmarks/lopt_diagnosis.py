@@ -35,7 +35,7 @@ from lopt_core.lab.profiles import get_profile
 from lopt_core.lab.sweep import run_key
 from lopt_core.methods import build_method
 from lopt_core.methods._starts import saved_prompt
-from lopt_core.utils import seed_everything
+from lopt_core.utils import read_json, seed_everything
 
 from harness.quality import Sweep, intervals, paired_differences
 from harness.results import RESULTS, RUNS, SHARED_DATA, load, save
@@ -109,15 +109,16 @@ def retrain_if_restored(sweep: Sweep, point: dict) -> None:
 
 def spectra(task: str, seed: int, out: Path, backbone) -> dict:
     """Is what prompt tuning learned low-rank? The spectra of its trained prompt X and of its change from the start
-    ΔX = X − X_start (the start rebuilt from the seed, checked against the drift the run recorded): entropy
-    effective rank, the energy share of the top 1, 2, 4, 8 directions, and the relative error of the best rank-2
-    approximation (of X: what a rank-2 warm start keeps)."""
+    ΔX = X − X_start (the start rebuilt from the seed, checked against the drift the run recorded at the step it
+    kept): entropy effective rank, the energy share of the top 1, 2, 4, 8 directions, and the relative error of the
+    best rank-2 approximation (of X: what a rank-2 warm start keeps)."""
     run = out / run_key(prompt_tuning_point(task, seed)) / "run"
     trained = saved_prompt(backbone, str(run), 20).detach().float()
     seed_everything(seed)
     start = build_method("prompt_tuning", backbone, prompt_len=20, seed=seed).input_prompt().detach().float()
     drift = float((trained - start).norm() / start.norm())
-    recorded = float(pd.read_csv(run / "history.csv")["prompt_drift"].iloc[-1])
+    history, best = pd.read_csv(run / "history.csv"), read_json(run / "metrics.json")["best_step"]
+    recorded = float(history.loc[history["step"] == best, "prompt_drift"].iloc[0])  # the kept prompt is the best step's
     if abs(drift - recorded) > 1e-3 * max(recorded, 1.0):
         raise RuntimeError(f"the rebuilt start is not the run's: drift {drift:.4f}, recorded {recorded:.4f}")
     result = {"task": task, "seed": seed, "drift": drift}
