@@ -80,6 +80,9 @@ def fixes(task: str, seed: int) -> list[tuple[str, dict]]:
     return [
         ("lopt1 (r=2)", lopt_point(task, seed)),
         ("lopt1 residual (X0 + U V)", lopt_point(task, seed, options={"residual": True})),
+        # U = 0: a step of the rate moves X0 + U V about six times less than prompt tuning's (relative to X)
+        ("lopt1 residual at 1e-2", lopt_point(task, seed, lr=1e-2, options={"residual": True})),
+        ("lopt1 residual at 3e-2", lopt_point(task, seed, lr=3e-2, options={"residual": True})),
         ("lopt1 + precondition 1e-2", lopt_point(task, seed, train_options={"precondition": 1e-2})),
         ("lopt1 + embedding-scale start", lopt_point(task, seed, options={"start_scale": "embedding"})),
         ("lopt1 + lr_ratio 4", lopt_point(task, seed, options={"lr_ratio": 4.0})),
