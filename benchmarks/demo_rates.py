@@ -84,7 +84,8 @@ def main() -> None:
     done = measured(P)
     results = load(record_name(P.steps))["results"] if done else {}
 
-    def record(name: str, runs: dict) -> None:
+    def record(name: str, runs: dict) -> dict:
+        """Write every run of ``name`` so far with the rate they choose; the choice (``stable_choice``'s)."""
         accuracies = {lr: [runs[lr][s]["validation_accuracy"] for s in sorted(runs[lr])] for lr in runs if runs[lr]}
         choice = stable_choice(accuracies)
         results[name] = {"by_rate": {lr: {"validation_accuracy": choice["mean"][lr],
@@ -96,6 +97,7 @@ def main() -> None:
                                                               "stability margin (harness.grid.stable_choice); test "
                                                               "never scored"},
                                       "results": results})
+        return choice
 
     for name in args.methods:
         runs = {lr: dict(seeds) for lr, seeds in done.get(name, {}).items()}
@@ -106,15 +108,13 @@ def main() -> None:
                     if seed not in runs.setdefault(lr, {}):
                         runs[lr][seed] = train(name, lr, seed, P, backbone, task)
                         record(name, runs)  # every finished run, at once
-            accuracies = {lr: [runs[lr][s]["validation_accuracy"] for s in sorted(runs[lr])] for lr in runs}
-            choice = stable_choice(accuracies)
+            choice = record(name, runs)
             means = {lr: m if m is not None else -1.0 for lr, m in choice["mean"].items()}
             best = max(sorted(means), key=means.get)  # the best mean, before the margin
             edge = best / STEP if best == min(runs) else best * STEP if best == max(runs) else None
             if edge is None or float(f"{edge:.3g}") in runs or len(runs) >= len(args.rates) + 2:
                 break
             rates.append(float(f"{edge:.3g}"))
-        record(name, runs)
         print(f"{name:14s} rate chosen on validation with a stability margin: {choice['lr']}; refused: "
               + "; ".join(f"{lr:g} ({why})" for lr, why in choice["refused"].items()), flush=True)
     print(f"written to results/{record_name(P.steps)}.json")
