@@ -28,7 +28,7 @@ from lopt_core.utils import seed_everything
 from harness.grid import profile_settings
 from harness.results import load, save
 
-METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # as notebook 02 builds them
+METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # with the profile's options: notebook 02's
 SEEDS = (0, 1, 2)
 THREADS = (1, 2)
 MARGIN = 0.05  # over zero-shot, on validation
@@ -36,7 +36,7 @@ MARGIN = 0.05  # over zero-shot, on validation
 
 def run(name: str, seed: int, P, backbone, task) -> dict:
     seed_everything(seed)
-    method = build_method(name, backbone, prompt_len=20, seed=seed, **METHODS[name])
+    method = build_method(name, backbone, prompt_len=20, seed=seed, **P.options(name, **METHODS[name]))
     config = P.train_config(seed, method=name, progress=False)
     method_lr, start = config.lr, time.perf_counter()
     try:
@@ -90,7 +90,8 @@ def main() -> None:
     done = {(r["method"], r["seed"], r["threads"]) for r in runs}
 
     def record() -> dict:
-        return save("demo_check", {"config": {"profile": P.to_dict(), "methods": METHODS, "margin": MARGIN,
+        return save("demo_check", {"config": {"profile": P.to_dict(), "margin": MARGIN,
+                                              "methods": {m: P.options(m, **o) for m, o in METHODS.items()},
                                               "rule": "every run beats zero-shot on validation by the margin"},
                                    "zero_shot": zero_shot, "runs": runs, "summary": summary(runs, zero_shot)})
 

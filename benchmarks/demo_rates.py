@@ -34,19 +34,21 @@ SEEDS = [0, 1]
 STEP = math.sqrt(10)
 
 
-def record_name(steps: int) -> str:
-    """The record of the demo's rates at a budget of ``steps`` (``results/NAME.json``)."""
-    return f"demo_rates_{steps}_steps"
+def record_name(P) -> str:
+    """The record of the demo's rates at the profile's budget and method options (``results/NAME.json``): e.g.
+    ``demo_rates_60_steps``, or ``demo_rates_60_steps_residual`` when the profile trains LoPT's residual form."""
+    options = sorted({key for opts in P.method_options.values() for key in opts})
+    return f"demo_rates_{P.steps}_steps" + "".join(f"_{key}" for key in options)
 
 
 def measured(P) -> dict:
     """method → {rate: {seed: result}} already recorded for the profile's settings (a re-run trains only what is
     missing). Results of the one-seed format (before seeds were recorded) are seed 0's."""
-    done = load(record_name(P.steps))
+    done = load(record_name(P))
     if done is None:
         return {}
     if profile_settings(done["config"]["profile"]) != profile_settings(P.to_dict()):
-        raise SystemExit(f"results/{record_name(P.steps)}.json was made under other demo settings "
+        raise SystemExit(f"results/{record_name(P)}.json was made under other demo settings "
                          f"({profile_settings(done['config']['profile'])}); move it aside to start over")
     return {m: {float(lr): {int(s): v for s, v in (r["seeds"] if "seeds" in r else {0: r}).items()}
                 for lr, r in result["by_rate"].items()}
@@ -55,7 +57,7 @@ def measured(P) -> dict:
 
 def train(name: str, lr: float, seed: int, P, backbone, task) -> dict:
     seed_everything(seed)
-    method = build_method(name, backbone, prompt_len=20, seed=seed, **METHODS[name])
+    method = build_method(name, backbone, prompt_len=20, seed=seed, **P.options(name, **METHODS[name]))
     start = time.perf_counter()
     try:
         fit = Trainer(method, backbone, task, P.train_config(seed, lr=lr, test_split=None, progress=False)).fit()
@@ -78,11 +80,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     parser.add_argument("--steps", type=int, help="a candidate budget (default: the demo profile's own)")
     parser.add_argument("--eval-every", type=int, help="with --steps: its evaluation interval")
+    parser.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                        help="a candidate form: LoPT-1 and LoPT-2 as X = X0 + (low-rank change) (default: the "
+                             "profile's own forms)")
     args = parser.parse_args()
-    P = get_profile("demo", steps=args.steps, eval_every=args.eval_every)
+    forms = None if args.residual is None else {m: {"residual": True} for m in ("lopt1", "lopt2")} \
+        if args.residual else {}
+    P = get_profile("demo", steps=args.steps, eval_every=args.eval_every, method_options=forms)
     backbone, task = P.load_backbone(), P.load_task()
     done = measured(P)
-    results = load(record_name(P.steps))["results"] if done else {}
+    results = load(record_name(P))["results"] if done else {}
 
     def record(name: str, runs: dict) -> dict:
         """Write every run of ``name`` so far with the rate they choose; the choice (``stable_choice``'s)."""
@@ -92,7 +99,8 @@ def main() -> None:
                                           "seeds": {s: runs[lr][s] for s in sorted(runs[lr])}}
                                      for lr in sorted(accuracies)},
                          "best_lr": choice["lr"], "refused": choice["refused"]}
-        save(record_name(P.steps), {"config": {"profile": P.to_dict(), "prompt_len": 20, "methods": METHODS,
+        save(record_name(P), {"config": {"profile": P.to_dict(), "prompt_len": 20,
+                                           "methods": {m: P.options(m, **o) for m, o in METHODS.items()},
                                                  "selection": "validation accuracy, mean over seeds, with a "
                                                               "stability margin (harness.grid.stable_choice); test "
                                                               "never scored"},
@@ -117,7 +125,7 @@ def main() -> None:
             rates.append(float(f"{edge:.3g}"))
         print(f"{name:14s} rate chosen on validation with a stability margin: {choice['lr']}; refused: "
               + "; ".join(f"{lr:g} ({why})" for lr, why in choice["refused"].items()), flush=True)
-    print(f"written to results/{record_name(P.steps)}.json")
+    print(f"written to results/{record_name(P)}.json")
 
 
 if __name__ == "__main__":

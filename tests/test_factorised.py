@@ -155,3 +155,22 @@ def test_a_residual_lopt1_starts_at_prompt_tunings_start_and_trains_a_rank_r_cha
         build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=True, init="random")
     with pytest.raises(ValueError, match="starts at X0"):
         build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=True, start_scale="embedding")
+
+
+def test_a_residual_lopt2_starts_at_prompt_tunings_start_and_trains_a_rank_r_change(tiny_llama, tmp_path):
+    """LoPT-2 with residual=True: X = X0 + σ(X0 U) V, V = 0 at the start, so the first prompt is prompt tuning's
+    (X0 is the same common words, drawn with the same seed); U and V train (2·r·d), V first (U's gradient is zero
+    while V is); the change stays σ(X0 U) V, and a saved one loads to the same X."""
+    start = build_method("prompt_tuning", tiny_llama, prompt_len=6, seed=3).input_prompt().detach()
+    method = build_method("lopt2", tiny_llama, prompt_len=6, rank=2, seed=3, residual=True)
+    torch.testing.assert_close(method.input_prompt().detach(), start, rtol=0, atol=0)
+    assert [name for name, p in method.named_parameters() if p.requires_grad] == ["U", "V"]
+    assert sum(p.numel() for p in method.parameters() if p.requires_grad) == 2 * 2 * tiny_llama.hidden_size
+    U0 = method.U.detach().clone()
+    Trainer(method, tiny_llama, short_task(), TrainConfig(steps=3, lr=1e-1, **FAST)).fit()
+    change = method.input_prompt().detach() - start
+    assert change.norm() > 0.01 and method.V.detach().norm() > 0 and not torch.equal(method.U.detach(), U0)
+    torch.testing.assert_close(change, (torch.relu(method.X0 @ method.U) @ method.V).detach(), rtol=0, atol=1e-5)
+    save_method(method, tmp_path / "m", tiny_llama.name)
+    torch.testing.assert_close(load_method(tmp_path / "m", tiny_llama).input_prompt().detach(),
+                               method.input_prompt().detach())

@@ -85,6 +85,7 @@ def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, floa
 def profile_settings(profile: dict) -> dict:
     """A profile's settings other than its rates: what makes two recorded runs comparable (each run records the rate
     it trained at). Tuples as lists: as a JSON record holds them."""
+    profile = {"method_options": {}, **profile}  # records from before profiles had method options: none
     return {k: list(v) if isinstance(v, tuple) else v for k, v in profile.items() if k != "learning_rates"}
 
 

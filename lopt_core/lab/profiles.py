@@ -36,6 +36,7 @@ class Profile:
     train_limit: int | None = None
     seeds: tuple[int, ...] = (0,)
     learning_rates: dict = field(default_factory=dict)  # method → rate tuned for this profile's task and steps
+    method_options: dict = field(default_factory=dict)  # method → build options this profile trains it with
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -52,6 +53,10 @@ class Profile:
                 "lr": self.learning_rates.get(method)}
         given = {k: v for k, v in overrides.items() if not (k == "lr" and v is None)}
         return TrainConfig(**{**base, **given})
+
+    def options(self, method: str, **given) -> dict:
+        """The build options of ``method`` under this profile (e.g. LoPT's residual form), ``given`` winning."""
+        return {**self.method_options.get(method, {}), **given}
 
     def load_backbone(self, **options):
         from lopt_core.model.backbone import load_backbone

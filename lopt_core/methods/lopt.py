@@ -165,6 +165,8 @@ class LoPT2Config(LoPTConfig):
     activation: str = option("relu", "σ: 'relu', 'soft_threshold', 'tanh' or 'gelu'")
     threshold: float = option(0.1, "τ of the soft threshold sign(x)·max(|x| − τ, 0)")
     x0_token_ids: list[int] | None = option(None, "X0 = E[ids], frozen; drawn with the seed when not given")
+    residual: bool = option(False, "X = X0 + σ(X0 U) V with V at zero: training starts at X0 and learns a rank-r "
+                                   "change of it (the low rank on the update)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -187,7 +189,8 @@ def sigma(x: torch.Tensor, activation: str, threshold: float) -> torch.Tensor:
 
 @register("lopt2")
 class LoPT2(InputPromptMethod):
-    """X = σ(X0 U) V with X0 frozen (a non-persistent buffer rebuilt from token ids)."""
+    """X = σ(X0 U) V with X0 frozen (a non-persistent buffer rebuilt from token ids). With ``residual``:
+    X = X0 + σ(X0 U) V, U as below and V = 0, so training starts exactly at X0 (prompt tuning's vocabulary start)."""
 
     Config = LoPT2Config
     # benchmarks/lr_grid.py (120 steps, n = 20, r = 2): best mean validation accuracy over yes/no and SST-2
@@ -203,6 +206,8 @@ class LoPT2(InputPromptMethod):
         X0 = embedded(backbone, config.x0_token_ids)
         self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
         U, V = self._init_factors(X0, r) if initialise else (torch.zeros(d, r), torch.zeros(r, d))
+        if config.residual:
+            V = torch.zeros_like(V)  # X starts at X0; V's gradient σ(X0 U)ᵀ ∂L/∂X is not zero, so it moves first
         self.U = nn.Parameter(U)  # (d, r)
         self.V = nn.Parameter(V)  # (r, d)
 
@@ -222,7 +227,8 @@ class LoPT2(InputPromptMethod):
 
     def input_prompt(self) -> torch.Tensor:
         H = sigma(self.X0 @ self.U, self.config.activation, self.config.threshold)  # (n, r)
-        return H @ self.V  # (n, d)
+        X = H @ self.V  # (n, d)
+        return X + self.X0 if self.config.residual else X
 
     def param_groups(self, lr: float) -> list[dict]:
         return factor_groups(self.U, self.V, lr, self.config.lr_ratio)
