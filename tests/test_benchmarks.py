@@ -142,3 +142,21 @@ def test_a_stable_rate_has_a_margin_above_it():
     assert choose({1e-2: [0.6, 0.6]})["lr"] is None  # nothing run above: the margin is unknown
     assert choose({1e-2: [0.6, 0.6], 3e-2: [0.55, 0.56]})["lr"] == 1e-2  # a fall of 4.5 points is within the margin
 
+
+def test_the_demo_check_record_holds():
+    """benchmarks/demo_check.py's committed record is of today's demo profile (its settings, the forms it trains and
+    its rates), has every method on 3 seeds × 2 thread counts, and every run beat zero-shot on validation by 5
+    points: the demo holds on two float paths, not only on the machine that chose its rates."""
+    from lopt_core.lab.profiles import get_profile
+
+    record, demo = json.loads((BENCHMARKS / "results" / "demo_check.json").read_text()), get_profile("demo")
+    settings = {k: v for k, v in demo.to_dict().items() if k != "learning_rates"}
+    assert {k: v for k, v in record["config"]["profile"].items() if k != "learning_rates"} == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    assert all(r["lr"] == demo.learning_rates[r["method"]] for r in record["runs"])  # each at today's rate
+    ranks = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # as notebook 02 builds them
+    assert record["config"]["methods"] == {name: demo.options(name, **ranks[name]) for name in ranks}
+    runs = {(r["method"], r["seed"], r["threads"]) for r in record["runs"]}
+    assert runs == {(m, s, t) for m in ("prompt_tuning", "lopt1", "lopt2") for s in (0, 1, 2) for t in (1, 2)}
+    for r in record["runs"]:
+        assert r["validation"] >= record["zero_shot"][str(r["threads"])]["validation"] + 0.05, r
