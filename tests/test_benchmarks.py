@@ -150,9 +150,8 @@ def test_the_demo_check_record_holds():
     from lopt_core.lab.profiles import get_profile
 
     record, demo = json.loads((BENCHMARKS / "results" / "demo_check.json").read_text()), get_profile("demo")
-    settings = {k: v for k, v in demo.to_dict().items() if k != "learning_rates"}
-    assert {k: v for k, v in record["config"]["profile"].items() if k != "learning_rates"} == {
-        k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    settings = harness("grid").profile_settings  # everything but the rates, tuples as lists
+    assert settings(record["config"]["profile"]) == settings(demo.to_dict())
     assert all(r["lr"] == demo.learning_rates[r["method"]] for r in record["runs"])  # each at today's rate
     ranks = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # as notebook 02 builds them
     assert record["config"]["methods"] == {name: demo.options(name, **ranks[name]) for name in ranks}
