@@ -25,7 +25,7 @@ from lopt_core.methods import build_method
 from lopt_core.training.trainer import Trainer, TrainingDiverged
 from lopt_core.utils import seed_everything
 
-from harness.grid import profile_settings, stable_choice
+from harness.grid import demo_rates_record, profile_settings, stable_choice
 from harness.results import load, save
 
 METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}
@@ -35,10 +35,8 @@ STEP = math.sqrt(10)
 
 
 def record_name(P) -> str:
-    """The record of the demo's rates at the profile's budget and method options (``results/NAME.json``): e.g.
-    ``demo_rates_60_steps``, or ``demo_rates_60_steps_residual`` when the profile trains LoPT's residual form."""
-    options = sorted({key for opts in P.method_options.values() for key in opts})
-    return f"demo_rates_{P.steps}_steps" + "".join(f"_{key}" for key in options)
+    """The record of the demo's rates at the profile's budget and method options (``results/NAME.json``)."""
+    return demo_rates_record(P.to_dict())
 
 
 def measured(P) -> dict:

@@ -64,14 +64,12 @@ def test_make_demo_runs_the_demo_profile_with_the_rates_validation_chose():
     assert "PROFILE ?= demo" in (root / "Makefile").read_text()
     demo = get_profile("demo")
     assert demo.seeds == (0,) and demo.task == "yesno"
-    forms = "".join(f"_{key}" for key in sorted({k for options in demo.method_options.values() for k in options}))
-    record = root / "benchmarks" / "results" / f"demo_rates_{demo.steps}_steps{forms}.json"  # demo_rates.record_name
-    measured = json.loads(record.read_text())
     sys.path.insert(0, str(root / "benchmarks"))
     try:
-        from harness.grid import profile_settings, stable_choice
+        from harness.grid import demo_rates_record, profile_settings, stable_choice
     finally:
         sys.path.remove(str(root / "benchmarks"))
+    measured = json.loads((root / "benchmarks" / "results" / f"{demo_rates_record(demo.to_dict())}.json").read_text())
     assert profile_settings(measured["config"]["profile"]) == profile_settings(demo.to_dict())  # steps, task, batch…
     chosen = {name: result["best_lr"] for name, result in measured["results"].items()}
     assert demo.learning_rates == chosen

@@ -82,6 +82,14 @@ def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, floa
     return {lr: sum(v[lr] for v in per_task.values()) / len(per_task) for lr in common}
 
 
+def demo_rates_record(profile: dict) -> str:
+    """The record of the demo's rates for a profile (its ``to_dict()``), at its budget and method options
+    (``results/NAME.json``): e.g. ``demo_rates_60_steps``, or ``demo_rates_60_steps_residual`` when the profile trains
+    LoPT's residual form."""
+    options = sorted({key for opts in profile.get("method_options", {}).values() for key in opts})
+    return f"demo_rates_{profile['steps']}_steps" + "".join(f"_{key}" for key in options)
+
+
 def profile_settings(profile: dict) -> dict:
     """A profile's settings other than its rates: what makes two recorded runs comparable (each run records the rate
     it trained at). Tuples as lists: as a JSON record holds them."""
