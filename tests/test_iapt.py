@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from conftest import ATOL, RTOL, short_generation_task, short_task
 
 from lopt_core.data import load_task
+from lopt_core.evaluation.decoding import generate_ids
+from lopt_core.evaluation.scoring import loss_and_scores
 from lopt_core.methods import build_method
 from lopt_core.methods.iapt.rational import RationalActivation, fit_rational
 from lopt_core.training.trainer import TrainConfig, Trainer
@@ -224,3 +226,109 @@ def test_iapt_prompts_depend_on_the_instruction(tiny_llama):
     assert not torch.allclose(a[1], b[1])
 
 
+
+
+# ----------------------------------------------------------------------------- gate=True: start at the frozen model
+def frozen_window(backbone, monkeypatch):
+    """Sliding-window layers count the n gated cache columns against their window (the module's docstring):
+    widen the window so that the tiny Gemma 3's rows, which cross its 8 columns, compare with the frozen model."""
+    if getattr(backbone.config, "sliding_window", None):
+        monkeypatch.setattr(backbone.config, "sliding_window", 512)
+
+
+@pytest.mark.parametrize("make_task", [short_task, short_generation_task], ids=["classification", "generation"])
+def test_a_gated_iapt_starts_at_the_frozen_model(tiny, make_task, monkeypatch):
+    frozen_window(tiny, monkeypatch)
+    task = make_task()
+    batch = task.collate(task.examples("train", 3, expand_references=True)[:3], tiny.tokenizer)
+    method = iapt(tiny, gate=True)
+    ours = method.hidden_states(tiny, batch)
+    frozen = tiny.transformer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(ours[real], frozen[real], atol=ATOL, rtol=RTOL)
+    with torch.no_grad():  # open the gates: the generated tokens now change the response (the cue and after)
+        method.gates.fill_(1.0)
+    changed = method.hidden_states(tiny, batch)
+    rows, last = torch.arange(len(real)), real.sum(1) - 1  # each row's last token: in the response
+    assert (changed[rows, last] - frozen[rows, last]).abs().amax(-1).min() > 1e-3
+
+
+def test_a_gate_of_two_counts_the_generated_tokens_twice(tiny_llama):
+    """The gate's naive reference: w = 2 on the virtual columns is the same attention as an ungated cache that
+    holds each virtual column twice (and w = 0 as one that holds none)."""
+    from lopt_core.model.kv import cache_layers, rebuild
+
+    method = iapt(tiny_llama, gate=True)
+    batch = encode(tiny_llama, "Is this positive? I loved it.\nAnswer:", " yes")
+    parts = method.split(tiny_llama, batch)
+    n, Ti = method.config.num_virtual, parts["instr_ids"].shape[1]
+    for w, copies in ((2.0, 2), (0.0, 0)):
+        with torch.no_grad():
+            method.gates.fill_(w)
+            cache, _, _ = method.prompts(tiny_llama, parts)
+            ours = tiny_llama.transformer(**method._response_inputs(parts, cache)).last_hidden_state
+            cache, _, _ = method.prompts(tiny_llama, parts)
+            layers = [(torch.cat([k[:, :, :Ti]] + [k[:, :, Ti:]] * copies, 2),
+                       torch.cat([v[:, :, :Ti]] + [v[:, :, Ti:]] * copies, 2)) for k, v in cache_layers(cache)]
+            inputs = method._response_inputs(parts, rebuild(layers))
+            inputs["attention_mask"] = torch.cat([parts["instr_mask"], parts["instr_mask"].new_ones(1, n * copies),
+                                                  parts["resp_mask"]], dim=1)
+            naive = tiny_llama.transformer(**inputs).last_hidden_state
+        torch.testing.assert_close(ours, naive, atol=ATOL, rtol=RTOL)
+
+
+def test_the_gates_train_from_zero_at_their_own_rate(tiny_llama):
+    task = short_task()
+    method = iapt(tiny_llama, gate=True, gate_lr=0.05)
+    groups = method.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 0.05] and groups[1]["params"] == [method.gates]
+    loss, _ = loss_and_scores(method, tiny_llama, task.collate(task.examples("train", 4)[:4], tiny_llama.tokenizer),
+                              task)
+    loss.backward()
+    assert torch.equal(method.gates, torch.zeros(2)) and (method.gates.grad.abs() > 1e-6).all()
+    assert method.diagnostics() == {"gate_mean": 0.0, "gate_min": 0.0, "gate_max": 0.0}
+    with pytest.raises(ValueError, match="gate_lr must be positive"):
+        iapt(tiny_llama, gate=True, gate_lr=0.0)
+
+
+def test_a_gated_iapt_generates_what_the_frozen_model_does(tiny, monkeypatch):
+    """Through the decoder's left-aligned copy of the cache and beam search's reordering."""
+    frozen_window(tiny, monkeypatch)
+    prompts = ["Hi there\nText:", "A longer prompt, about food\nText:"]  # two lengths: the cache gets padded
+    zero, method = build_method("zero_shot", tiny), iapt(tiny, gate=True)
+    assert (generate_ids(method, tiny, prompts, max_new_tokens=4, num_beams=2, banned=())
+            == generate_ids(zero, tiny, prompts, max_new_tokens=4, num_beams=2, banned=()))
+
+
+def test_other_caches_pass_the_gated_attention_unchanged(tiny_llama):
+    """Once a gated IAPT is built, the shared backbone runs ``lopt_gated_sdpa``: every other method is untouched."""
+    from lopt_core.model import gate
+
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=3, seed=0)
+    batch = encode(tiny_llama, "Is this positive? I loved it.\nAnswer:", " yes")
+    base = tiny_llama.config._attn_implementation.removeprefix(gate.PREFIX)
+    tiny_llama.model.set_attn_implementation(base)
+    before = method.hidden_states(tiny_llama, batch)
+    iapt(tiny_llama, gate=True)
+    assert gate.installed(tiny_llama)
+    torch.testing.assert_close(method.hidden_states(tiny_llama, batch), before, atol=0, rtol=0)
+
+
+def test_a_gated_iapt_saves_and_loads_exactly(tmp_path):
+    """On a backbone of its own, loaded fresh: loading a gated IAPT installs the gated attention again."""
+    from conftest import backbone as load_tiny
+
+    from lopt_core.methods import load_method, save_method
+    from lopt_core.model import gate, load_backbone
+
+    method = iapt(load_tiny("tiny-gpt2"), gate=True)
+    with torch.no_grad():
+        method.gates.copy_(torch.tensor([0.3, 1.7]))
+    save_method(method, tmp_path, "tiny-gpt2")
+    fresh = load_backbone("tiny-gpt2", device="cpu", precision="fp32")
+    assert not gate.installed(fresh)
+    again = load_method(tmp_path, fresh)
+    assert gate.installed(fresh) and again.config == method.config and torch.equal(again.gates, method.gates)
+    batch = encode(fresh, "Is this positive? I loved it.\nAnswer:", " yes")
+    torch.testing.assert_close(again.hidden_states(fresh, batch), method.hidden_states(load_tiny("tiny-gpt2"), batch),
+                               atol=ATOL, rtol=RTOL)

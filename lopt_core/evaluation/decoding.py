@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from lopt_core.data.batching import LengthPolicy, check_text, input_limit, pad, pad_id, positions
 from lopt_core.evaluation.scoring import check_batch
 from lopt_core.model.backbone import Backbone
+from lopt_core.model.gate import GatedCache
 from lopt_core.model.kv import left_align, new_cache
 
 
@@ -77,9 +78,10 @@ def decode(backbone: Backbone, cache, mask: torch.Tensor, last_ids: torch.Tensor
     input_ids = torch.full((B, mask.shape[1] + 1), pad_id(tok), dtype=torch.long, device=mask.device)
     input_ids[:, -1] = last_ids
     attention_mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+    counted = cache.ungated(attention_mask, config.num_beams) if isinstance(cache, GatedCache) else attention_mask
     with backbone.autocast():
         out = backbone.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(counted),
             past_key_values=cache, max_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
             num_beams=config.num_beams, do_sample=False, length_penalty=config.length_penalty,
             suppress_tokens=banned_token_ids(backbone, config.banned) if config.banned else None,

@@ -18,6 +18,7 @@ import torch
 from transformers import DynamicCache
 
 from lopt_core.model.backbone import Backbone
+from lopt_core.model.gate import GatedCache
 
 
 def new_cache() -> DynamicCache:
@@ -120,7 +121,10 @@ def left_align(cache, mask: torch.Tensor, drop_last: int = 0, repeat: int = 1) -
         if repeat > 1:
             k, v = k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)
         layers.append((k, v))
-    return rebuild(layers), new_mask
+    aligned = rebuild(layers)
+    if isinstance(cache, GatedCache):  # its gated columns move with the others
+        aligned = cache.rearranged(aligned, order, repeat)
+    return aligned, new_mask
 
 
 @torch.no_grad()

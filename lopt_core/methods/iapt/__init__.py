@@ -15,7 +15,12 @@ cache. Backprop touches only the response pass and the generators.
 The prompt's last token (the cue, e.g. "Answer:" or "Text:") belongs to the response: the position that
 predicts the first answer token must come after the virtual tokens to see them.
 
-Trainable: L·(2·d·m + n·m) + L·(7 + 5) rational coefficients (no biases). Stored: the same.
+``gate=True`` makes the first forward the frozen model's: each layer's generated tokens take a learned share
+w_l of attention, starting at 0 (``lopt_core.model.gate``; a zero W_up cannot do it: zero keys still take
+softmax mass), and the real tokens keep the frozen model's positions (the generated ones share the
+instruction's last position). Sliding-window layers count the n cache columns against their window.
+
+Trainable: L·(2·d·m + n·m) + L·(7 + 5) rational coefficients (no biases), + L gates with ``gate``. Stored: the same.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from lopt_core.data.batching import pad, pad_id, positions
 from lopt_core.methods import register
 from lopt_core.methods.base import PROMPT_LEN, MethodConfig, PromptMethod
 from lopt_core.methods.iapt.rational import RationalActivation, full_precision
+from lopt_core.model import gate
 from lopt_core.model.backbone import Backbone
 from lopt_core.model.kv import ReadOnlyCache, new_cache, project_kv
 from lopt_core.utils import option, seeded
@@ -46,6 +52,9 @@ class IAPTConfig(MethodConfig):
     bilevel: bool = option(False, "train the rational coefficients in an outer step of their own, on an 'outer' "
                                   "split carved from train")
     bilevel_lr: float = option(1e-3, "learning rate of the outer step (bilevel=True)")
+    gate: bool = option(False, "start at the frozen model: each layer's generated tokens take a learned share w_l "
+                               "of attention, from 0 (lopt_core.model.gate)")
+    gate_lr: float = option(1e-2, "learning rate of the gates (gate=True); Adam moves each about this much a step")
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,6 +66,8 @@ class IAPTConfig(MethodConfig):
             raise ValueError(f"bottleneck must be positive, got {self.bottleneck}")
         if self.bilevel and self.activation != "rational":
             raise ValueError("bilevel=True trains the rational coefficients: use activation='rational'")
+        if self.gate_lr <= 0:
+            raise ValueError(f"gate_lr must be positive, got {self.gate_lr}")
 
     @property
     def num_virtual(self) -> int:
@@ -121,6 +132,10 @@ class IAPT(PromptMethod):
                                             for _ in range(backbone.num_layers))
             if initialise:
                 self._calibrate(backbone)
+        # gate=True: w_l = 0, so the generated tokens take no attention and the first forward is the frozen model's
+        self.gates = nn.Parameter(torch.zeros(backbone.num_layers)) if config.gate else None
+        if config.gate:
+            gate.install(backbone)
 
     @torch.no_grad()
     def _calibrate(self, backbone: Backbone) -> None:
@@ -173,13 +188,24 @@ class IAPT(PromptMethod):
         cache = out.past_key_values
         num_virtual = self.config.num_virtual
         pos = parts["instr_len"][:, None] + torch.arange(num_virtual, device=parts["instr_ids"].device)  # (B, n)
+        if self.gates is not None:  # the real tokens keep the frozen model's positions; these share the last one's
+            pos = (parts["instr_len"][:, None] - 1).expand(-1, num_virtual)
         generated = []
         for layer, gen in enumerate(self.generators):
             P = gen(out.hidden_states[layer].float(), parts["instr_mask"])  # (B, n, d), fp32
             key, value = project_kv(backbone, layer, P.to(backbone.dtype), pos)
             cache.update(key.to(backbone.compute_dtype), value.to(backbone.compute_dtype), layer)
             generated.append(P)
-        return cache, generated, out
+        return self._gated(cache, parts), generated, out
+
+    def _gated(self, cache, parts: dict):
+        """With ``gate``: the cache whose virtual columns (the last n, for every row) take weight w_l in layer l."""
+        if self.gates is None:
+            return cache
+        B, Ti = parts["instr_ids"].shape
+        gated = torch.zeros(B, Ti + self.config.num_virtual, dtype=torch.bool, device=parts["instr_ids"].device)
+        gated[:, Ti:] = True
+        return gate.GatedCache.of(cache, gated, self.gates)
 
     def model_inputs(self, backbone: Backbone, batch: dict) -> dict:
         parts = self.split(backbone, batch)
@@ -188,7 +214,7 @@ class IAPT(PromptMethod):
 
     def _response_inputs(self, parts: dict, cache) -> dict:
         B, num_virtual = parts["resp_ids"].shape[0], self.config.num_virtual
-        start = parts["instr_len"][:, None] + num_virtual
+        start = parts["instr_len"][:, None] + (0 if self.gates is not None else num_virtual)
         return {"input_ids": parts["resp_ids"],
                 "attention_mask": torch.cat([parts["instr_mask"], parts["instr_mask"].new_ones(B, num_virtual),
                                              parts["resp_mask"]], dim=1),
@@ -198,7 +224,9 @@ class IAPT(PromptMethod):
     def hidden_states(self, backbone: Backbone, batch: dict) -> torch.Tensor:
         parts = self.split(backbone, batch)
         cache, _, prefill = self.prompts(backbone, parts)
-        inputs = self._response_inputs(parts, ReadOnlyCache.of(cache))  # nothing to keep: read only
+        view = (gate.GatedCache.of(cache, cache.gated, cache.gates, read_only=True) if self.gates is not None
+                else ReadOnlyCache.of(cache))  # nothing to keep: read only
+        inputs = self._response_inputs(parts, view)
         h_resp = backbone.transformer(**inputs, use_cache=False).last_hidden_state  # (B, Tr, d)
         h_instr = prefill.last_hidden_state  # (B, Ti, d), left-padded, no grad: never scored
         B, T = batch["input_ids"].shape
@@ -217,11 +245,22 @@ class IAPT(PromptMethod):
         return torch.cat([g.up.weight.T for g in self.generators], dim=0)
 
     def param_groups(self, lr: float) -> list[dict]:
-        """With ``bilevel``, everything but the rational coefficients (those are the outer groups)."""
-        if not self.config.bilevel:
-            return super().param_groups(lr)
-        outer = {id(p) for g in self.outer_groups() for p in g["params"]}
-        return [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in outer], "lr": lr}]
+        """Everything at ``lr`` but the rational coefficients under ``bilevel`` (those are the outer groups) and
+        the gates (``gate``: their own group at ``gate_lr``)."""
+        apart = {id(p) for g in self.outer_groups() for p in g["params"]}
+        groups = []
+        if self.gates is not None:
+            apart.add(id(self.gates))
+            groups.append({"params": [self.gates], "lr": self.config.gate_lr})
+        return [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in apart], "lr": lr}] + groups
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """With ``gate``: the layers' gates w_l (mean, min, max), how far the generated tokens are let in."""
+        if self.gates is None:
+            return {}
+        w = self.gates.clamp_min(0)
+        return {"gate_mean": float(w.mean()), "gate_min": float(w.min()), "gate_max": float(w.max())}
 
     def outer_groups(self) -> list[dict]:
         """With ``bilevel``, the rational coefficients at ``bilevel_lr``, stepped on the trainer's ``outer`` split
@@ -234,5 +273,5 @@ class IAPT(PromptMethod):
         c, d, L = self.config, self.dims["hidden_size"], self.dims["num_layers"]
         per_layer = 2 * d * c.bottleneck + (c.num_virtual * c.bottleneck if c.pooling == "attention" else 0)
         rational = 7 + 5 if c.activation == "rational" else 0
-        return L * (per_layer + rational)
+        return L * (per_layer + rational + (1 if c.gate else 0))
 
