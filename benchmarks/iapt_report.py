@@ -42,6 +42,10 @@ BUDGETS = {  # label -> (budget, method, prompt_len, options)
     DEFAULT_IAPT: ("1.1M", "iapt", 4, {"bottleneck": 32}),
     "prefix, MLP (n=10, k=92)": ("1.1M", "prefix_tuning", 10, {"reparam_dim": 92}),
 }
+GATED = {  # gate=True (starts at the frozen model; lopt_core.model.gate), trained beside DEFAULT_IAPT with --gated
+    "iapt gated (m=32)": {"bottleneck": 32, "gate": True},
+    "iapt gated, gate_lr 1e-1 (m=32)": {"bottleneck": 32, "gate": True, "gate_lr": 0.1},
+}
 ABLATIONS = {"attention + rational": {}, "mean pooling": {"pooling": "mean"}, "last-token pooling": {"pooling": "last"},
              "GELU": {"activation": "gelu"}, "ReLU": {"activation": "relu"}}
 
@@ -51,6 +55,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RUNS / "iapt_report"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablations", action="store_true")
+    parser.add_argument("--gated", action="store_true", help="also IAPT with gate=True (the GATED rows)")
     parser.add_argument("--record-only", action="store_true",
                         help="record the finished runs of --out in results/iapt_report_runs.json; train nothing")
     args = parser.parse_args()
@@ -62,6 +67,11 @@ def main() -> None:
             points.append({"method": method, "prompt_len": n, "options": options, **rates.get(label, {}),
                            "task_name": "instructions", "seed": s})
             labels[(method, n, str(sorted(options.items())))] = (label, budget)
+    if args.gated:
+        for label, options in GATED.items():
+            points += [{"method": "iapt", "prompt_len": 4, "options": options, "task_name": "instructions",
+                        "seed": s} for s in args.seeds]
+            labels[("iapt", 4, str(sorted(options.items())))] = (label, "1.1M")
     if args.ablations:
         for label, extra in ABLATIONS.items():
             options = {"bottleneck": 32, **extra}
@@ -79,7 +89,7 @@ def main() -> None:
     keys = [(m, n, str(sorted(o.items()))) for m, n, o in columns]
     table["label"] = [labels[k][0] for k in keys]
     table["budget"] = [labels[k][1] for k in keys]
-    mixture = table[table["label"].isin(BUDGETS)]
+    mixture = table[table["label"].isin(list(BUDGETS) + list(GATED))]
     result = {"mixture": {key: intervals(mixture, ["budget", "label"], key) for key in ("test_exact_match",
                                                                                           "test_rouge_l_free")}}
     by = {lab: dict(zip(p["seed"], p["test_exact_match"], strict=True)) for lab, p in mixture.groupby("label")}
@@ -90,6 +100,15 @@ def main() -> None:
         result["differences"].append({"budget": budget, "text": f"{iapt} − {base}: "
                                       f"{d.format(100, 1, ' points', 'range')} exact match", "mean": d.mean,
                                       "low": d.low, "high": d.high, "n": d.n})
+    by_loss = {lab: dict(zip(p["seed"], p["validation_loss"], strict=True)) for lab, p in mixture.groupby("label")}
+    for label in GATED:
+        if label in by:  # the gate against today's start: validation loss (what selects) and test exact match
+            d, v = paired_difference(by[label], by[DEFAULT_IAPT]), paired_difference(by_loss[label],
+                                                                                     by_loss[DEFAULT_IAPT])
+            result["differences"].append({"budget": "1.1M", "text": f"{label} − {DEFAULT_IAPT}: "
+                                          f"{d.format(100, 1, ' points', 'range')} exact match; validation loss "
+                                          f"{v.format(1, 3, '', 'range')}", "mean": d.mean, "low": d.low,
+                                          "high": d.high, "n": d.n, "validation_loss": v.mean})
     if args.ablations:
         m32 = table["options"].map(lambda o: o.get("bottleneck")) == 32
         ablation = table[(table["method"] == "iapt") & m32].copy()

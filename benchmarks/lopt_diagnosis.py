@@ -146,7 +146,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS))
     parser.add_argument("--rows", nargs="+", metavar="TEXT",
-                        help="only the rows whose label holds one of these texts (e.g. 'residual at 3e-2')")
+                        help="only the rows whose label holds one of these texts (e.g. 'residual at 3e-2'), with their "
+                             "baselines")
     parser.add_argument("--finished-only", action="store_true",
                         help="train nothing: summarise the runs of each part that are finished (recorded or on disk)")
     args = parser.parse_args()
@@ -162,8 +163,10 @@ def main() -> None:
                     retrain_if_restored(sweep, prompt_tuning_point(task, seed))
                 labelled += (capacity(task, seed, args.ranks) if part == "capacity" else
                              start(task, seed, sweep.out) if part == "start" else fixes(task, seed))
-        if args.rows:
-            labelled = [(label, point) for label, point in labelled if any(text in label for text in args.rows)]
+        if args.rows:  # the rows named, and the baselines they are compared with
+            keep = {label for label, _ in labelled if any(text in label for text in args.rows)}
+            keep |= {baseline(part, label) for label in keep}
+            labelled = [(label, point) for label, point in labelled if label in keep]
         if args.finished_only:
             labelled = [(label, point) for label, point in labelled
                         if (sweep.out / run_key(point) / "status.json").is_file()]

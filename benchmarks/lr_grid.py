@@ -4,14 +4,16 @@
 
 Each method trains 120 steps (profile ``cpu``: batch 8, validation every 30 steps) at every rate of its
 grid, on built-in yes/no and on real SST-2 (checkpoints kept by 150 validation rows and by 500 of dev.tsv's
-rows; the accuracy recorded is the kept checkpoint's on the whole validation split, 150 and 872 rows), seed 0;
-the two best rates of each method and task get a second seed (1). Test rows are never scored
+rows; the accuracy recorded is the kept checkpoint's on the whole validation split, 150 and 872 rows), seeds 0
+and 1 at every rate. Test rows are never scored
 (``test=False``). A rate at the edge of its grid that wins on a task is followed, on that task, by the next
 one out (half a decade), until the best rate is inside the grid or the grid has grown by three rates.
 Runs are skipped when their folder already holds a finished run, so an interrupted grid resumes where it
-stopped. A rate that was among the two best before its grid grew keeps its second seed: every finished run
-counts. The recommended rate of a method is the one with the best validation accuracy averaged over the two
-tasks (each task's seeds averaged first).
+stopped (seed 0 everywhere first, then seed 1). The recommended rate of a method (``harness.grid.grid_choice``):
+per seed, the validation accuracy averaged over the two tasks; the best mean over the seeds among the rates that
+hold a stability margin (``stable_choice``: two seeds, and the next rate up neither diverged nor fell more than 10
+points). Until seed 1 has run at every rate, the best mean over the tasks (each task's seeds averaged first), as
+the grid chose before, with the runs the rule still waits for.
 Writes ``benchmarks/results/lr_grid.json``.
 
 The grid takes hours on 2 cores, more than one working session. Every finished run is also recorded in
@@ -29,7 +31,7 @@ from pathlib import Path
 from lopt_core.evaluation.stats import mean_ci
 from lopt_core.lab.sweep import gather
 
-from harness.grid import ABOUT, GRIDS, RECORD, accuracy, mean_over_tasks, point, tuned_rates
+from harness.grid import ABOUT, GRIDS, RECORD, accuracy, grid_choice, mean_over_tasks, point, tuned_rates
 from harness.quality import Sweep
 from harness.results import RUNS, data_option, save
 
@@ -100,12 +102,9 @@ def main() -> None:
     def mean(acc, r):
         return sum(acc.get(r, [0.0])) / max(len(acc.get(r, [])), 1)
 
-    while True:  # seed 0 on every rate; seed 1 on the two best; extend a grid whose best rate is at its edge
-        points = [point(label, lr, datasets[task], 0) for (label, task), grid in rates.items() for lr in grid]
-        table = sweep.run(points, strict=True, test=False)
-        for (label, task), grid in rates.items():
-            acc = accuracy(table, label, task)
-            points += [point(label, lr, datasets[task], 1) for lr in sorted(grid, key=lambda r: -mean(acc, r))[:2]]
+    while True:  # seeds 0 then 1 on every rate; extend a grid whose best rate is at its edge
+        points = [point(label, lr, datasets[task], seed) for seed in (0, 1)
+                  for (label, task), grid in rates.items() for lr in grid]
         table = sweep.run(points, strict=True, test=False)
         grew = False
         for (label, task), grid in rates.items():
@@ -120,7 +119,7 @@ def main() -> None:
         if not grew:
             break
     results = summarise(gather(out), labels, datasets)  # every finished run, as the README's table shows them
-    path = save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 (all rates), 1 (top two)",
+    path = save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 and 1 at every rate",
                                        "selection": "validation accuracy; test never scored",
                                        "tasks": datasets, "grids": {k: GRIDS[k][2] for k in labels},
                                        "grids_as_run": {f"{k} {t}": v for (k, t), v in rates.items()}},
@@ -137,13 +136,14 @@ def summarise(table, labels: list[str], datasets: dict) -> dict:
                     for task in datasets}
         both = mean_over_tasks(per_task)
         runs = {task: {lr: v for lr, v in sorted(accuracy(table, label, task).items())} for task in datasets}
+        choice = grid_choice(table, label, list(datasets))
         results[label] = {"method": GRIDS[label][0], "options": GRIDS[label][1], "validation_accuracy": runs,
-                          "mean_over_seeds": per_task, "mean_over_tasks": both,
-                          "recommended_lr": max(both, key=both.get) if both else None}
+                          "mean_over_seeds": per_task, "mean_over_tasks": both, "recommended_lr": choice["lr"],
+                          "chosen_by": choice["by"], "refused": choice["refused"], "waiting_for": choice["missing"]}
         for task in datasets:
             print(f"{label:14s} {task:6s} " + "  ".join(f"{lr:g}: {v:.3f}" for lr, v in per_task[task].items()))
         if both:
-            print(f"{label:14s} recommended lr {results[label]['recommended_lr']:g} (mean over tasks: "
+            print(f"{label:14s} recommended lr {choice['lr']:g} by {choice['by']} (mean over tasks: "
                   + "  ".join(f"{lr:g}: {v:.3f}" for lr, v in sorted(both.items())) + ")")
     return results
 

@@ -159,3 +159,22 @@ def test_the_demo_check_record_holds():
     assert runs == {(m, s, t) for m in ("prompt_tuning", "lopt1", "lopt2") for s in (0, 1, 2) for t in (1, 2)}
     for r in record["runs"]:
         assert r["validation"] >= record["zero_shot"][str(r["threads"])]["validation"] + 0.05, r
+
+
+def test_the_grid_applies_the_stability_rule_once_every_rate_has_two_seeds():
+    import pandas as pd
+
+    grid = harness("grid")
+
+    def table(runs):  # (task, rate, seed, accuracy) of lopt2's label
+        return pd.DataFrame([{**grid.point("lopt2", lr, {"task_name": task}, seed), "status": "ok",
+                              "validation_accuracy": acc} for task, lr, seed, acc in runs])
+
+    rows = [(task, lr, seed, acc) for task in ("yesno", "sst2") for seed in (0, 1)
+            for lr, acc in ((3e-3, 0.60), (1e-2, 0.80), (3e-2, 0.62))]  # 1e-2 is best, but 3e-2 falls 18 points
+    choice = grid.grid_choice(table(rows), "lopt2", ["yesno", "sst2"])
+    assert choice["lr"] == 3e-3 and choice["by"] == "stability margin" and choice["missing"] == {}
+    assert "fell 18.0 points" in choice["refused"][1e-2]
+    partial = grid.grid_choice(table([r for r in rows if not (r[1] == 3e-2 and r[2] == 1)]), "lopt2",
+                               ["yesno", "sst2"])  # seed 1 missing at 3e-2: the earlier rule, and what it waits for
+    assert partial["lr"] == 1e-2 and partial["missing"] == {3e-2: [1]} and "waits for seed 1 at 1 rate" in partial["by"]

@@ -30,27 +30,60 @@ def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
             "lr": float(f"{lr:.3g}"), **dataset, "seed": seed}
 
 
-def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
-    """rate → validation accuracies of the finished runs of ``label`` on ``task``."""
+def accuracy_by_seed(table, label: str, task: str) -> dict[float, dict[int, float]]:
+    """rate → seed → validation accuracy of the finished runs of ``label`` on ``task``."""
     want = point(label, 0.0, {}, 0)  # the label's method, prompt length, rank and options
-    out: dict[float, list[float]] = {}
+    out: dict[float, dict[int, float]] = {}
     for row in table.to_dict(orient="records"):
         if (row.get("status") == "ok" and row["task_name"] == task
                 and all(row[k] == want[k] for k in ("method", "prompt_len", "rank", "options"))):
-            out.setdefault(row["lr"], []).append(row["validation_accuracy"])
+            out.setdefault(row["lr"], {})[int(row["seed"])] = row["validation_accuracy"]
     return out
+
+
+def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
+    """rate → validation accuracies of the finished runs of ``label`` on ``task`` (seeds in order)."""
+    return {lr: [seeds[s] for s in sorted(seeds)] for lr, seeds in accuracy_by_seed(table, label, task).items()}
+
+
+def grid_choice(table, label: str, tasks: list[str]) -> dict:
+    """The rate ``label``'s grid recommends: item 5's rule once every rate has two seeds on every task.
+
+    The rule: per rate and seed, the validation accuracy averaged over the tasks; ``stable_choice`` then takes the
+    best mean over the seeds among the rates with a stability margin. Until every rate of the grid has seeds 0 and 1
+    on every task, the grid keeps its earlier choice (each task's seeds averaged, then the best mean over the tasks,
+    over the rates every task has), and says which runs the rule still needs. Only rates run on every task count.
+    Returns {"lr", "by", "refused", "missing": rate → the seeds it lacks on some task}."""
+    by_task = {task: accuracy_by_seed(table, label, task) for task in tasks}
+    every = sorted(set.intersection(*(set(v) for v in by_task.values()))) if by_task else []  # run on every task
+    missing = {lr: [s for s in (0, 1) if any(s not in v[lr] for v in by_task.values())] for lr in every}
+    missing = {lr: seeds for lr, seeds in missing.items() if seeds}
+    if every and not missing:
+        by_rate = {lr: [sum(v[lr][s] for v in by_task.values()) / len(tasks)
+                        for s in sorted(set.intersection(*(set(v[lr]) for v in by_task.values())))] for lr in every}
+        choice = stable_choice(by_rate)
+        return {"lr": choice["lr"], "by": "stability margin", "refused": choice["refused"], "missing": {}}
+    per_task = {task: {lr: sum(seeds.values()) / len(seeds) for lr, seeds in v.items()} for task, v in by_task.items()}
+    both = mean_over_tasks(per_task) if every else {}
+    return {"lr": max(both, key=both.get) if both else None,
+            "by": f"best mean (the stability rule waits for seed 1 at {len(missing)} rate(s))",
+            "refused": {}, "missing": missing}
+
+
+def recorded_runs():
+    """The committed record of the grid as a table (one row per finished run)."""
+    import pandas as pd
+
+    runs = read_json(RECORD)["runs"] if RECORD.is_file() else []
+    return pd.DataFrame([{"rank": 0, "options": {}, **run["status"]["params"], "status": run["status"]["status"],
+                          "validation_accuracy": run["metrics"].get("validation_accuracy")} for run in runs])
 
 
 def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
     """Per method label: the rate of the grid with the best validation accuracy on ``task`` (seeds averaged), read
     from the committed record, with that accuracy, the seeds behind it and whether it sits at the grid's edge
     (then the grid is not finished there). Labels with no finished run on ``task`` are left out."""
-    import pandas as pd
-
-    runs = read_json(RECORD)["runs"] if RECORD.is_file() else []
-    rows = [{"rank": 0, "options": {}, **run["status"]["params"], "status": run["status"]["status"],
-             "validation_accuracy": run["metrics"].get("validation_accuracy")} for run in runs]
-    table = pd.DataFrame(rows)
+    table = recorded_runs()
     out = {}
     for label in labels or list(GRIDS):
         acc = accuracy(table, label, task) if len(table) else {}
@@ -65,15 +98,13 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
 
 
 def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2")) -> float:
-    """The recommended rate of ``label`` from the committed record: the best validation accuracy averaged over the
-    tasks (each task's seeds averaged first), over the rates every task has."""
+    """The recommended rate of ``label`` from the committed record (``grid_choice``)."""
     found = {task: tuned_rates(task, [label]).get(label) for task in tasks}
     missing = [task for task, row in found.items() if row is None]
     if missing:
         raise ValueError(f"no finished grid run of {label!r} on {', '.join(missing)} in {RECORD}: run "
                          f"`python benchmarks/lr_grid.py --only {label}` first")
-    both = mean_over_tasks({task: row["grid"] for task, row in found.items()})
-    return max(both, key=both.get)
+    return grid_choice(recorded_runs(), label, list(tasks))["lr"]
 
 
 def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, float]:
