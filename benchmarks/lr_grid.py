@@ -40,7 +40,8 @@ MAX_GROWTH = 3  # rates a grid may gain at its edges, per task
 
 
 NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r = 2)",
-         "lopt2": "LoPT-2 (n = 20, r = 2)",
+         "lopt2": "LoPT-2 (n = 20, r = 2)", "lopt1_residual": "LoPT-1, residual (n = 20, r = 2)",
+         "lopt2_residual": "LoPT-2, residual (n = 20, r = 2)",
          "prefix_tuning": "prefix-tuning, MLP (n = 10)", "prefix_table": "prefix-tuning, table (n = 10)",
          "iapt": "IAPT (m = 32)", "iapt_m1": "IAPT (m = 1)"}
 TASK_NAMES = {"yesno": "yes/no", "sst2": "SST-2"}

@@ -15,6 +15,10 @@ GRIDS = {
     "prompt_tuning": ("prompt_tuning", {"prompt_len": 20}, [3e-3, 1e-2, 3e-2, 1e-1]),
     "lopt1": ("lopt1", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
     "lopt2": ("lopt2", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
+    # the residual forms X = X0 + (low-rank change) (lopt_diagnosis.py's fix; U = 0 or V = 0 at the start, so a
+    # step moves X less than prompt tuning's: their grid starts half a decade higher)
+    "lopt1_residual": ("lopt1", {"prompt_len": 20, "rank": 2, "residual": True}, [1e-2, 3e-2, 1e-1]),
+    "lopt2_residual": ("lopt2", {"prompt_len": 20, "rank": 2, "residual": True}, [1e-2, 3e-2, 1e-1]),
     "prefix_tuning": ("prefix_tuning", {"prompt_len": 10}, [3e-4, 1e-3, 3e-3]),  # through the MLP (k = 512)
     "prefix_table": ("prefix_tuning", {"prompt_len": 10, "reparam": False}, [3e-3, 1e-2, 3e-2]),
     "iapt": ("iapt", {"prompt_len": 4, "bottleneck": 32}, [3e-4, 1e-3, 3e-3]),
