@@ -33,8 +33,7 @@ import torch
 from lopt_core.evaluation.spectrum import cumulative_energy, entropy_effective_rank, singular_values
 from lopt_core.lab.profiles import get_profile
 from lopt_core.lab.sweep import run_key
-from lopt_core.methods import build_method
-from lopt_core.methods._starts import saved_prompt
+from lopt_core.methods import build_method, load_method
 from lopt_core.utils import read_json, seed_everything
 
 from harness.quality import Sweep, intervals, paired_differences
@@ -116,7 +115,7 @@ def spectra(task: str, seed: int, out: Path, backbone) -> dict:
     kept): entropy effective rank, the energy share of the top 1, 2, 4, 8 directions, and the relative error of the
     best rank-2 approximation (of X: what a rank-2 warm start keeps)."""
     run = out / run_key(prompt_tuning_point(task, seed)) / "run"
-    trained = saved_prompt(backbone, str(run), 20).detach().float()
+    trained = load_method(run / "method", backbone).input_prompt().detach().float().cpu()
     seed_everything(seed)
     start = build_method("prompt_tuning", backbone, prompt_len=20, seed=seed).input_prompt().detach().float()
     drift = float((trained - start).norm() / start.norm())
