@@ -100,6 +100,20 @@ def test_resume_refuses_a_changed_config(tiny_llama, tmp_path):
         Trainer(method, tiny_llama, small_task(), other, run_dir=tmp_path).fit(resume=True)
 
 
+def test_resume_refuses_an_option_the_checkpoint_predates_unless_at_its_default(tiny_llama, tmp_path):
+    """A checkpoint written before a training option existed trained at that option's default."""
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4)
+    Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit()
+    checkpoint = tmp_path / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]["max_grad_norm"]  # as if written before the option existed
+    torch.save(state, checkpoint)
+    with pytest.raises(ValueError, match=r"before the training option\(s\) \['max_grad_norm'\] existed"):
+        Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, max_grad_norm=0.5, **FAST),
+                run_dir=tmp_path).fit(resume=True)
+    Trainer(method, tiny_llama, small_task(), TrainConfig(steps=2, **FAST), run_dir=tmp_path).fit(resume=True)
+
+
 def test_resume_refuses_another_method_config(tiny_llama, tmp_path):
     config = TrainConfig(steps=3, **FAST)
     Trainer(build_method("lopt1", tiny_llama, prompt_len=4, rank=2), tiny_llama, small_task(), config,

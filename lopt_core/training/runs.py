@@ -73,9 +73,17 @@ class RunFolder:
                 f"{self.checkpoint} holds Python objects, not only tensors and plain data, and the kit does not "
                 "load those (unpickling can run any code). It was not written by this kit's trainer; delete it "
                 f"to start afresh. ({str(err).splitlines()[0]})") from None
-        # progress changes nothing; an option added after the checkpoint was written cannot differ from it
+        # progress changes nothing; an option added after the checkpoint was written trained at its default
         saved = {k: v for k, v in state["config"].items() if k != "progress"}
         now = {k: v for k, v in expected["config"].items() if k != "progress" and k in saved}
+        defaults = expected.get("defaults", {})
+        added = {k: v for k, v in expected["config"].items()
+                 if k not in saved and k != "progress" and k in defaults and v != defaults[k]}
+        if added:
+            raise ValueError(f"cannot resume {self.checkpoint}: it was written before the training option(s) "
+                             f"{sorted(added)} existed, so it trained with their defaults "
+                             f"{ {k: defaults[k] for k in added} }, not {added}. Resume with the defaults, or start "
+                             "afresh in another folder.")
         if saved != now:
             diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
             raise ValueError(f"cannot resume {self.checkpoint}: the training config differs (saved, now): {diff}")
@@ -124,8 +132,8 @@ def run_environment(config, backbone, accelerator) -> dict:
 
 def run_identity(config, method) -> dict:
     """What a checkpoint holds of its run and must match to be resumed (``RunFolder.load_checkpoint``)."""
-    return {"config": dataclasses.asdict(config), "method_name": method.name,
-            "method_config": method.config.to_dict()}
+    return {"config": dataclasses.asdict(config), "defaults": dataclasses.asdict(type(config)()),
+            "method_name": method.name, "method_config": method.config.to_dict()}
 
 
 def load_run(run_dir: str | Path) -> dict:
