@@ -28,13 +28,14 @@ import threading
 import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from lopt_core.model.backbone import Backbone
 
 EPS = 1e-20
 PREFIX = "lopt_gated_"
 BASES = ("sdpa", "eager")
-_pending = threading.local()  # (layer index, bias (B, 1, 1, K)) from the last GatedCache.update on this thread
+_pending = threading.local()  # (keys, bias (B, 1, 1, K)) from the last GatedCache.update on this thread
 
 
 def gate_bias(w: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,7 @@ class GatedCache(DynamicCache):
         bias = gate_bias(self.gates[layer_idx]).to(keys.device) * gated  # (B, K): 0 on ungated columns
         if gated.shape[0] != keys.shape[0]:
             raise RuntimeError(f"the gated columns cover {gated.shape[0]} rows, the cache {keys.shape[0]}")
-        _pending.value = (layer_idx, bias[:, None, None, :])
+        _pending.value = (keys, bias[:, None, None, :])  # for the attention call that receives these very keys
         return keys, values
 
     def rearranged(self, cache: DynamicCache, order: torch.Tensor | None = None, repeat: int = 1) -> GatedCache:
@@ -111,16 +112,14 @@ class GatedCache(DynamicCache):
         self.gated = self.gated[indices.to(self.gated.device)]
 
 
-def _take_bias(module) -> torch.Tensor | None:
+def _take_bias(key: torch.Tensor) -> torch.Tensor | None:
+    """The bias a gated cache left for the attention over ``key``: only if ``key`` is the tensor its ``update``
+    returned (a bias left by an interrupted forward is dropped, never applied to another call)."""
     pending = getattr(_pending, "value", None)
     _pending.value = None
-    if pending is None:
+    if pending is None or pending[0] is not key:
         return None
-    layer, bias = pending
-    if layer != getattr(module, "layer_idx", None):
-        raise RuntimeError(f"a gated cache was updated for layer {layer}, but the attention that followed is layer "
-                           f"{getattr(module, 'layer_idx', None)}'s")
-    return bias
+    return pending[1]
 
 
 def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -137,15 +136,23 @@ def _with_bias(mask: torch.Tensor | None, bias: torch.Tensor, query: torch.Tenso
 
 
 def gated_attention(module, query, key, value, attention_mask, *args, base: str, **kwargs):
-    """``base``'s attention with the pending gate bias (if any) added to the mask."""
+    """``base``'s attention with the pending gate bias (if any) added to the mask.
+
+    In fp16 a gated call runs in fp32: at w = 0 the gated columns' weight (1e-20) and the gradient that opens the
+    gate round to zero in half precision (bf16 keeps fp32's exponent range)."""
     if base == "eager":  # every model keeps its own eager function (Gemma's soft-capping, GPT-2's scaling)
         function = sys.modules[type(module).__module__].eager_attention_forward
     else:
-        function = AttentionInterface._global_mapping[base]
-    bias = _take_bias(module)
-    if bias is not None:
-        attention_mask = _with_bias(attention_mask, bias, query, key)
-    return function(module, query, key, value, attention_mask, *args, **kwargs)
+        function = ALL_ATTENTION_FUNCTIONS[base]
+    bias = _take_bias(key)
+    if bias is None:
+        return function(module, query, key, value, attention_mask, *args, **kwargs)
+    if query.dtype != torch.float16:
+        return function(module, query, key, value, _with_bias(attention_mask, bias, query, key), *args, **kwargs)
+    with torch.autocast(query.device.type, enabled=False):
+        q, k, v = query.float(), key.float(), value.float()
+        output, weights = function(module, q, k, v, _with_bias(attention_mask, bias, q, k), *args, **kwargs)
+    return output.to(query.dtype), weights
 
 
 def _register() -> None:

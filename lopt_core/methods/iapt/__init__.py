@@ -186,6 +186,8 @@ class IAPT(PromptMethod):
                                        position_ids=positions(parts["instr_mask"]), past_key_values=new_cache(),
                                        use_cache=True, output_hidden_states=True)
         cache = out.past_key_values
+        if self.gates is not None:
+            gate.install(backbone)  # idempotent: a gated cache needs the gated attention on whatever backbone runs it
         num_virtual = self.config.num_virtual
         pos = parts["instr_len"][:, None] + torch.arange(num_virtual, device=parts["instr_ids"].device)  # (B, n)
         if self.gates is not None:  # the real tokens keep the frozen model's positions; these share the last one's
