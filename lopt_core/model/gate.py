@@ -31,6 +31,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from lopt_core.model.backbone import Backbone
+from lopt_core.model.kv import ReadOnlyCache
 
 EPS = 1e-20
 PREFIX = "lopt_gated_"
@@ -71,13 +72,8 @@ class GatedCache(DynamicCache):
         return torch.cat([self.gated, self.gated.new_zeros(B, width - C)], dim=1)
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        layer = self.layers[layer_idx] if layer_idx < len(self.layers) else None
-        if not self.read_only:
-            keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
-        elif layer is None or not layer.is_initialized:
-            keys, values = key_states, value_states
-        else:
-            keys, values = torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+        update = ReadOnlyCache.update if self.read_only else DynamicCache.update
+        keys, values = update(self, key_states, value_states, layer_idx, *args, **kwargs)
         gated = self.columns(keys.shape[-2]).to(keys.device)
         bias = gate_bias(self.gates[layer_idx]).to(keys.device) * gated  # (B, K): 0 on ungated columns
         if gated.shape[0] != keys.shape[0]:

@@ -18,7 +18,6 @@ import torch
 from transformers import DynamicCache
 
 from lopt_core.model.backbone import Backbone
-from lopt_core.model.gate import GatedCache
 
 
 def new_cache() -> DynamicCache:
@@ -122,7 +121,7 @@ def left_align(cache, mask: torch.Tensor, drop_last: int = 0, repeat: int = 1) -
             k, v = k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)
         layers.append((k, v))
     aligned = rebuild(layers)
-    if isinstance(cache, GatedCache):  # its gated columns move with the others
+    if hasattr(cache, "rearranged"):  # a cache with state of its own per column (model.gate's): it moves along
         aligned = cache.rearranged(aligned, order, repeat)
     return aligned, new_mask
 
