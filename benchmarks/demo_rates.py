@@ -82,8 +82,7 @@ def main() -> None:
                         help="a candidate form: LoPT-1 and LoPT-2 as X = X0 + (low-rank change) (default: the "
                              "profile's own forms)")
     args = parser.parse_args()
-    forms = None if args.residual is None else {m: {"residual": True} for m in ("lopt1", "lopt2")} \
-        if args.residual else {}
+    forms = None if args.residual is None else {m: {"residual": bool(args.residual)} for m in ("lopt1", "lopt2")}
     P = get_profile("demo", steps=args.steps, eval_every=args.eval_every, method_options=forms)
     backbone, task = P.load_backbone(), P.load_task()
     done = measured(P)

@@ -95,7 +95,7 @@ def main() -> None:
         datasets = {task: datasets[task] for task in args.tasks}
     if args.record_only:
         print(f"{sweep.save_record()} finished runs recorded in {RECORD}; the table so far:")
-        summarise(gather(out), labels, datasets)
+        print(f"written to {write_summary(out, datasets)}")
         print(markdown(list(datasets)))
         return
     rates = {(label, task): list(GRIDS[label][2]) for label in labels for task in datasets}  # grown per task
@@ -119,13 +119,21 @@ def main() -> None:
                     grew = True
         if not grew:
             break
-    results = summarise(gather(out), labels, datasets)  # every finished run, as the README's table shows them
-    path = save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 and 1 at every rate",
+    print(f"written to {write_summary(out, datasets)}")
+
+
+def write_summary(out: Path, datasets: dict) -> Path:
+    """results/lr_grid.json from every finished run of ``out`` (those of the record included), for every label of
+    the grid with runs on every task, whichever labels this invocation trained: the summary is of the whole grid."""
+    table = gather(out)
+    labels = [label for label in GRIDS if all(accuracy(table, label, task) for task in datasets)]
+    results = summarise(table, labels, datasets)  # every finished run, as the README's table shows them
+    as_run = {f"{label} {task}": sorted(accuracy(table, label, task)) for label in labels for task in datasets}
+    return save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 and 1 at every rate",
                                        "selection": "validation accuracy; test never scored",
                                        "tasks": datasets, "grids": {k: GRIDS[k][2] for k in labels},
-                                       "grids_as_run": {f"{k} {t}": v for (k, t), v in rates.items()}},
+                                       "grids_as_run": as_run},
                             "results": results})
-    print(f"written to {path}")
 
 
 def summarise(table, labels: list[str], datasets: dict) -> dict:

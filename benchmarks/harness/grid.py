@@ -120,8 +120,9 @@ def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, floa
 def demo_rates_record(profile: dict) -> str:
     """The record of the demo's rates for a profile (its ``to_dict()``), at its budget and method options
     (``results/NAME.json``): e.g. ``demo_rates_60_steps``, or ``demo_rates_60_steps_residual`` when the profile trains
-    LoPT's residual form."""
-    options = sorted({key for opts in profile.get("method_options", {}).values() for key in opts})
+    LoPT's residual form (an option set to False names no form: ``--no-residual`` is the plain record)."""
+    options = sorted({key for opts in profile.get("method_options", {}).values() for key, value in opts.items()
+                      if value is not False})
     return f"demo_rates_{profile['steps']}_steps" + "".join(f"_{key}" for key in options)
 
 
