@@ -178,3 +178,46 @@ def test_the_grid_applies_the_stability_rule_once_every_rate_has_two_seeds():
     partial = grid.grid_choice(table([r for r in rows if not (r[1] == 3e-2 and r[2] == 1)]), "lopt2",
                                ["yesno", "sst2"])  # seed 1 missing at 3e-2: the earlier rule, and what it waits for
     assert partial["lr"] == 1e-2 and partial["missing"] == {3e-2: [1]} and "waits for seed 1 at 1 rate" in partial["by"]
+
+
+def test_a_diverged_run_is_a_result_the_grid_records_and_the_rule_reads(tmp_path):
+    """A run whose loss became NaN is recorded (status, no traceback, metrics ``diverged``), restored, never counted
+    as a failure of the grid, and refuses the rate below it; its task's other rates are unaffected."""
+    import pandas as pd
+
+    from lopt_core.utils import read_json, write_json
+
+    quality, grid = harness("quality"), harness("grid")
+    out, record = tmp_path / "runs", tmp_path / "x_runs.json"
+    error = "PapermillExecutionError: TrainingDiverged: the loss became nan at step 39"
+    (out / "a").mkdir(parents=True)
+    write_json(out / "a" / "status.json", {"params": {"lr": 0.1}, "status": "failed", "error": error,
+                                           "traceback": "long"})
+    (out / "b").mkdir()
+    write_json(out / "b" / "status.json", {"params": {"lr": 0.3}, "status": "failed", "error": "OSError: disk"})
+    sweep = quality.Sweep(out, record, "test")
+    assert sweep.save_record() == 1  # the divergence, not the other failure
+    run = read_json(record)["runs"][0]
+    assert run["metrics"] == {"diverged": True} and "traceback" not in run["status"]
+    again = quality.Sweep(tmp_path / "elsewhere", record, "test")
+    assert again.restore() == 1 and quality.diverged(read_json(tmp_path / "elsewhere" / "a" / "status.json"))
+    assert again._diverged({"lr": 0.1}) is False  # its folder is named by the point's key, not "a"
+    from lopt_core.lab.sweep import run_key
+
+    point = {"method": "lopt2", "lr": 0.1, "seed": 0}
+    (out / run_key(point)).mkdir()
+    write_json(out / run_key(point) / "status.json", {"params": point, "status": "failed", "error": error})
+    table = sweep.run([point], strict=True, diverged_ok=True)  # nothing to train; not a failure of the sweep
+    assert list(table["status"]) == ["failed"] and quality.diverged(table.iloc[0])
+
+    def row(task, lr, seed, acc):
+        return {**grid.point("lopt2", lr, {"task_name": task}, seed), "status": "ok" if acc else "failed",
+                "error": None if acc else error, "validation_accuracy": acc}
+
+    rows = [row(task, lr, seed, acc) for task in ("yesno", "sst2") for seed in (0, 1)
+            for lr, acc in ((3e-3, 0.60), (1e-2, 0.70), (3e-2, 0.80))]
+    rows += [row("yesno", 1e-1, seed, None) for seed in (0, 1)] + [row("sst2", 1e-1, seed, 0.82) for seed in (0, 1)]
+    choice = grid.grid_choice(pd.DataFrame(rows), "lopt2", ["yesno", "sst2"])
+    assert choice["by"] == "stability margin" and choice["lr"] == 1e-2
+    assert choice["refused"][3e-2] == "the next rate up (0.1) diverged" and choice["refused"][1e-1] == "diverged"
+    assert 1e-1 not in grid.accuracy(pd.DataFrame(rows), "lopt2", "yesno")  # the tables of means leave it out

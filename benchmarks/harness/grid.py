@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lopt_core.utils import read_json
 
+from harness.quality import diverged
 from harness.results import RESULTS
 
 RECORD = RESULTS / "lr_grid_runs.json"  # every finished run, committed: the grid resumes across machines
@@ -34,19 +35,24 @@ def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
             "lr": float(f"{lr:.3g}"), **dataset, "seed": seed}
 
 
-def accuracy_by_seed(table, label: str, task: str) -> dict[float, dict[int, float]]:
-    """rate → seed → validation accuracy of the finished runs of ``label`` on ``task``."""
+def accuracy_by_seed(table, label: str, task: str, with_diverged: bool = False) -> dict[float, dict[int, float | None]]:
+    """rate → seed → validation accuracy of the finished runs of ``label`` on ``task``; ``with_diverged``: and
+    None for each run that diverged (what the stability rule reads)."""
     want = point(label, 0.0, {}, 0)  # the label's method, prompt length, rank and options
-    out: dict[float, dict[int, float]] = {}
+    out: dict[float, dict[int, float | None]] = {}
     for row in table.to_dict(orient="records"):
-        if (row.get("status") == "ok" and row["task_name"] == task
-                and all(row[k] == want[k] for k in ("method", "prompt_len", "rank", "options"))):
+        if row["task_name"] != task or any(row[k] != want[k] for k in ("method", "prompt_len", "rank", "options")):
+            continue
+        if row.get("status") == "ok":
             out.setdefault(row["lr"], {})[int(row["seed"])] = row["validation_accuracy"]
+        elif with_diverged and diverged(row):
+            out.setdefault(row["lr"], {})[int(row["seed"])] = None
     return out
 
 
 def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
-    """rate → validation accuracies of the finished runs of ``label`` on ``task`` (seeds in order)."""
+    """rate → validation accuracies of the finished runs of ``label`` on ``task`` (seeds in order; runs that
+    diverged left out)."""
     return {lr: [seeds[s] for s in sorted(seeds)] for lr, seeds in accuracy_by_seed(table, label, task).items()}
 
 
@@ -58,16 +64,18 @@ def grid_choice(table, label: str, tasks: list[str]) -> dict:
     on every task, the grid keeps its earlier choice (each task's seeds averaged, then the best mean over the tasks,
     over the rates every task has), and says which runs the rule still needs. Only rates run on every task count.
     Returns {"lr", "by", "refused", "missing": rate → the seeds it lacks on some task}."""
-    by_task = {task: accuracy_by_seed(table, label, task) for task in tasks}
+    by_task = {task: accuracy_by_seed(table, label, task, with_diverged=True) for task in tasks}
     every = sorted(set.intersection(*(set(v) for v in by_task.values()))) if by_task else []  # run on every task
     missing = {lr: [s for s in (0, 1) if any(s not in v[lr] for v in by_task.values())] for lr in every}
     missing = {lr: seeds for lr, seeds in missing.items() if seeds}
     if every and not missing:
-        by_rate = {lr: [sum(v[lr][s] for v in by_task.values()) / len(tasks)
+        by_rate = {lr: [None if any(v[lr][s] is None for v in by_task.values()) else  # a seed diverged on a task
+                        sum(v[lr][s] for v in by_task.values()) / len(tasks)
                         for s in sorted(set.intersection(*(set(v[lr]) for v in by_task.values())))] for lr in every}
         choice = stable_choice(by_rate)
         return {"lr": choice["lr"], "by": "stability margin", "refused": choice["refused"], "missing": {}}
-    per_task = {task: {lr: sum(seeds.values()) / len(seeds) for lr, seeds in v.items()} for task, v in by_task.items()}
+    per_task = {task: {lr: sum(seeds.values()) / len(seeds) for lr, seeds in v.items() if None not in seeds.values()}
+                for task, v in by_task.items()}
     both = mean_over_tasks(per_task) if every else {}
     return {"lr": max(both, key=both.get) if both else None,
             "by": f"best mean (the stability rule waits for seed 1 at {len(missing)} rate(s))",
@@ -75,11 +83,12 @@ def grid_choice(table, label: str, tasks: list[str]) -> dict:
 
 
 def recorded_runs():
-    """The committed record of the grid as a table (one row per finished run)."""
+    """The committed record of the grid as a table (one row per finished run, and per run that diverged)."""
     import pandas as pd
 
     runs = read_json(RECORD)["runs"] if RECORD.is_file() else []
     return pd.DataFrame([{"rank": 0, "options": {}, **run["status"]["params"], "status": run["status"]["status"],
+                          "error": run["status"].get("error"),
                           "validation_accuracy": run["metrics"].get("validation_accuracy")} for run in runs])
 
 

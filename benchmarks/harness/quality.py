@@ -15,12 +15,19 @@ from pathlib import Path
 import pandas as pd
 
 from lopt_core.evaluation import stats
-from lopt_core.lab.sweep import run_sweep
+from lopt_core.lab.sweep import gather, run_key, run_sweep
 from lopt_core.utils import read_json, write_json
 
 from harness.results import BENCHMARKS
 
 WORKER = BENCHMARKS.parent / "notebooks" / "workers" / "train_one.ipynb"
+DIVERGED = "TrainingDiverged"  # the trainer's error when the loss becomes NaN or infinite
+
+
+def diverged(status: dict) -> bool:
+    """Did this run diverge? A divergence is a result of its rate (too large), not a failure to retry."""
+    error = status.get("error")  # a table row's may be NaN
+    return status.get("status") == "failed" and isinstance(error, str) and DIVERGED in error
 
 
 @dataclass
@@ -50,30 +57,43 @@ class Sweep:
         return restored
 
     def save_record(self) -> int:
-        """Record every finished run of ``out`` (with those recorded before); the number of runs recorded."""
+        """Record every finished run of ``out`` (with those recorded before), and every run that diverged (its
+        status without the traceback, metrics ``{"diverged": true}``); the number of runs recorded."""
         runs = {run["key"]: run for run in self.recorded()}
         for status_path in sorted(self.out.glob("*/status.json")):
-            status = read_json(status_path)
+            status, key = read_json(status_path), status_path.parent.name
             if status["status"] == "ok" and (status_path.parent / "metrics.json").is_file():
-                runs[status_path.parent.name] = {"key": status_path.parent.name, "status": status,
-                                                 "metrics": read_json(status_path.parent / "metrics.json")}
+                runs[key] = {"key": key, "status": status, "metrics": read_json(status_path.parent / "metrics.json")}
+            elif diverged(status):
+                runs[key] = {"key": key, "status": {k: v for k, v in status.items() if k != "traceback"},
+                             "metrics": {"diverged": True}}
         write_json(self.record, {"about": self.about, "runs": sorted(runs.values(), key=lambda r: r["key"])})
         return len(runs)
 
-    def run(self, points: list[dict], strict: bool = True, **fixed) -> pd.DataFrame:
+    def run(self, points: list[dict], strict: bool = True, diverged_ok: bool = False, **fixed) -> pd.DataFrame:
         """Every point through the worker notebook, finished runs skipped; the table of runs. Finished runs are
         recorded even when the sweep stops. ``strict``: a failed run stops the report (after the others ran), for a
-        table with holes is not a result; otherwise failed runs stay in the table with their status."""
+        table with holes is not a result; otherwise failed runs stay in the table with their status.
+        ``diverged_ok``: a run that diverged is a result (a learning-rate grid's), kept in the table with its
+        status, never retried and never counted as a failure."""
+        done = [p for p in points if diverged_ok and self._diverged(p)]
         try:
-            table = run_sweep(WORKER, points, self.out, profile="cpu", fixed=fixed)
+            table = run_sweep(WORKER, [p for p in points if p not in done], self.out, profile="cpu", fixed=fixed) \
+                if len(done) < len(points) else None
         finally:
             if self.record:
                 self.save_record()
-        failed = table[table["status"] != "ok"]
+        table = gather(self.out, points) if done else table  # with the diverged runs, in the points' order
+        failed = table[(table["status"] != "ok") & ~table.apply(lambda row: diverged_ok and diverged(row), axis=1)]
         if strict and len(failed):
             raise RuntimeError(f"{len(failed)} runs failed (their status.json under {self.out} says why); re-run to "
                                "retry them:\n" + failed[["error"]].to_string())
         return table
+
+
+    def _diverged(self, point: dict) -> bool:
+        path = self.out / run_key(point) / "status.json"
+        return path.is_file() and diverged(read_json(path))
 
 
 def intervals(table: pd.DataFrame, by: list[str], value: str) -> list[dict]:
