@@ -32,7 +32,7 @@ from pathlib import Path
 from lopt_core.evaluation.stats import mean_ci
 from lopt_core.lab.sweep import gather
 
-from harness.grid import ABOUT, GRIDS, RECORD, accuracy, grid_choice, mean_over_tasks, point, tuned_rates
+from harness.grid import ABOUT, GRIDS, RECORD, TRAIN_OPTIONS, accuracy, grid_choice, mean_over_tasks, point, tuned_rates
 from harness.quality import Sweep
 from harness.results import RUNS, data_option, save
 
@@ -43,6 +43,7 @@ MAX_GROWTH = 3  # rates a grid may gain at its edges, per task
 NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r = 2)",
          "lopt2": "LoPT-2 (n = 20, r = 2)", "lopt1_residual": "LoPT-1, residual (n = 20, r = 2)",
          "lopt2_residual": "LoPT-2, residual (n = 20, r = 2)",
+         "lopt1_residual_wd": "LoPT-1, residual, weight decay 1 (n = 20, r = 2)", "iapt_gated": "IAPT, gated (m = 32)",
          "prefix_tuning": "prefix-tuning, MLP (n = 10)", "prefix_table": "prefix-tuning, table (n = 10)",
          "iapt": "IAPT (m = 32)", "iapt_m1": "IAPT (m = 1)"}
 TASK_NAMES = {"yesno": "yes/no", "sst2": "SST-2"}
@@ -147,7 +148,8 @@ def summarise(table, labels: list[str], datasets: dict) -> dict:
         both = mean_over_tasks(per_task)
         runs = {task: {lr: v for lr, v in sorted(accuracy(table, label, task).items())} for task in datasets}
         choice = grid_choice(table, label, list(datasets))
-        results[label] = {"method": GRIDS[label][0], "options": GRIDS[label][1], "validation_accuracy": runs,
+        results[label] = {"method": GRIDS[label][0], "options": GRIDS[label][1],
+                          "train_options": TRAIN_OPTIONS.get(label, {}), "validation_accuracy": runs,
                           "mean_over_seeds": per_task, "mean_over_tasks": both, "recommended_lr": choice["lr"],
                           "chosen_by": choice["by"], "refused": choice["refused"], "waiting_for": choice["missing"]}
         for task in datasets:

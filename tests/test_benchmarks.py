@@ -221,3 +221,22 @@ def test_a_diverged_run_is_a_result_the_grid_records_and_the_rule_reads(tmp_path
     assert choice["by"] == "stability margin" and choice["lr"] == 1e-2
     assert choice["refused"][3e-2] == "the next rate up (0.1) diverged" and choice["refused"][1e-1] == "diverged"
     assert 1e-1 not in grid.accuracy(pd.DataFrame(rows), "lopt2", "yesno")  # the tables of means leave it out
+
+
+def test_a_label_with_training_options_is_its_own_grid():
+    """lopt1_residual_wd is the residual LoPT-1 with weight decay: its points name the training options (the worker's
+    train_options, part of the run's key), and its runs never count as lopt1_residual's or the other way round; the
+    points of labels without training options are as before (their recorded keys stay valid)."""
+    import pandas as pd
+
+    from lopt_core.lab.sweep import run_key
+
+    grid = harness("grid")
+    wd, plain = (grid.point(label, 3e-2, {"task_name": "yesno"}, 0)
+                 for label in ("lopt1_residual_wd", "lopt1_residual"))
+    assert wd["train_options"] == {"weight_decay": 1.0} and "train_options" not in plain
+    assert run_key(plain) == "method=lopt1_prompt_len=20_rank=2_options=residual-True_lr=0.03_task_name=yesno_seed=0"
+    table = pd.DataFrame([{**wd, "status": "ok", "validation_accuracy": 0.9},
+                          {**plain, "status": "ok", "validation_accuracy": 0.8}])
+    assert grid.accuracy(table, "lopt1_residual_wd", "yesno") == {0.03: [0.9]}
+    assert grid.accuracy(table, "lopt1_residual", "yesno") == {0.03: [0.8]}

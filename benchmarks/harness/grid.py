@@ -20,10 +20,22 @@ GRIDS = {
     # step moves X less than prompt tuning's: their grid starts half a decade higher)
     "lopt1_residual": ("lopt1", {"prompt_len": 20, "rank": 2, "residual": True}, [1e-2, 3e-2, 1e-1]),
     "lopt2_residual": ("lopt2", {"prompt_len": 20, "rank": 2, "residual": True}, [1e-2, 3e-2, 1e-1]),
+    # the residual LoPT-1 with its change's scale bounded (TRAIN_OPTIONS): its best rate, 3e-2, fell off a cliff at 1e-1
+    "lopt1_residual_wd": ("lopt1", {"prompt_len": 20, "rank": 2, "residual": True}, [1e-2, 3e-2, 1e-1]),
     "prefix_tuning": ("prefix_tuning", {"prompt_len": 10}, [3e-4, 1e-3, 3e-3]),  # through the MLP (k = 512)
     "prefix_table": ("prefix_tuning", {"prompt_len": 10, "reparam": False}, [3e-3, 1e-2, 3e-2]),
     "iapt": ("iapt", {"prompt_len": 4, "bottleneck": 32}, [3e-4, 1e-3, 3e-3]),
     "iapt_m1": ("iapt", {"prompt_len": 4, "bottleneck": 1}, [3e-4, 1e-3, 3e-3]),  # the ~35k budget of iapt_report
+    # IAPT started at the frozen model (gate=True; its gates at their own gate_lr): item 4's grid
+    "iapt_gated": ("iapt", {"prompt_len": 4, "bottleneck": 32, "gate": True}, [3e-5, 9.49e-5, 3e-4]),
+}
+# label -> the training options its runs take besides the rate (the worker's ``train_options``)
+TRAIN_OPTIONS = {
+    # decoupled weight decay 1: Adam moves an entry of U by about the rate per step and the decay takes rate × U back,
+    # so |U| settles near 1 / weight_decay = 1, where a row's change U_i V is about X0's row norm (V's rows: norms
+    # 3.1 and 1.9 on the embedded model; X0's rows about 3.2). At 1e-1 without it the change grew to 4-7 times X0
+    # (README, "The grid says no, for now").
+    "lopt1_residual_wd": {"weight_decay": 1.0},
 }
 
 
@@ -31,8 +43,15 @@ def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
     """The sweep point of ``label`` at rate ``lr`` on ``dataset`` (task name, path, ...) with ``seed``."""
     name, options, _ = GRIDS[label]
     opts = {k: v for k, v in options.items() if k not in ("prompt_len", "rank")}
+    train = {"train_options": TRAIN_OPTIONS[label]} if label in TRAIN_OPTIONS else {}  # absent: older keys stay
     return {"method": name, "prompt_len": options["prompt_len"], "rank": options.get("rank", 0), "options": opts,
-            "lr": float(f"{lr:.3g}"), **dataset, "seed": seed}
+            **train, "lr": float(f"{lr:.3g}"), **dataset, "seed": seed}
+
+
+def _train_options(row: dict) -> dict | None:
+    """A run's training options as a point names them (a table cell without them is NaN or missing)."""
+    value = row.get("train_options")
+    return value if isinstance(value, dict) and value else None
 
 
 def accuracy_by_seed(table, label: str, task: str, with_diverged: bool = False) -> dict[float, dict[int, float | None]]:
@@ -41,7 +60,8 @@ def accuracy_by_seed(table, label: str, task: str, with_diverged: bool = False) 
     want = point(label, 0.0, {}, 0)  # the label's method, prompt length, rank and options
     out: dict[float, dict[int, float | None]] = {}
     for row in table.to_dict(orient="records"):
-        if row["task_name"] != task or any(row[k] != want[k] for k in ("method", "prompt_len", "rank", "options")):
+        if (row["task_name"] != task or any(row[k] != want[k] for k in ("method", "prompt_len", "rank", "options"))
+                or _train_options(row) != _train_options(want)):
             continue
         if row.get("status") == "ok":
             out.setdefault(row["lr"], {})[int(row["seed"])] = row["validation_accuracy"]
