@@ -183,6 +183,17 @@ def test_nan_loss_stops_with_a_clear_message(tiny_llama):
         Trainer(method, tiny_llama, small_task(), TrainConfig(steps=3, **FAST)).fit()
 
 
+def test_parameters_that_become_non_finite_stop_with_a_clear_message(tiny_llama):
+    """A finite loss with an infinite gradient: clipping turns it into NaN and the step writes NaN into the factors.
+    The step says so (not the dynamics' SVD of a NaN prompt, which failed with a LinAlgError in the grid)."""
+    method = build_method("lopt2", tiny_llama, prompt_len=4, rank=2)
+    method.V.register_hook(lambda grad: grad * float("inf"))
+    trainer = Trainer(method, tiny_llama, small_task(), TrainConfig(steps=3, **FAST))
+    assert trainer.dynamics is not None  # on by default: it would take the SVD of the prompt after the step
+    with pytest.raises(TrainingDiverged, match=r"parameters \['V'\] became non-finite at step 1.*Lower the learning"):
+        trainer.fit()
+
+
 def test_batches_depend_only_on_seed_and_step(tiny_llama):
     method = build_method("prompt_tuning", tiny_llama, prompt_len=2)
     a = Trainer(method, tiny_llama, small_task(train=10), TrainConfig(steps=5, batch_size=4, seed=1, progress=False))

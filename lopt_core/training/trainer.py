@@ -89,6 +89,7 @@ class Trainer:
         probe = self.dynamics.before_step() if self.dynamics else {}
         record = {"step": self.step + 1, "loss": loss, "lr": self.optimiser.lr,
                   "grad_norm": self.optimiser.step(self.params), **probe}
+        self._check_parameters(record)
         if self.dynamics:
             record.update(self.dynamics.after_step())
         if self.outer is not None:
@@ -103,6 +104,17 @@ class Trainer:
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at step {self.step + 1} (lr={self.optimiser.lr:.3g}). "
                 f"Lower the learning rate (lr=...), check the method's initialisation and the data; {where}")
+
+    def _check_parameters(self, record: dict) -> None:
+        """A step can diverge before the loss does: a finite loss with an infinite gradient leaves NaN parameters
+        after clipping, and the next forward (or the dynamics' SVD of the prompt) would fail on them unclearly."""
+        bad = [name for name, p in self.method.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if bad:
+            where = f"the last good checkpoint is {self.run.checkpoint}." if self.run else "no checkpoint was kept."
+            raise TrainingDiverged(
+                f"the parameters {bad} became non-finite at step {self.step + 1} (loss {record['loss']:.4g}, gradient "
+                f"norm {record['grad_norm']:.4g}, lr={self.optimiser.lr:.3g}). Lower the learning rate (lr=...); "
+                f"{where}")
 
     def fit(self, resume: bool = False) -> FitResult:
         """Train to ``config.steps`` (continuing a checkpoint with ``resume=True``), then score test once."""
