@@ -60,13 +60,17 @@ def markdown(tasks: list[str]) -> str:
     their count in brackets when more than one), the best rate of each row in bold."""
     tuned = {task: tuned_rates(task) for task in tasks}  # one read of the record per task
     rows = {(label, task): tuned[task].get(label) for label in GRIDS for task in tasks}
-    rates = sorted({lr for row in rows.values() if row for lr in row["grid"]})
+    rates = sorted({lr for row in rows.values() if row for lr in [*row["grid"], *row["diverged"]]})
     lines = ["| method | task | " + " | ".join(rate_text(lr) for lr in rates) + " |", "|---|---|" + "---|" * len(rates)]
     for (label, task), row in rows.items():
         if not row:
             continue
         cells = []
         for lr in rates:
+            if lr in row["diverged"]:
+                bad, run = row["diverged"][lr]
+                cells.append(f"diverged ({bad} of {run} seeds)" if run > 1 else "diverged")
+                continue
             if lr not in row["grid"]:
                 cells.append("")
                 continue

@@ -221,6 +221,12 @@ def test_a_diverged_run_is_a_result_the_grid_records_and_the_rule_reads(tmp_path
     assert choice["by"] == "stability margin" and choice["lr"] == 1e-2
     assert choice["refused"][3e-2] == "the next rate up (0.1) diverged" and choice["refused"][1e-1] == "diverged"
     assert 1e-1 not in grid.accuracy(pd.DataFrame(rows), "lopt2", "yesno")  # the tables of means leave it out
+    assert grid.diverged_seeds(pd.DataFrame(rows), "lopt2", "yesno") == {0.1: (2, 2)}
+    mixed = [r for r in rows if not (r["task_name"] == "yesno" and r["lr"] == 1e-1 and r["seed"] == 0)]
+    mixed.append(row("yesno", 1e-1, 0, 0.99))  # one seed at 99%, the other diverged: no mean to rank it by
+    assert 1e-1 not in grid.accuracy(pd.DataFrame(mixed), "lopt2", "yesno")
+    assert grid.diverged_seeds(pd.DataFrame(mixed), "lopt2", "yesno") == {0.1: (1, 2)}
+    assert grid.grid_choice(pd.DataFrame(mixed), "lopt2", ["yesno", "sst2"])["lr"] == 1e-2
 
 
 def test_a_label_with_training_options_is_its_own_grid():

@@ -71,9 +71,17 @@ def accuracy_by_seed(table, label: str, task: str, with_diverged: bool = False) 
 
 
 def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
-    """rate → validation accuracies of the finished runs of ``label`` on ``task`` (seeds in order; runs that
-    diverged left out)."""
-    return {lr: [seeds[s] for s in sorted(seeds)] for lr, seeds in accuracy_by_seed(table, label, task).items()}
+    """rate → validation accuracies of the finished runs of ``label`` on ``task`` (seeds in order). A rate at which
+    some seed diverged has no accuracy to average: it is left out (``diverged_seeds`` counts them)."""
+    by_seed = accuracy_by_seed(table, label, task, with_diverged=True)
+    return {lr: [seeds[s] for s in sorted(seeds)] for lr, seeds in by_seed.items() if None not in seeds.values()}
+
+
+def diverged_seeds(table, label: str, task: str) -> dict[float, tuple[int, int]]:
+    """rate → (seeds that diverged, seeds run) of ``label`` on ``task``, for the rates where some seed diverged."""
+    by_seed = accuracy_by_seed(table, label, task, with_diverged=True)
+    return {lr: (sum(v is None for v in seeds.values()), len(seeds)) for lr, seeds in by_seed.items()
+            if None in seeds.values()}
 
 
 def grid_choice(table, label: str, tasks: list[str]) -> dict:
@@ -126,7 +134,8 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
         best = max(means, key=means.get)
         out[label] = {"lr": best, "validation_accuracy": means[best], "seeds": len(acc[best]),
                       "at_edge": best in (min(means), max(means)), "grid": dict(sorted(means.items())),
-                      "runs": {lr: len(v) for lr, v in sorted(acc.items())}}
+                      "runs": {lr: len(v) for lr, v in sorted(acc.items())},
+                      "diverged": diverged_seeds(table, label, task)}
     return out
 
 
