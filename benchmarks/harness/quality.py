@@ -90,7 +90,6 @@ class Sweep:
                                "retry them:\n" + failed[["error"]].to_string())
         return table
 
-
     def _diverged(self, point: dict) -> bool:
         path = self.out / run_key(point) / "status.json"
         return path.is_file() and diverged(read_json(path))
