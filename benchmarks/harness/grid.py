@@ -73,13 +73,19 @@ def accuracy_by_seed(table, label: str, task: str, with_diverged: bool = False) 
 def accuracy(table, label: str, task: str) -> dict[float, list[float]]:
     """rate → validation accuracies of the finished runs of ``label`` on ``task`` (seeds in order). A rate at which
     some seed diverged has no accuracy to average: it is left out (``diverged_seeds`` counts them)."""
-    by_seed = accuracy_by_seed(table, label, task, with_diverged=True)
-    return {lr: [seeds[s] for s in sorted(seeds)] for lr, seeds in by_seed.items() if None not in seeds.values()}
+    return _held(accuracy_by_seed(table, label, task, with_diverged=True))
 
 
 def diverged_seeds(table, label: str, task: str) -> dict[float, tuple[int, int]]:
     """rate → (seeds that diverged, seeds run) of ``label`` on ``task``, for the rates where some seed diverged."""
-    by_seed = accuracy_by_seed(table, label, task, with_diverged=True)
+    return _fell(accuracy_by_seed(table, label, task, with_diverged=True))
+
+
+def _held(by_seed: dict) -> dict[float, list[float]]:
+    return {lr: [seeds[s] for s in sorted(seeds)] for lr, seeds in by_seed.items() if None not in seeds.values()}
+
+
+def _fell(by_seed: dict) -> dict[float, tuple[int, int]]:
     return {lr: (sum(v is None for v in seeds.values()), len(seeds)) for lr, seeds in by_seed.items()
             if None in seeds.values()}
 
@@ -127,7 +133,8 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
     table = recorded_runs()
     out = {}
     for label in labels or list(GRIDS):
-        acc = accuracy(table, label, task) if len(table) else {}
+        by_seed = accuracy_by_seed(table, label, task, with_diverged=True) if len(table) else {}
+        acc = _held(by_seed)
         if not acc:
             continue
         means = {lr: sum(v) / len(v) for lr, v in acc.items()}
@@ -135,7 +142,7 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
         out[label] = {"lr": best, "validation_accuracy": means[best], "seeds": len(acc[best]),
                       "at_edge": best in (min(means), max(means)), "grid": dict(sorted(means.items())),
                       "runs": {lr: len(v) for lr, v in sorted(acc.items())},
-                      "diverged": diverged_seeds(table, label, task)}
+                      "diverged": _fell(by_seed)}
     return out
 
 

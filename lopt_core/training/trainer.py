@@ -100,21 +100,24 @@ class Trainer:
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
-            where = f"the last good checkpoint is {self.run.checkpoint}." if self.run else "no checkpoint was kept."
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {self.step + 1} (lr={self.optimiser.lr:.3g}). "
-                f"Lower the learning rate (lr=...), check the method's initialisation and the data; {where}")
+            self._diverged(f"the loss became {loss.item()} at step {self.step + 1} (lr={self.optimiser.lr:.3g}). "
+                           "Lower the learning rate (lr=...), check the method's initialisation and the data")
 
     def _check_parameters(self, record: dict) -> None:
         """A step can diverge before the loss does: a finite loss with an infinite gradient leaves NaN parameters
-        after clipping, and the next forward (or the dynamics' SVD of the prompt) would fail on them unclearly."""
-        bad = [name for name, p in self.method.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
-        if bad:
-            where = f"the last good checkpoint is {self.run.checkpoint}." if self.run else "no checkpoint was kept."
-            raise TrainingDiverged(
-                f"the parameters {bad} became non-finite at step {self.step + 1} (loss {record['loss']:.4g}, gradient "
-                f"norm {record['grad_norm']:.4g}, lr={self.optimiser.lr:.3g}). Lower the learning rate (lr=...); "
-                f"{where}")
+        after clipping, and the next forward (or the dynamics' SVD of the prompt) would fail on them unclearly.
+        One stacked check, so one device synchronisation per step on an accelerator."""
+        named = [(name, p) for name, p in self.method.named_parameters() if p.requires_grad]
+        if not named or torch.stack([torch.isfinite(p).all() for _, p in named]).all():
+            return
+        bad = [name for name, p in named if not torch.isfinite(p).all()]
+        self._diverged(f"the parameters {bad} became non-finite at step {self.step + 1} (loss {record['loss']:.4g}, "
+                       f"gradient norm {record['grad_norm']:.4g}, lr={self.optimiser.lr:.3g}). Lower the learning "
+                       "rate (lr=...)")
+
+    def _diverged(self, what: str) -> None:
+        where = f"the last good checkpoint is {self.run.checkpoint}." if self.run else "no checkpoint was kept."
+        raise TrainingDiverged(f"{what}; {where}")
 
     def fit(self, resume: bool = False) -> FitResult:
         """Train to ``config.steps`` (continuing a checkpoint with ``resume=True``), then score test once."""
