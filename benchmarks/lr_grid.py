@@ -32,7 +32,18 @@ from pathlib import Path
 from lopt_core.evaluation.stats import mean_ci
 from lopt_core.lab.sweep import gather
 
-from harness.grid import ABOUT, GRIDS, RECORD, TRAIN_OPTIONS, accuracy, grid_choice, mean_over_tasks, point, tuned_rates
+from harness.grid import (
+    ABOUT,
+    GRIDS,
+    RECORD,
+    TRAIN_OPTIONS,
+    accuracy,
+    grid_choice,
+    mean_over_tasks,
+    point,
+    recorded_runs,
+    tuned_rates,
+)
 from harness.quality import Sweep
 from harness.results import RUNS, data_option, save
 
@@ -57,11 +68,15 @@ def rate_text(lr: float) -> str:
 
 def markdown(tasks: list[str]) -> str:
     """The README's table of the recorded runs: validation accuracy per method, task and rate (seeds averaged,
-    their count in brackets when more than one), the best rate of each row in bold."""
+    their count in brackets when more than one), the best rate of each row in bold, and in the last column the rate
+    the grid's rule chooses for the method from both tasks (``grid_choice``: not always a row's bold one)."""
     tuned = {task: tuned_rates(task) for task in tasks}  # one read of the record per task
     rows = {(label, task): tuned[task].get(label) for label in GRIDS for task in tasks}
     rates = sorted({lr for row in rows.values() if row for lr in [*row["grid"], *row["diverged"]]})
-    lines = ["| method | task | " + " | ".join(rate_text(lr) for lr in rates) + " |", "|---|---|" + "---|" * len(rates)]
+    table = recorded_runs()
+    chosen = {label: grid_choice(table, label, tasks) for label in GRIDS if any(rows[label, task] for task in tasks)}
+    lines = ["| method | task | " + " | ".join(rate_text(lr) for lr in rates) + " | the rule's rate |",
+             "|---|---|" + "---|" * (len(rates) + 1)]
     for (label, task), row in rows.items():
         if not row:
             continue
@@ -77,7 +92,10 @@ def markdown(tasks: list[str]) -> str:
             n = row["runs"][lr]
             text = f"{100 * row['grid'][lr]:.1f}%" + (f" ({n} seeds)" if n > 1 else "")
             cells.append(f"**{text}**" if lr == row["lr"] else text)
-        lines.append(f"| {NAMES[label]} | {TASK_NAMES[task]} | " + " | ".join(cells) + " |")
+        choice = chosen[label]
+        rule = (rate_text(choice["lr"]) if choice["lr"] is not None else "none") + (
+            "" if not choice["missing"] else " (waits for seed 1)")
+        lines.append(f"| {NAMES[label]} | {TASK_NAMES[task]} | " + " | ".join(cells) + f" | {rule} |")
     return "\n".join(lines)
 
 
