@@ -28,6 +28,7 @@ METHODS = {
     "prompt_tuning": ("prompt_tuning", {"prompt_len": 5}),
     "lopt1": ("lopt1", {"prompt_len": 5, "rank": 2}),
     "lopt2": ("lopt2", {"prompt_len": 6, "rank": 2}),
+    "residual_pt": ("residual_prompt_tuning", {"prompt_len": 5, "bottleneck": 8}),
     "prefix_tuning": ("prefix_tuning", {"prompt_len": 5, "reparam_dim": 16}),
     "prefix_tuning_raw": ("prefix_tuning", {"prompt_len": 5, "reparam": False}),
     "iapt": ("iapt", {"bottleneck": 8}),

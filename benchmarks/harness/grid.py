@@ -28,6 +28,9 @@ GRIDS = {
     "iapt_m1": ("iapt", {"prompt_len": 4, "bottleneck": 1}, [3e-4, 1e-3, 3e-3]),  # the ~35k budget of iapt_report
     # IAPT started at the frozen model (gate=True; its gates at their own gate_lr): item 4's grid
     "iapt_gated": ("iapt", {"prompt_len": 4, "bottleneck": 32, "gate": True}, [3e-5, 9.49e-5, 3e-4]),
+    # issue 28's family: residual prompt tuning (the authors' m = 800; its branch starts at zero, so P trains from
+    # prompt tuning's start: the grid is centred on prompt tuning's rate)
+    "residual_pt": ("residual_prompt_tuning", {"prompt_len": 20}, [1e-3, 3e-3, 1e-2, 3e-2]),
 }
 # label -> the training options its runs take besides the rate (the worker's ``train_options``)
 TRAIN_OPTIONS = {
