@@ -29,13 +29,16 @@ METHODS = {
     "lopt1": ("lopt1", {"prompt_len": 5, "rank": 2}),
     "lopt2": ("lopt2", {"prompt_len": 6, "rank": 2}),
     "residual_pt": ("residual_prompt_tuning", {"prompt_len": 5, "bottleneck": 8}),
+    "dept": ("dept", {"prompt_len": 4, "rank": 2, "positions": 6}),  # S = 6: some text tokens beyond it
     "prefix_tuning": ("prefix_tuning", {"prompt_len": 5, "reparam_dim": 16}),
     "prefix_tuning_raw": ("prefix_tuning", {"prompt_len": 5, "reparam": False}),
     "iapt": ("iapt", {"bottleneck": 8}),
     "iapt_bilevel": ("iapt", {"bottleneck": 8, "bilevel": True, "bilevel_lr": 0.05}),
 }
 TRAINABLE = [m for m in METHODS if m != "zero_shot"]
-CACHEABLE = [m for m in METHODS if not m.startswith("iapt")]  # input-independent: served from a cached prompt
+# input-independent: served from a cached prompt (IAPT generates its prompts from each input; DePT offsets each
+# input's own embeddings)
+CACHEABLE = [m for m in METHODS if not m.startswith("iapt") and m != "dept"]
 
 
 def make(label: str, backbone, perturb: float = 0.0, **extra):

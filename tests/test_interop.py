@@ -26,7 +26,7 @@ from lopt_core.serving.interop import (
     to_peft,
 )
 
-EXPORTABLE = ["prompt_tuning", "lopt1", "lopt2", "prefix_tuning", "prefix_tuning_raw"]
+EXPORTABLE = ["prompt_tuning", "lopt1", "lopt2", "residual_pt", "prefix_tuning", "prefix_tuning_raw"]
 TEXTS = ["a fine film =", "no =", "loved every minute of it ="]
 # PEFT runs the same operations on the same tensors: its logits equal the kit's to fp32 rounding
 ATOL, RTOL = 1e-5, 1e-4

@@ -31,6 +31,8 @@ GRIDS = {
     # issue 28's family: residual prompt tuning (the authors' m = 800; its branch starts at zero, so P trains from
     # prompt tuning's start: the grid is centred on prompt tuning's rate)
     "residual_pt": ("residual_prompt_tuning", {"prompt_len": 20}, [1e-3, 3e-3, 1e-2, 3e-2]),
+    # DePT at the authors' r = 8, S = 256 beside an n = 20 prompt: the prompt's rate (A and B at 1e-2 × it)
+    "dept": ("dept", {"prompt_len": 20}, [1e-3, 3e-3, 1e-2, 3e-2]),
 }
 # label -> the training options its runs take besides the rate (the worker's ``train_options``)
 TRAIN_OPTIONS = {

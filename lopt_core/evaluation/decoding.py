@@ -65,23 +65,30 @@ def prefill(method, backbone: Backbone, batch: dict):
 
 
 def decode(backbone: Backbone, cache, mask: torch.Tensor, last_ids: torch.Tensor,
-           config: DecodeConfig = DecodeConfig()) -> list[list[int]]:
+           config: DecodeConfig = DecodeConfig(), last_embeds: torch.Tensor | None = None) -> list[list[int]]:
     """Continue every row of a filled cache; returns each row's new token ids (up to and with EOS).
 
     ``mask`` (B, C) marks the cache's real columns (any layout: the prefill's right padding, a served
     prompt's left padding); ``last_ids`` (B,) is each row's last token, which is in the cache too: its
     column is dropped and recomputed by ``generate``, so that generate starts from a token, as it must.
+    ``last_embeds`` (B, d): the embedding that token had in the prefill (``PromptMethod.token_embeddings``), which
+    the recomputation starts from (its id's own embedding when not given): a method that changes the text's
+    embeddings (DePT) keeps its change there.
     """
     tok = backbone.tokenizer
     cache, mask = left_align(cache, mask, drop_last=1, repeat=config.num_beams)
     B = mask.shape[0]
     input_ids = torch.full((B, mask.shape[1] + 1), pad_id(tok), dtype=torch.long, device=mask.device)
     input_ids[:, -1] = last_ids
+    if last_embeds is None:
+        last_embeds = backbone.embed(last_ids)
+    embeds = last_embeds.new_zeros(*input_ids.shape, last_embeds.shape[-1])  # generate reads its last column only:
+    embeds[:, -1] = last_embeds  # the columns before it are in the cache
     attention_mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
     counted = cache.ungated(attention_mask, config.num_beams) if isinstance(cache, GatedCache) else attention_mask
     with backbone.autocast():
         out = backbone.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(counted),
+            input_ids=input_ids, inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions(counted),
             past_key_values=cache, max_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
             num_beams=config.num_beams, do_sample=False, length_penalty=config.length_penalty,
             suppress_tokens=banned_token_ids(backbone, config.banned) if config.banned else None,
@@ -131,10 +138,11 @@ def generate_ids(method, backbone: Backbone, prompts: list[str], max_new_tokens:
         starts = range(0, len(prompts), batch_size)
         for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
             batch = encode_prompts(backbone, prompts[start:start + batch_size], policy)
+            rows, ends = torch.arange(len(batch["input_ids"])), batch["attention_mask"].sum(1) - 1
             with backbone.autocast():
                 cache, mask, _ = prefill(method, backbone, batch)
-            last = batch["input_ids"][torch.arange(len(batch["input_ids"])), batch["attention_mask"].sum(1) - 1]
-            outputs += decode(backbone, cache, mask, last, config)
+                last_embeds = method.token_embeddings(backbone, batch)[rows, ends]
+            outputs += decode(backbone, cache, mask, batch["input_ids"][rows, ends], config, last_embeds)
     finally:
         method.train(was_training)
     policy.warn()

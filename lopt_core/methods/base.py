@@ -115,6 +115,11 @@ class PromptMethod(nn.Module, ABC):
         out = backbone.transformer(**self.model_inputs(backbone, batch), use_cache=False)
         return out.last_hidden_state
 
+    def token_embeddings(self, backbone: Backbone, batch: dict) -> torch.Tensor:
+        """The embeddings (B, T, d) the batch's own tokens enter the model with: the frozen model's, unless the
+        method changes them (DePT's offsets). Decoding starts each row's continuation from its last one."""
+        return backbone.embed(batch["input_ids"])
+
     @property
     def extra_positions(self) -> int:
         """Positions the method adds in front of (or inside) every input: they count against the context."""
@@ -202,9 +207,17 @@ class InputPromptMethod(PromptMethod):
         n = self.config.prompt_len
         return torch.cat([h[:, :at], h[:, at + n:]], dim=1)  # (B, T, d)
 
+    def token_embeddings(self, backbone: Backbone, batch: dict) -> torch.Tensor:
+        return self.text_embeddings(backbone, batch, self._insert_at(backbone, batch))
+
+    def text_embeddings(self, backbone: Backbone, batch: dict, at: int) -> torch.Tensor:
+        """The embeddings (B, T, d) of the batch's own tokens, which X goes between at column ``at``: the frozen
+        model's (DePT adds its offsets to them)."""
+        return backbone.embed(batch["input_ids"])
+
     def _inputs_with_prompt(self, backbone: Backbone, batch: dict, at: int) -> dict:
         """The batch's embeddings with X inserted at column ``at``, and its mask with n ones there."""
-        embeds = backbone.embed(batch["input_ids"])  # (B, T, d)
+        embeds = self.text_embeddings(backbone, batch, at)  # (B, T, d)
         B = embeds.shape[0]
         X = self.input_prompt().to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
         mask = batch["attention_mask"]

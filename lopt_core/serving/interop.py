@@ -11,8 +11,9 @@ PEFT (the pinned 0.21.2) saves every prompt-learning adapter as ``adapter_config
   grouped-query attention sized by the key/value heads (``token_dim = n_kv·head_dim``,
   ``num_attention_heads = n_kv``): the kit's own table layout (``lopt_core.model.kv.split_table``).
 
-prompt_tuning, lopt1 and lopt2 export their materialised X; prefix_tuning its materialised table (the MLP
-is dropped, as PEFT does on save). IAPT generates its prompts from each input and has no PEFT equivalent.
+prompt_tuning, lopt1, lopt2 and residual_prompt_tuning export their materialised X; prefix_tuning its materialised
+table (the MLP is dropped, as PEFT does on save). IAPT generates its prompts from each input and DePT offsets each
+input's own embeddings: neither has a PEFT equivalent.
 PEFT keeps no unknown config keys, so what only the kit knows (the method, its rank, the task, the BOS row)
 goes into a sidecar ``lopt_kit.json`` beside the adapter.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lopt_core.methods import build_method, make_config, method_class
+from lopt_core.methods import build_method, list_methods, make_config, method_class
 from lopt_core.methods.base import PromptMethod, adds_bos
 from lopt_core.model.backbone import DTYPES, Backbone
 from lopt_core.model.embedded import prepare_embedded
@@ -42,9 +43,11 @@ def prompt_embeddings(method: PromptMethod) -> torch.Tensor:
     """The method's fixed prompt, materialised, as PEFT stores it (``prompt_embeddings``): X (n, d) of an input
     prompt, or the K/V table (n, L·2·n_kv·head_dim) of a prefix; fp32, on the CPU."""
     if method.prompt_kind is None:
+        exportable = [name for name in list_methods() if method_class(name).prompt_kind is not None]
         raise ValueError(f"{method.name} has no fixed prompt to export and no PEFT equivalent (zero-shot has no "
-                         "prompt; IAPT generates its prompts from each input, while PEFT and serving engines take one "
-                         "prompt per task). Export prompt_tuning, lopt1, lopt2 or prefix_tuning.")
+                         "prompt; IAPT generates its prompts from each input and DePT offsets each input's own "
+                         "embeddings, while PEFT and serving engines take one prompt per task). Export "
+                         f"{', '.join(exportable)}.")
     prompt = method.input_prompt() if method.prompt_kind == "input" else method.kv_table()
     return prompt.detach().float().cpu()
 
