@@ -57,7 +57,7 @@ NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r 
          "lopt1_residual_wd": "LoPT-1, residual, weight decay 1 (n = 20, r = 2)", "iapt_gated": "IAPT, gated (m = 32)",
          "prefix_tuning": "prefix-tuning, MLP (n = 10)", "prefix_table": "prefix-tuning, table (n = 10)",
          "iapt": "IAPT (m = 32)", "iapt_m1": "IAPT (m = 1)", "residual_pt": "residual prompt tuning (n = 20, m = 800)",
-         "dept": "DePT (n = 20, r = 8, S = 256)"}
+         "dept": "DePT (n = 20, r = 8, S = 256)", "p_tuning": "P-tuning, MLP (n = 20, h = d)"}
 TASK_NAMES = {"yesno": "yes/no", "sst2": "SST-2"}
 
 

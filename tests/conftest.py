@@ -30,6 +30,7 @@ METHODS = {
     "lopt2": ("lopt2", {"prompt_len": 6, "rank": 2}),
     "residual_pt": ("residual_prompt_tuning", {"prompt_len": 5, "bottleneck": 8}),
     "dept": ("dept", {"prompt_len": 4, "rank": 2, "positions": 6}),  # S = 6: some text tokens beyond it
+    "p_tuning": ("p_tuning", {"prompt_len": 4, "encoder_hidden_size": 8}),
     "prefix_tuning": ("prefix_tuning", {"prompt_len": 5, "reparam_dim": 16}),
     "prefix_tuning_raw": ("prefix_tuning", {"prompt_len": 5, "reparam": False}),
     "iapt": ("iapt", {"bottleneck": 8}),

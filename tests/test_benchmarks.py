@@ -25,6 +25,7 @@ TIED = {
     ("prefix_tuning", (("reparam", False),)): "prefix_table",
     ("residual_prompt_tuning", ()): "residual_pt",
     ("dept", ()): "dept",
+    ("p_tuning", ()): "p_tuning",
     ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
 }
 # quoted in a learning-rate comment, yet not a validation accuracy of the grid

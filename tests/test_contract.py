@@ -60,7 +60,7 @@ def test_save_load_round_trip_is_exact(label, tiny, tmp_path):
     assert type(again) is type(method) and again.config == method.config
     for (k, v), (k2, v2) in zip(method.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
-    if method.prompt_kind is not None:
+    if method.peft_type is not None:
         assert torch.equal(prompt_embeddings(method), prompt_embeddings(again))
     batch = batch_of(short_task(), tiny)
     assert torch.equal(method.hidden_states(tiny, batch), again.hidden_states(tiny, batch))

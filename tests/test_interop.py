@@ -26,7 +26,7 @@ from lopt_core.serving.interop import (
     to_peft,
 )
 
-EXPORTABLE = ["prompt_tuning", "lopt1", "lopt2", "residual_pt", "prefix_tuning", "prefix_tuning_raw"]
+EXPORTABLE = ["prompt_tuning", "lopt1", "lopt2", "residual_pt", "p_tuning", "prefix_tuning", "prefix_tuning_raw"]
 TEXTS = ["a fine film =", "no =", "loved every minute of it ="]
 # PEFT runs the same operations on the same tensors: its logits equal the kit's to fp32 rounding
 ATOL, RTOL = 1e-5, 1e-4
@@ -72,7 +72,8 @@ def test_peft_loads_the_export_and_computes_the_kits_logits(tiny, label, tmp_pat
 
 @pytest.mark.parametrize("label", EXPORTABLE)
 def test_the_export_is_what_peft_itself_saves(tiny_llama, label, tmp_path):
-    """Same files, keys, shapes, values and config fields as PEFT's own save_pretrained for the same adapter."""
+    """Same files, keys, shapes, values and config fields as PEFT's own save_pretrained for the same adapter (PEFT
+    saves a P-tuning encoder's output: it gets the kit's encoder; the others, the kit's prompt as its table)."""
     from peft import get_peft_model
 
     method = make(label, tiny_llama, perturb=0.05)
@@ -81,8 +82,12 @@ def test_the_export_is_what_peft_itself_saves(tiny_llama, label, tmp_path):
     config = dataclasses.replace(peft_config(method, tiny_llama, ours["prompt_embeddings"].shape[0]),
                                  inference_mode=False)
     model = get_peft_model(copy.deepcopy(tiny_llama.model), config)
+    encoder = model.prompt_encoder["default"]
     with torch.no_grad():
-        model.prompt_encoder["default"].embedding.weight.copy_(ours["prompt_embeddings"])
+        if method.peft_type == "P_TUNING":
+            encoder.load_state_dict(method.state_dict())
+        else:
+            encoder.embedding.weight.copy_(ours["prompt_embeddings"])
     model.save_pretrained(tmp_path / "peft")
     theirs = load_file(str(tmp_path / "peft" / ADAPTER_WEIGHTS))
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
@@ -131,8 +136,9 @@ def test_round_trip_through_peft_is_exact(tiny, label, tmp_path):
     method = make(label, tiny, perturb=0.05)
     to_peft(method, tiny, tmp_path, task="sentiment")
     back = from_peft(tmp_path, tiny)
-    expected = "prompt_tuning" if method.prompt_kind == "input" else "prefix_tuning"
-    assert back.name == expected  # LoPT comes back as its materialised prompt, an MLP prefix as its table
+    expected = {"PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning", "PREFIX_TUNING": "prefix_tuning"}
+    assert back.name == expected[method.peft_type]  # LoPT comes back as its materialised prompt, an MLP prefix as its
+    # table, P-tuning as its encoder's output (p_tuning materialised: all PEFT saves)
     assert torch.equal(prompt_embeddings(back), prompt_embeddings(method))
     batch = batch_of(tiny)
     with torch.no_grad():
@@ -173,7 +179,7 @@ def test_what_cannot_be_exported_or_imported_says_why(tiny_llama, tmp_path):
 
     lora = get_peft_model(copy.deepcopy(tiny_llama.model), LoraConfig(r=2, target_modules=["q_proj"]))
     lora.save_pretrained(tmp_path / "lora")
-    with pytest.raises(ValueError, match="holds a LORA adapter; the kit imports PROMPT_TUNING and PREFIX_TUNING"):
+    with pytest.raises(ValueError, match="a LORA adapter; the kit imports PROMPT_TUNING, P_TUNING, PREFIX_TUNING"):
         from_peft(tmp_path / "lora", tiny_llama)
     to_peft(make("prompt_tuning", tiny_llama), tiny_llama, tmp_path / "pt")
     save_file({"prompt_embeddings": torch.zeros(5, 32)}, str(tmp_path / "pt" / ADAPTER_WEIGHTS))  # d = 32

@@ -91,10 +91,13 @@ class PromptMethod(nn.Module, ABC):
     # the AdamW rate the trainer uses when none is given: a class attribute, read on the instance (prefix_tuning
     # sets its instance's from its parameterisation)
     recommended_lr: float = 3e-2
-    # where the method's fixed prompt goes, for export (lopt_core.serving.interop): "input" (``input_prompt()``, X
-    # (n, d) before the text's embeddings), "kv" (``kv_table()``, (n, L·2·n_kv·head_dim): keys and values at every
-    # layer) or None (no fixed prompt: zero-shot has none, IAPT generates its prompts from each input)
+    # where the method's fixed prompt goes (analysis, dynamics, export): "input" (``input_prompt()``, X (n, d) before
+    # the text's embeddings), "kv" (``kv_table()``, (n, L·2·n_kv·head_dim): keys and values at every layer) or None
+    # (no fixed prompt: zero-shot has none, IAPT generates its prompts from each input)
     prompt_kind: ClassVar[str | None] = None
+    # the PEFT adapter that holds the method's whole effect (lopt_core.serving.interop exports it), or None: no PEFT
+    # equivalent (DePT's prompt is fixed, but its offsets change each input's own embeddings)
+    peft_type: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig, backbone: Backbone, *, initialise: bool = True):
         """``initialise=False``: a saved state is about to be loaded (``load_method``), so a subclass gives its
@@ -179,6 +182,7 @@ class InputPromptMethod(PromptMethod):
     """
 
     prompt_kind = "input"
+    peft_type = "PROMPT_TUNING"
 
     @abstractmethod
     def input_prompt(self) -> torch.Tensor:

@@ -56,7 +56,7 @@ class DePT(InputPromptMethod):
     """X (n, d) before the text, and s·A B added to the embeddings of the text's first S tokens."""
 
     Config = DePTConfig
-    prompt_kind = None  # the offsets change each input's own embeddings: no fixed prompt to cache or export
+    peft_type = None  # the offsets change each input's own embeddings: the prompt X alone is not DePT's effect
     # prompt tuning's rate (benchmarks/lr_grid.py: 3e-3 for an n = 20 prompt) for the prompt until this method's own
     # grid has run; A and B at lr_ratio × it.
     recommended_lr = 3e-3

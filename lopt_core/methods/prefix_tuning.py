@@ -50,6 +50,7 @@ class PrefixTuning(PromptMethod):
 
     Config = PrefixTuningConfig
     prompt_kind = "kv"
+    peft_type = "PREFIX_TUNING"
     # benchmarks/lr_grid.py (120 steps, n = 10, validation accuracy on yes/no and SST-2, seeds 0 and 1 averaged;
     # the stability rule): through the MLP, 9.49e-5 is best on both (85.0%, 79.5%; 3e-5: 84.3%, 77.7%; 1e-3:
     # 57.0%, 51.3%); a raw table 1e-2 (99.3%, 82.7%, mean 91.0%): 3e-2 is as good (91.7%) but has no rate above it

@@ -35,15 +35,16 @@ from lopt_core.model.kv import kv_width
 from lopt_core.utils import atomic_path, read_json, write_json
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS, SIDECAR = "adapter_config.json", "adapter_model.safetensors", "lopt_kit.json"
-PEFT_TYPES = {"input": "PROMPT_TUNING", "kv": "PREFIX_TUNING"}  # where a method's prompt goes → PEFT's name
+# PEFT's adapter types the kit writes and reads (a method's ``peft_type``) → where their prompt goes
+PEFT_TYPES = {"PROMPT_TUNING": "input", "P_TUNING": "input", "PREFIX_TUNING": "kv"}
 EMBEDDINGS, EMBEDDINGS_JSON = "prompt_embeds.safetensors", "prompt_embeds.json"
 
 
 def prompt_embeddings(method: PromptMethod) -> torch.Tensor:
     """The method's fixed prompt, materialised, as PEFT stores it (``prompt_embeddings``): X (n, d) of an input
     prompt, or the K/V table (n, L·2·n_kv·head_dim) of a prefix; fp32, on the CPU."""
-    if method.prompt_kind is None:
-        exportable = [name for name in list_methods() if method_class(name).prompt_kind is not None]
+    if method.peft_type is None:
+        exportable = [name for name in list_methods() if method_class(name).peft_type is not None]
         raise ValueError(f"{method.name} has no fixed prompt to export and no PEFT equivalent (zero-shot has no "
                          "prompt; IAPT generates its prompts from each input and DePT offsets each input's own "
                          "embeddings, while PEFT and serving engines take one prompt per task). Export "
@@ -53,7 +54,8 @@ def prompt_embeddings(method: PromptMethod) -> torch.Tensor:
 
 
 def _exported_prompt(method: PromptMethod, backbone: Backbone) -> tuple[str, torch.Tensor, bool]:
-    """(where the prompt goes, the materialised tensor, whether row 0 is E(BOS))."""
+    """(where the prompt goes, the materialised tensor, whether row 0 is E(BOS)); refuses a method without a PEFT
+    equivalent."""
     X = prompt_embeddings(method)  # (n, d) or the K/V table (n, W)
     bos = method.prompt_kind == "input" and adds_bos(backbone)
     if bos:  # PEFT prepends before everything: E(BOS) becomes virtual token 0
@@ -72,12 +74,18 @@ def base_model_path(backbone: Backbone) -> str:
 
 def peft_config(method: PromptMethod, backbone: Backbone, num_virtual_tokens: int):
     """PEFT's own config object for the exported adapter (its classes check the fields)."""
-    from peft import PrefixTuningConfig, PromptTuningConfig
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
     common = {"task_type": "CAUSAL_LM", "num_virtual_tokens": num_virtual_tokens, "num_layers": backbone.num_layers,
               "num_transformer_submodules": 1, "inference_mode": True,
               "base_model_name_or_path": base_model_path(backbone)}
-    if method.prompt_kind == "input":
+    if method.peft_type == "P_TUNING":  # the encoder's settings, as PEFT records them (its output is what is saved)
+        c = method.config
+        return PromptEncoderConfig(token_dim=backbone.hidden_size, num_attention_heads=backbone.num_heads,
+                                   encoder_reparameterization_type=c.encoder.upper(),
+                                   encoder_hidden_size=c.encoder_hidden_size or backbone.hidden_size,
+                                   encoder_num_layers=c.encoder_num_layers, encoder_dropout=c.encoder_dropout, **common)
+    if method.peft_type == "PROMPT_TUNING":
         return PromptTuningConfig(token_dim=backbone.hidden_size, num_attention_heads=backbone.num_heads,
                                   prompt_tuning_init="RANDOM", **common)
     width = kv_width(backbone)  # PEFT sizes prefixes by the key/value heads (grouped-query attention)
@@ -102,7 +110,7 @@ def to_peft(method: PromptMethod, backbone: Backbone, folder: str | Path, task: 
         save_file({"prompt_embeddings": X}, str(tmp), metadata={"format": "pt"})
     write_json(folder / SIDECAR, {
         "method": method.name, "config": method.config.to_dict(), "task": task, "backbone": backbone.name,
-        "backbone_spec": backbone.spec, "peft_type": PEFT_TYPES[kind], "bos_row": bos,
+        "backbone_spec": backbone.spec, "peft_type": method.peft_type, "bos_row": bos,
         "inputs": "without BOS (virtual token 0 is E(BOS))" if bos else "as the tokenizer encodes them",
         "trainable_parameters": method.trainable_parameters(), "stored_parameters": method.stored_parameters()})
     return folder
@@ -115,8 +123,9 @@ def read_sidecar(folder: str | Path) -> dict | None:
 
 
 def from_peft(folder: str | Path, backbone: Backbone) -> PromptMethod:
-    """A PEFT ``PROMPT_TUNING`` or ``PREFIX_TUNING`` adapter as a kit method (prompt_tuning, or prefix_tuning
-    holding the raw table), for evaluation, analysis, the rank slider and ``Server``.
+    """A PEFT ``PROMPT_TUNING``, ``P_TUNING`` or ``PREFIX_TUNING`` adapter as a kit method (prompt_tuning; p_tuning
+    materialised: the encoder's output, which is all PEFT saves; or prefix_tuning holding the raw table), for
+    evaluation, analysis, the rank slider and ``Server``.
 
     The kit's own exports come back exactly (their E(BOS) row removed); an adapter trained with PEFT on a
     BOS-adding tokenizer had its virtual tokens before BOS, where the kit puts them after it: a warning says so.
@@ -124,7 +133,7 @@ def from_peft(folder: str | Path, backbone: Backbone) -> PromptMethod:
     """
     folder = Path(folder)
     config, X = _read_adapter(folder)
-    kind = {peft: kind for kind, peft in PEFT_TYPES.items()}[config["peft_type"]]
+    kind = PEFT_TYPES[config["peft_type"]]
     sidecar = read_sidecar(folder) or {}
     if kind == "input":
         if X.shape[1] != backbone.hidden_size:
@@ -135,6 +144,12 @@ def from_peft(folder: str | Path, backbone: Backbone) -> PromptMethod:
         elif adds_bos(backbone):
             warnings.warn(f"{folder}: PEFT put these {X.shape[0]} virtual tokens before BOS; the kit puts them after "
                           "it, so its outputs differ a little from PEFT's (README, 'PEFT adapters')", stacklevel=2)
+        if config["peft_type"] == "P_TUNING":  # the encoder's output, as PEFT saved it: p_tuning, materialised
+            method = build_method("p_tuning", backbone, prompt_len=X.shape[0], reparam=False,
+                                  **_encoder_options(config, backbone))
+            with torch.no_grad():
+                method.prompt.copy_(X.to(method.prompt.device))
+            return method
         config = make_config("prompt_tuning", prompt_len=X.shape[0])
         return method_class("prompt_tuning")(config, backbone, prompt=X).to(backbone.device)
     width = backbone.num_layers * 2 * kv_width(backbone)
@@ -147,6 +162,15 @@ def from_peft(folder: str | Path, backbone: Backbone) -> PromptMethod:
     return method
 
 
+def _encoder_options(config: dict, backbone: Backbone) -> dict:
+    """p_tuning's encoder options from a P_TUNING adapter_config (a record: the encoder itself is not saved)."""
+    hidden = config.get("encoder_hidden_size")
+    return {"encoder": str(config.get("encoder_reparameterization_type", "MLP")).lower(),
+            "encoder_hidden_size": None if hidden in (None, backbone.hidden_size) else hidden,
+            "encoder_num_layers": config.get("encoder_num_layers", 2),
+            "encoder_dropout": config.get("encoder_dropout", 0.0)}
+
+
 def _read_adapter(folder: Path) -> tuple[dict, torch.Tensor]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
@@ -156,8 +180,8 @@ def _read_adapter(folder: Path) -> tuple[dict, torch.Tensor]:
                          f"{', '.join(found) or 'nothing'})")
     config = read_json(folder / ADAPTER_CONFIG)
     peft_type = config.get("peft_type")
-    if peft_type not in PEFT_TYPES.values():
-        raise ValueError(f"{folder} holds a {peft_type} adapter; the kit imports PROMPT_TUNING and PREFIX_TUNING "
+    if peft_type not in PEFT_TYPES:
+        raise ValueError(f"{folder} holds a {peft_type} adapter; the kit imports {', '.join(PEFT_TYPES)} "
                          "adapters (one prompt per task). Weight adapters such as LoRA change the backbone itself.")
     if config.get("num_transformer_submodules", 1) != 1:
         raise ValueError(f"{folder} is an encoder-decoder adapter (num_transformer_submodules = "
