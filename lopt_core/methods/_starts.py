@@ -9,6 +9,7 @@ import torch
 
 from lopt_core.methods.base import INITS, InputPromptMethod, PromptInitConfig, text_token_ids, vocab_token_ids
 from lopt_core.model.backbone import Backbone
+from lopt_core.utils import seeded
 
 
 def saved_prompt(backbone: Backbone, path: str, n: int) -> torch.Tensor:
@@ -43,8 +44,20 @@ def initial_prompt(backbone: Backbone, n: int, init: str, init_text: str, seed: 
 
 
 def start_token_ids(backbone: Backbone, n: int, init: str, init_text: str, seed: int) -> list[int]:
-    """The n token ids of a start made of tokens: init='vocab' (common words drawn with ``seed``) or 'text'."""
+    """The n token ids of a start made of tokens: init='vocab' (common words drawn with ``seed``), 'sample_vocab'
+    (any rows, PEFT's way) or 'text'."""
+    if init == "sample_vocab":
+        return sample_vocab_ids(backbone, n, seed)
     return vocab_token_ids(backbone, n, seed) if init == "vocab" else text_token_ids(backbone, init_text, n)
+
+
+def sample_vocab_ids(backbone: Backbone, n: int, seed: int) -> list[int]:
+    """n ids drawn uniformly with replacement from every row of the embedding table (special and padding rows
+    included, no tokenizer), as PEFT's ``SAMPLE_VOCAB`` draws them: after an (n, d) normal draw (PEFT builds its
+    ``nn.Embedding`` first), so that PEFT under ``torch.manual_seed(seed)`` draws the same ids."""
+    with seeded(seed):
+        torch.empty(n, backbone.hidden_size).normal_()  # PEFT's nn.Embedding(n, d) init, drawn before its ids
+        return torch.randint(0, backbone.embedding_matrix.shape[0], (n,), dtype=torch.long).tolist()
 
 
 def embedded(backbone: Backbone, ids: list[int]) -> torch.Tensor:

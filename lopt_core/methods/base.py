@@ -42,14 +42,17 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
 
-INITS = ("vocab", "text", "random", "saved")
+INITS = ("vocab", "sample_vocab", "text", "random", "saved")
+TOKEN_INITS = ("vocab", "sample_vocab", "text")  # the starts made of tokens' embeddings (kept as ids where needed)
 
 
 @dataclass
 class PromptInitConfig(MethodConfig):
     """How an input prompt starts: sampled vocabulary words, a text, random vectors, or a trained prompt."""
 
-    init: str = option("vocab", "start: 'vocab' (embeddings of sampled common words), 'text' (of init_text), "
+    init: str = option("vocab", "start: 'vocab' (embeddings of sampled common words), 'sample_vocab' (of any rows of "
+                                "the embedding table, uniformly with replacement: PEFT's SAMPLE_VOCAB), 'text' (of "
+                                "init_text), "
                                 "'random' (Gaussian at the embeddings' scale), 'saved' (the input prompt of the "
                                 "method saved in init_path, e.g. a trained prompt tuning)")
     init_text: str = option("Classify the sentiment of the text.", "the text of init='text'")

@@ -22,6 +22,7 @@ from torch import nn
 from lopt_core.methods import register
 from lopt_core.methods._starts import embedded, start_token_ids, starting_prompt
 from lopt_core.methods.base import (
+    TOKEN_INITS,
     InputPromptMethod,
     MethodConfig,
     PromptInitConfig,
@@ -81,8 +82,8 @@ class LoPT1Config(LoPTConfig, PromptInitConfig):
         super().__post_init__()
         if self.start_scale not in START_SCALES:
             raise ValueError(f"start_scale must be one of {START_SCALES}, got {self.start_scale!r}")
-        if self.residual and self.base_token_ids is None and self.init not in ("vocab", "text"):
-            raise ValueError(f"residual=True keeps the start X0 as token ids, so it needs init='vocab' or 'text' "
+        if self.residual and self.base_token_ids is None and self.init not in TOKEN_INITS:
+            raise ValueError(f"residual=True keeps the start X0 as token ids, so it needs init={TOKEN_INITS} "
                              f"(or base_token_ids), got init={self.init!r}")
         if self.residual and self.start_scale != "svd":
             raise ValueError("start_scale scales a factorised start; residual=True starts at X0 itself (U = 0)")
