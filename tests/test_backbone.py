@@ -1,10 +1,11 @@
 import pytest
 import torch
 from conftest import backbone
+from torch import nn
 
 from lopt_core.methods.base import adds_bos
 from lopt_core.model import TINY_SPECS, Backbone, load_backbone
-from lopt_core.model.kv import new_cache, project_kv
+from lopt_core.model.kv import known_layouts, kv_projector, layer_kv, new_cache, project_kv
 from lopt_core.utils import get_device
 
 
@@ -23,8 +24,14 @@ def test_tiny_llama_uses_grouped_query_attention(tiny_llama):
 
 
 def test_the_tiny_matrix_has_the_layouts_users_bring():
-    assert TINY_SPECS == ("tiny-llama", "tiny-llama-bos", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2")
-    assert [adds_bos(backbone(s)) for s in TINY_SPECS] == [False, True, False, True, False]
+    assert TINY_SPECS == ("tiny-llama", "tiny-llama-bos", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2", "tiny-phi3",
+                          "tiny-neox", "tiny-opt")
+    assert [adds_bos(backbone(s)) for s in TINY_SPECS] == [False, True, False, True, False, False, False, True]
+    assert {backbone(s).model_type for s in ("tiny-phi3", "tiny-neox", "tiny-opt")}.isdisjoint(known_layouts())
+    phi3, neox = backbone("tiny-phi3"), backbone("tiny-neox")
+    assert hasattr(phi3.decoder_layers[0].self_attn, "qkv_proj")  # fused
+    assert [b.config.rope_parameters["partial_rotary_factor"] for b in (phi3, neox)] == [0.5, 0.25]
+    assert neox.config.use_parallel_residual
     gpt2 = backbone("tiny-gpt2")
     assert gpt2.context_length == 64 and gpt2.tokenizer.pad_token_id == gpt2.tokenizer.eos_token_id  # pad = EOS
     gemma = backbone("tiny-gemma3")
@@ -37,21 +44,33 @@ def test_the_tiny_matrix_has_the_layouts_users_bring():
     assert torch.equal(backbone("tiny-llama").model.lm_head.weight, backbone("tiny-llama-bos").model.lm_head.weight)
 
 
-def test_project_kv_equals_what_each_layer_caches(tiny):
-    """The per-layer K/V projection (a table keyed by model_type) reproduces the model's own cache."""
+@pytest.mark.parametrize("generic", [False, True], ids=["table", "layer"])
+def test_project_kv_equals_what_each_layer_caches(tiny, generic):
+    """The per-layer K/V projection reproduces the model's own cache: the fast table keyed by model_type (the known
+    layouts) and the generic path that runs the layer itself (``layer_kv``: any layout; the new tiny architectures
+    have only it), on every tiny backbone."""
     ids = tiny.tokenizer(["a fine film today"], return_tensors="pt")["input_ids"]
+    project = kv_projector(tiny, generic=generic)
+    assert (project is layer_kv) == (generic or tiny.model_type not in known_layouts())
     with torch.no_grad():
-        out = tiny.transformer(input_ids=ids, use_cache=True, output_hidden_states=True, past_key_values=new_cache())
-        pos = torch.arange(ids.shape[1])[None]
-        for layer in range(tiny.num_layers):
-            k, v = project_kv(tiny, layer, out.hidden_states[layer], pos)
-            torch.testing.assert_close(k, out.past_key_values.layers[layer].keys, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(v, out.past_key_values.layers[layer].values, atol=1e-5, rtol=1e-4)
+        for shift in (0, 3):  # the model's default positions, and positions that must be passed on
+            pos = torch.arange(ids.shape[1])[None] + shift
+            out = tiny.transformer(input_ids=ids, position_ids=pos, use_cache=True, output_hidden_states=True,
+                                   past_key_values=new_cache())
+            for layer in range(tiny.num_layers):
+                k, v = project(tiny, layer, out.hidden_states[layer], pos)
+                torch.testing.assert_close(k, out.past_key_values.layers[layer].keys, atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(v, out.past_key_values.layers[layer].values, atol=1e-5, rtol=1e-4)
 
 
-def test_an_unknown_architecture_is_a_clear_error(tiny_llama, monkeypatch):
+def test_a_layer_without_an_attention_cache_is_a_clear_error(tiny_llama, monkeypatch):
+    class NoAttention(nn.Module):
+        def forward(self, hidden, **kwargs):
+            return hidden
+
     monkeypatch.setattr(type(tiny_llama.config), "model_type", "mamba")
-    with pytest.raises(NotImplementedError, match="model_type 'mamba'.*known: gemma, gemma2, gemma3_text, gpt2, llama"):
+    monkeypatch.setattr(type(tiny_llama), "decoder_layers", property(lambda self: nn.ModuleList([NoAttention()] * 2)))
+    with pytest.raises(NotImplementedError, match="layer 0 of model_type 'mamba' .NoAttention. stored no keys"):
         project_kv(tiny_llama, 0, torch.zeros(1, 2, 64), torch.zeros(1, 2, dtype=torch.long))
 
 

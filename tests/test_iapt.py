@@ -76,7 +76,7 @@ def naive_reference(method, backbone, prompt: str, response: str) -> torch.Tenso
     resp = cue + tok(response, add_special_tokens=False)["input_ids"]
     k, Ti = method.config.num_virtual, len(instr)
     ids = torch.tensor([instr + [0] * k + resp])
-    layers = backbone.transformer.layers if hasattr(backbone.transformer, "layers") else backbone.transformer.h
+    layers = backbone.decoder_layers
     handles = []
     for gen, layer in zip(method.generators, layers, strict=True):
         def hook(module, args, kwargs, gen=gen):

@@ -110,9 +110,17 @@ class Backbone:
 
     @property
     def decoder_layers(self) -> nn.ModuleList:
-        """The stack of decoder layers (``layers`` in Llama-style models, ``h`` in GPT-2)."""
+        """The stack of decoder layers (``layers`` in Llama-style models, ``h`` in GPT-2, ``decoder.layers`` in OPT:
+        the first list of num_layers modules in the decoder)."""
         t = self.transformer
-        return t.layers if hasattr(t, "layers") else t.h
+        for name in ("layers", "h"):
+            if isinstance(getattr(t, name, None), nn.ModuleList):
+                return getattr(t, name)
+        for module in t.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == self.num_layers:
+                return module
+        raise ValueError(f"{self.name}: found no list of {self.num_layers} decoder layers in "
+                         f"{type(t).__name__}")
 
     @contextmanager
     def gradient_checkpointing(self, enabled: bool = True):

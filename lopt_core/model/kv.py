@@ -11,6 +11,7 @@ the attention masks, which transformers builds from cache indices, already apply
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -194,22 +195,52 @@ def _decoders() -> dict[str, Callable]:
     }
 
 
+CACHE_ARGUMENTS = ("past_key_values", "layer_past", "past_key_value")  # what decoder layers call their cache
+
+
+def layer_kv(backbone: Backbone, layer: int, hidden: torch.Tensor, position_ids: torch.Tensor):
+    """Any decoder layer: run the layer itself on ``hidden`` with an empty cache, at ``position_ids``, and read the
+    keys and values its attention stored there. Its own norm, projections (fused or not, with biases), key norms and
+    rotary embedding (full, partial or layer-typed) are whatever the model does; learned absolute positions live in
+    the input, not in K. The layer's output is discarded: for n generated tokens, a few extra small matmuls."""
+    model, block = backbone.transformer, backbone.decoder_layers[layer]
+    params = inspect.signature(block.forward).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    cache = new_cache()
+    kwargs = {next((name for name in CACHE_ARGUMENTS if name in params), "past_key_values"): cache,
+              "position_ids": position_ids, "use_cache": True}
+    rotary = getattr(model, "rotary_emb", None)
+    if rotary is not None:  # RoPE models compute cos and sin once, at the model, and hand them to every layer
+        typed = "layer_type" in inspect.signature(rotary.forward).parameters
+        kwargs["position_embeddings"] = rotary(hidden, position_ids,
+                                               *((backbone.config.layer_types[layer],) if typed else ()))
+    block(hidden, **{key: value for key, value in kwargs.items() if takes_any or key in params})
+    if len(cache.layers) <= layer or cache.layers[layer].keys is None:  # the attention writes at its own index
+        raise NotImplementedError(
+            f"layer {layer} of model_type {backbone.model_type!r} ({type(block).__name__}) stored no keys and values "
+            "in the cache it was given: IAPT writes its tokens into every layer's attention cache and needs "
+            "attention layers that use one (the fast table of known layouts: lopt_core.model.kv._decoders)")
+    return cache.layers[layer].keys, cache.layers[layer].values
+
+
 _DECODERS: dict[str, Callable] | None = None
 
 
-def kv_projector(backbone: Backbone) -> Callable:
-    """The function that computes a layer's K/V from hidden states on this backbone (keyed by model_type)."""
+def known_layouts() -> list[str]:
+    """The model types whose K/V the fast table computes (every other one goes through ``layer_kv``)."""
     global _DECODERS
     if _DECODERS is None:
         _DECODERS = _decoders()
-    kind = backbone.model_type
-    if kind not in _DECODERS:
-        raise NotImplementedError(
-            f"the kit does not know how layers of model_type {kind!r} ({type(backbone.transformer).__name__}) "
-            f"compute keys and values; known: {', '.join(sorted(_DECODERS))}. Add an entry to "
-            "lopt_core.model.kv._decoders "
-            "(its input norm, k/v projections and rotary embedding) to use IAPT on it.")
-    return _DECODERS[kind]
+    return sorted(_DECODERS)
+
+
+def kv_projector(backbone: Backbone, generic: bool = False) -> Callable:
+    """The function that computes a layer's K/V from hidden states on this backbone: the fast table of the known
+    layouts (keyed by model_type: the projections alone), or ``layer_kv`` (the whole layer, for any other layout;
+    ``generic=True`` asks for it on a known one)."""
+    if generic or backbone.model_type not in known_layouts():
+        return layer_kv
+    return _DECODERS[backbone.model_type]
 
 
 def project_kv(backbone: Backbone, layer: int, hidden: torch.Tensor,

@@ -72,6 +72,36 @@ def _tiny_qwen2(V: int):
         bos_token_id=V - 2, eos_token_id=V - 1))
 
 
+def _tiny_phi3(V: int):
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    # Phi-3: one fused qkv projection; half the head dimension rotated (partial rotary)
+    return Phi3ForCausalLM(Phi3Config(
+        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, partial_rotary_factor=0.5, max_position_embeddings=512, pad_token_id=V - 3,
+        bos_token_id=V - 2, eos_token_id=V - 1))
+
+
+def _tiny_neox(V: int):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    # GPT-NeoX (Pythia): a quarter of each head rotated, attention and MLP in parallel off one residual
+    return GPTNeoXForCausalLM(GPTNeoXConfig(
+        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        rotary_pct=0.25, use_parallel_residual=True, max_position_embeddings=512, pad_token_id=V - 3,
+        bos_token_id=V - 2, eos_token_id=V - 1))
+
+
+def _tiny_opt(V: int):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    # OPT: learned absolute positions (offset by 2), no rotary; its tokenizer puts </s> first as BOS
+    return OPTForCausalLM(OPTConfig(
+        vocab_size=V, hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+        word_embed_proj_dim=64, max_position_embeddings=512, pad_token_id=V - 3, bos_token_id=V - 2,
+        eos_token_id=V - 1))
+
+
 # spec → (model builder, tokenizer options, what it is there to test)
 TINY = {
     "tiny-llama": (_tiny_llama, {}, "Llama: RoPE, grouped-query attention, no BOS added"),
@@ -80,6 +110,9 @@ TINY = {
     "tiny-gemma3": (_tiny_gemma3, {"adds_bos": True},
                     "Gemma 3: BOS, layer-typed rotary, a sliding window of 8, logit softcap 30"),
     "tiny-qwen2": (_tiny_qwen2, {}, "Qwen2: biases in q/k/v, an untied LM head"),
+    "tiny-phi3": (_tiny_phi3, {}, "Phi-3: fused qkv, partial rotary (half of each head)"),
+    "tiny-neox": (_tiny_neox, {}, "GPT-NeoX (Pythia): partial rotary (a quarter), parallel attention and MLP"),
+    "tiny-opt": (_tiny_opt, {"adds_bos": True}, "OPT: learned positions (offset 2), BOS first, no rotary"),
 }
 TINY_SPECS = tuple(TINY)
 
