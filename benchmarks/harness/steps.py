@@ -13,10 +13,12 @@ from lopt_core.evaluation.scoring import loss_and_scores
 from lopt_core.methods import build_method
 from lopt_core.methods.base import vocab_token_ids
 
-OURS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}, "prefix_tuning": {}, "iapt": {}}
-PEFT = ("peft_prompt_tuning", "peft_prefix_tuning", "peft_lora_r8")
-# the kit's method → the PEFT method it is compared with
+OURS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}, "residual_prompt_tuning": {}, "dept": {},
+        "p_tuning": {}, "prefix_tuning": {}, "iapt": {}}
+PEFT = ("peft_prompt_tuning", "peft_p_tuning", "peft_prefix_tuning", "peft_lora_r8")
+# the kit's method → the PEFT method it is compared with (the family's input prompts: the forward of prompt tuning)
 PAIRS = {"prompt_tuning": "peft_prompt_tuning", "lopt1": "peft_prompt_tuning", "lopt2": "peft_prompt_tuning",
+         "residual_prompt_tuning": "peft_prompt_tuning", "dept": "peft_prompt_tuning", "p_tuning": "peft_p_tuning",
          "prefix_tuning": "peft_prefix_tuning", "iapt": "peft_lora_r8"}
 
 
@@ -67,11 +69,13 @@ def our_step(name: str, backbone, task, batch, virtual: int):
 
 
 def peft_model(name: str, backbone, virtual: int):
-    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+    from peft import LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
 
     base = copy.deepcopy(backbone.model)  # PEFT wraps (LoRA even edits) the model: keep ours clean
     if name == "peft_prompt_tuning":
         config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual)
+    elif name == "peft_p_tuning":  # its MLP encoder at h = d, as the kit's p_tuning
+        config = PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual)
     elif name == "peft_prefix_tuning":
         config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual, prefix_projection=True,
                                     encoder_hidden_size=512)

@@ -56,8 +56,10 @@ class PTuning(InputPromptMethod):
 
     Config = PTuningConfig
     peft_type = "P_TUNING"
-    # prompt tuning's rate (benchmarks/lr_grid.py: 3e-3, an n = 20 prompt) until this method's own grid has run
-    recommended_lr = 3e-3
+    # PEFT's rate for P-tuning in its own method comparison (MetaMathQA, research/family.md §5) until this method's
+    # own grid has run (benchmarks/lr_grid.py, label p_tuning): its prompt starts from the encoder's output, not
+    # from words, so prompt tuning's rate says little about it
+    recommended_lr = 1e-4
 
     def __init__(self, config: PTuningConfig, backbone: Backbone, *, initialise: bool = True):
         super().__init__(config, backbone, initialise=initialise)
