@@ -95,9 +95,9 @@ def test_every_method_and_training_flag_shows_its_help_and_default(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("--rank INT r: the rank of the factorised prompt (default: 2)",
-                 "--bottleneck INT m: the generators' bottleneck width (default: 32)",
-                 "--reparam BOOL train through the MLP reparameterisation",
+    for text in ("r: the rank of the factorised prompt (default: lopt1, lopt2: 2)",
+                 "m: the generators' bottleneck width (default: iapt: 32)",
+                 "train through the MLP reparameterisation",
                  "--lr FLOAT learning rate (default: the method's recommended rate)",
                  "--steps INT optimiser steps (default: 60)",
                  "--precision {auto,fp32,bf16,fp16}", "--backbone BACKBONE embedded | tiny-llama | tiny-llama-bos"):

@@ -151,7 +151,7 @@ def test_a_residual_lopt1_starts_at_prompt_tunings_start_and_trains_a_rank_r_cha
     torch.testing.assert_close(text.input_prompt().detach(),
                                build_method("prompt_tuning", tiny_llama, prompt_len=6, init="text",
                                             init_text="Answer").input_prompt().detach())
-    with pytest.raises(ValueError, match="init='vocab' or 'text'"):
+    with pytest.raises(ValueError, match="init='vocab', 'sample_vocab' or 'text'"):
         build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=True, init="random")
     with pytest.raises(ValueError, match="starts at X0"):
         build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=True, start_scale="embedding")

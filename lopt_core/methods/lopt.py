@@ -83,8 +83,8 @@ class LoPT1Config(LoPTConfig, PromptInitConfig):
         if self.start_scale not in START_SCALES:
             raise ValueError(f"start_scale must be one of {START_SCALES}, got {self.start_scale!r}")
         if self.residual and self.base_token_ids is None and self.init not in TOKEN_INITS:
-            raise ValueError(f"residual=True keeps the start X0 as token ids, so it needs init={TOKEN_INITS} "
-                             f"(or base_token_ids), got init={self.init!r}")
+            raise ValueError("residual=True keeps the start X0 as token ids, so it needs init='vocab', 'sample_vocab' "
+                             f"or 'text' (or base_token_ids), got init={self.init!r}")
         if self.residual and self.start_scale != "svd":
             raise ValueError("start_scale scales a factorised start; residual=True starts at X0 itself (U = 0)")
         if self.base_token_ids is not None and len(self.base_token_ids) != self.prompt_len:

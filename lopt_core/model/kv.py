@@ -204,7 +204,8 @@ def layer_kv(backbone: Backbone, layer: int, hidden: torch.Tensor, position_ids:
     rotary embedding (full, partial or layer-typed) are whatever the model does; learned absolute positions live in
     the input, not in K. The layer's output is discarded: for n generated tokens, a few extra small matmuls."""
     model, block = backbone.transformer, backbone.decoder_layers[layer]
-    params = inspect.signature(block.forward).parameters
+    # the class's own signature: an instance patch (the kit's gradient checkpointing) takes *args, **kwargs
+    params = inspect.signature(type(block).forward).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     cache = new_cache()
     kwargs = {next((name for name in CACHE_ARGUMENTS if name in params), "past_key_values"): cache,
