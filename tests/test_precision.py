@@ -67,7 +67,8 @@ def test_served_keys_and_values_are_made_in_the_precision_requests_run_in(label,
 
     bf = in_bf16(tiny)
     method = make(label, tiny, perturb=0.3)
-    projections = [m for name, m in tiny.model.named_modules() if name.endswith(("v_proj", "c_attn"))]
+    fused = ("v_proj", "c_attn", "query_key_value")  # value projections, alone or fused (Phi-3's qkv_proj ends so)
+    projections = [m for name, m in tiny.model.named_modules() if name.endswith(fused)]
     seen = []
     hooks = [m.register_forward_hook(lambda mod, args, out: seen.append(out.dtype)) for m in projections]
     try:
