@@ -28,13 +28,18 @@ def bf16_gap(method, bb, batch, verb) -> float:
 
 @pytest.fixture(scope="module")
 def bare_gap():
-    """Each tiny backbone's own bf16-vs-fp32 error on the test batch (no method at all)."""
+    """Each tiny backbone's own bf16-vs-fp32 error on the test batch, with no method: the larger of its error on
+    the text alone and on the text after a few real tokens (prompt tuning started from vocabulary rows, exactly
+    the embeddings of those words). The methods run the longer input; more positions, more rounding (on
+    tiny-neox's parallel residual 1.0e-3 against 5.7e-4 on the text alone)."""
     task = short_task()
     gaps = {}
 
     def get(bb):
         if bb.name not in gaps:
-            gaps[bb.name] = bf16_gap(make("zero_shot", bb), bb, batch_of(task, bb, 8), task.verbalizer(bb.tokenizer))
+            batch, verb = batch_of(task, bb, 8), task.verbalizer(bb.tokenizer)
+            gaps[bb.name] = max(bf16_gap(make("zero_shot", bb), bb, batch, verb),
+                                bf16_gap(make("prompt_tuning", bb, init="vocab"), bb, batch, verb))
         return gaps[bb.name]
     return get
 

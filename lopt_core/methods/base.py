@@ -226,7 +226,9 @@ class InputPromptMethod(PromptMethod):
         """The batch's embeddings with X inserted at column ``at``, and its mask with n ones there."""
         embeds = self.text_embeddings(backbone, batch, at)  # (B, T, d)
         B = embeds.shape[0]
-        X = self.input_prompt().to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
+        with torch.autocast(backbone.device.type, enabled=False):  # X in fp32 as the frozen embeddings are
+            X = self.input_prompt()  # (n, d): under bf16 autocast U V would round the prompt before the model
+        X = X.to(embeds.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, n, d)
         mask = batch["attention_mask"]
         ones = mask.new_ones(B, X.shape[1])
         return {
