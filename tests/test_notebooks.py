@@ -28,7 +28,7 @@ def run(name, out_root, **parameters):
 
 
 def test_every_numbered_notebook_has_a_test():
-    tested = {"00", "01", "02", "03", "04", "05", "06", "07"}
+    tested = {"00", "01", "02", "03", "04", "05", "06", "07", "08"}
     assert {p.name[:2] for p in list_notebooks()} <= tested
 
 
@@ -156,12 +156,13 @@ def test_06_iapt(out_root):
     n = len(m["instructions"])
     assert n == 10 and len(m["instruction_similarity"]) == len(m["instruction_similarity_untrained"]) == n
     assert (out / "pooling_weights.png").is_file() and (out / "activations.png").is_file()
+    assert m["looked_into"] == "iapt (m=1)"  # sections 3-5 pick IAPT by label: under ci only the small budget ran
 
 
 GUARD = "tiny-qwen2"  # 2 layers, d = 64: any layer index or size written for SmolLM2 (30 layers, d = 576) breaks
 
 
-@pytest.mark.parametrize("name", ["00", "01", "02", "03", "04", "05", "06", "07"])
+@pytest.mark.parametrize("name", ["00", "01", "02", "03", "04", "05", "06", "07", "08"])
 def test_notebook_runs_on_another_layout_and_size(name, out_root):
     """The guard against hard-coded layers and sizes: every notebook on a random 2-layer Qwen2. A random model
     learns nothing, so only what holds for any backbone is checked: the notebook's own by-hand-vs-library asserts
@@ -184,6 +185,9 @@ def test_notebook_runs_on_another_layout_and_size(name, out_root):
         small = [row["trainable_parameters"] for row in m["comparison"] if row["budget"] == "small"]
         assert small[0] == guard.num_layers * (2 * guard.hidden_size + 4) + guard.num_layers * 12  # IAPT m = 1
         assert max(small) / min(small) < 1.5  # whole prompt rows at d = 64: as close as the sizes allow
+    if name == "08":  # budgets and sizes from this backbone's d: by hand = library, every plan within 20%
+        assert m["dept_hand_vs_library_max_abs_diff"] < 1e-5 and m["runs"]
+        assert all(abs(math.log(p["trainable"] / p["budget"])) <= math.log(1.2) for p in m["plan"])
     if name == "07":  # the export PEFT loads back computes the kit's distribution on this layout too
         assert m["shipped"]["peft_max_abs_logprob_gap"] < 1e-3 and m["serving"]["max_abs_batched_vs_alone"] < 1e-4
 
@@ -201,11 +205,37 @@ def test_07_compare_and_ship(out_root):
     assert rows["prefix_tuning"]["stored_parameters"] < rows["prefix_tuning"]["trainable_parameters"]
     assert rows["prompt_tuning"]["kv_bytes_per_request"] == 20 * 30 * 2 * 3 * 64 * 2  # n·L·2·n_kv·head_dim·bf16
     assert len(m["paired_differences"]) == len(methods) - 1
+    for name in m["pareto_front_stored"]:  # chosen on validation: none stores as little and validates better
+        assert not any(r["stored_parameters"] <= rows[name]["stored_parameters"]
+                       and r["validation_accuracy"] > rows[name]["validation_accuracy"] for r in rows.values()), name
     shipped = m["shipped"]  # chosen on validation among the PEFT-exportable methods, loaded by PEFT itself
     best = max((r for r in rows.values() if r["method"] != "iapt"), key=lambda r: r["validation_accuracy"])
     assert shipped["method"] == best["method"] and shipped["peft_max_abs_logprob_gap"] < 1e-3
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "pareto.png").is_file()
     assert m["serving"]["tasks"] == sorted({m["task"], "sentiment"}) and m["serving"]["max_abs_batched_vs_alone"] < 1e-4
+
+
+def test_08_prompt_family(out_root):
+    m, out = run("08", out_root)
+    assert m["dept_hand_vs_library_max_abs_diff"] < 1e-5
+    assert m["budgets"] == [1192] and m["seeds"] == [0, 1]  # under ci one budget: LoPT-1's at n = 20, r = 2
+    plan = {(p["budget"], p["method"]): p for p in m["plan"]}
+    for p in plan.values():  # every method that runs is within 20% of its budget
+        assert abs(math.log(p["trainable"] / p["budget"])) <= math.log(1.2), p
+    assert {method for _, method in plan} == {"prompt_tuning", "lopt1", "lopt2", "dept"}
+    assert set(m["left_out"]["1192"]) == {"residual_prompt_tuning", "p_tuning", "prefix_tuning"}  # too big for 1.2k
+    assert len(m["runs"]) == 2 * len(plan)
+    cells = {(c["budget"], c["method"]): c for c in m["cells"]}
+    for key, c in cells.items():  # each cell is the mean of its seeds' test scores
+        tests = [r["test_accuracy"] for r in m["runs"] if (r["budget"], r["method"]) == key]
+        assert c["test_accuracy"] == pytest.approx(sum(tests) / 2) and c["low"] <= c["high"]
+    for method, budget in m["front"]:  # chosen on validation: nothing trains as few and validates better
+        mine = cells[budget, method]
+        assert not any(c["trainable_parameters"] <= mine["trainable_parameters"]
+                       and c["validation_accuracy"] > mine["validation_accuracy"] for c in cells.values())
+    for budget, lines in m["paired_differences"].items():  # each method against prompt tuning at its budget
+        assert len(lines) == sum(b == int(budget) for b, _ in plan) - 1
+    assert (out / "family_pareto.png").is_file()
 
 
 SOLUTION_PARAMETERS = {"backbone_spec": "tiny-llama", "steps": 4, "eval_limit": 16, "test_limit": 16, "eval_sources": 2,
