@@ -53,15 +53,24 @@ def save(fig, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
-def loss_curves(histories: dict[str, pd.DataFrame], smooth: int = 5, ax=None):
-    """Training loss per step (rolling mean over ``smooth`` steps) for several runs."""
+def loss_curves(histories: dict[str, pd.DataFrame], smooth: int = 5, ax=None, validation: bool = True,
+                chance: float | None = None):
+    """Training loss per step (rolling mean over ``smooth`` steps) for several runs; with ``validation``, each
+    run's validation loss as points where it was evaluated (the same colour); ``chance``: a horizontal line at the
+    loss of a uniform guess (ln C for C classes)."""
     fig, ax = _axes(ax)
-    for label, h in histories.items():
-        ax.plot(h["step"], h["loss"].rolling(smooth, min_periods=1).mean(), label=label)
+    for i, (label, h) in enumerate(histories.items()):
+        ax.plot(h["step"], h["loss"].rolling(smooth, min_periods=1).mean(), color=f"C{i}", label=f"{label}: train")
+        if validation and "eval_loss" in h and h["eval_loss"].notna().any():
+            evaluated = h[h["eval_loss"].notna()]
+            ax.plot(evaluated["step"], evaluated["eval_loss"], "o--", color=f"C{i}", ms=6, lw=1,
+                    label=f"{label}: validation")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.3f})")
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"loss (rolling mean of {smooth})")
-    ax.set_title("Training loss")
-    ax.legend()
+    ax.set_ylabel(f"loss (training: rolling mean of {smooth})")
+    ax.set_title("Training and validation loss")
+    ax.legend(fontsize=9)
     return fig
 
 
@@ -144,21 +153,28 @@ def embedding_norms(norms: np.ndarray, marks: dict[str, float] | None = None, ax
 
 
 def label_probabilities(probs: np.ndarray, labels: list[str], gold: np.ndarray, ax=None,
-                        calibrated: np.ndarray | None = None):
-    """Distribution of p(correct label) over examples: how confident the model is (and, given ``calibrated``
-    probabilities of the same rows, the same after calibration). Rows left of the chance line are wrong."""
+                        calibrated: np.ndarray | None = None, of: int = -1):
+    """How the scorer splits the classes: the probability it gives label ``of`` (the last, e.g. "yes", by default),
+    one histogram per true class. A scorer that reads the input puts each class on its own side of the decision
+    line; one that answers the same label whatever the input puts every class on one side. ``calibrated``: the same
+    rows' calibrated probabilities, drawn as outlines."""
     fig, ax = _axes(ax)
-    rows = np.arange(len(gold))
-    ax.hist(probs[rows, gold], bins=20, range=(0, 1), color="tab:green", alpha=0.7, label="as scored")
-    if calibrated is not None:
-        ax.hist(calibrated[rows, gold], bins=20, range=(0, 1), histtype="step", color="tab:purple", linewidth=2,
-                label="calibrated (N/A)")
-    ax.axvline(1 / len(labels), color="k", linestyle=":", label="chance")
+    name = labels[of]
+    for c, label in enumerate(labels):
+        rows = gold == c
+        if not rows.any():
+            continue
+        ax.hist(probs[rows, of], bins=20, range=(0, 1), color=f"C{c}", alpha=0.6, label=f"true {label}")
+        if calibrated is not None:
+            ax.hist(calibrated[rows, of], bins=20, range=(0, 1), histtype="step", color=f"C{c}", linewidth=2,
+                    linestyle="--", label=f"true {label}, calibrated")
+    if len(labels) == 2:
+        ax.axvline(0.5, color="k", linestyle=":", label="decision line (0.5)")
     ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts of examples
-    ax.set_xlabel("probability of the correct label")
+    ax.set_xlabel(f"p({name.strip()}) the scorer gives")
     ax.set_ylabel("examples")
-    ax.set_title("Zero-shot confidence on the correct label")
-    ax.legend()
+    ax.set_title(f"p({name.strip()}) by true class")
+    ax.legend(fontsize=9)
     return fig
 
 
@@ -232,6 +248,34 @@ def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_paramet
     ax.set_title("Accuracy against parameters, with the Pareto front")
     ax.legend(fontsize=9)
     return fig
+
+
+def budget_front(cells: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_parameters", y: str = "test_accuracy",
+                 low: str = "low", high: str = "high", method: str = "method", chosen_by: str = "validation accuracy",
+                 baseline: float | None = None, ax=None):
+    """Methods at several budgets: one line per method through its budgets, each point with its interval
+    (``low``..``high``), and the rows of ``front`` ringed and joined, drawn at ``y``. Choose the front on validation
+    (``analysis.pareto_front(cells, score="validation_accuracy")``: the rows that select) and draw it at test (the
+    rows that report): then test chooses nothing; ``chosen_by`` says so in the legend."""
+    fig, ax = _axes(ax, size=(7, 4.4))
+    for i, (name, part) in enumerate(cells.sort_values(x).groupby(method, sort=False)):
+        ax.errorbar(part[x], part[y], yerr=[part[y] - part[low], part[high] - part[y]], fmt="-o", ms=7, capsize=3,
+                    color=f"C{i}", label=str(name), alpha=0.9)
+    front = front.sort_values(x)
+    ax.plot(front[x], front[y], "k--", lw=1, marker="o", ms=16, mfc="none", label=f"Pareto front (by {chosen_by})")
+    if baseline is not None:
+        _baseline(ax, baseline)
+    _parameter_axis(ax, cells[x])
+    if cells[y].between(0, 1).all():  # intervals of few seeds can pass 0 or 1; an accuracy cannot
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(max(bottom, -0.02), min(top, 1.02))
+    ax.set_ylabel(_words(y))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _words(column: str) -> str:
+    return column.replace("_", " ")
 
 
 def heatmap(table: pd.DataFrame, index: str = "prompt_len", columns: str = "rank", values: str = "accuracy",

@@ -1,0 +1,34 @@
+"""Figures draw the numbers they are given: read back from the artists, not looked at."""
+import math
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+from lopt_core.evaluation import plots  # noqa: E402
+
+
+def test_loss_curves_draw_validation_points_where_evaluated_and_the_chance_line():
+    history = pd.DataFrame({"step": [1, 2, 3, 4], "loss": [0.9, 0.8, 0.7, 0.6],
+                            "eval_loss": [math.nan, 0.75, math.nan, 0.65]})
+    ax = plots.loss_curves({"run": history}, smooth=1, chance=math.log(2)).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["run: train"].get_ydata()) == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    assert list(lines["run: validation"].get_xdata()) == [2, 4]
+    assert list(lines["run: validation"].get_ydata()) == pytest.approx([0.75, 0.65])
+    assert list(lines["chance (0.693)"].get_ydata()) == pytest.approx([math.log(2)] * 2)
+    assert "run: validation" not in {line.get_label() for line in
+                                     plots.loss_curves({"run": history}, validation=False).axes[0].get_lines()}
+
+
+def test_budget_front_rings_the_front_it_is_given_at_test_accuracy():
+    cells = pd.DataFrame({"method": ["a", "b", "a", "b"], "trainable_parameters": [100, 120, 1000, 900],
+                          "validation_accuracy": [0.6, 0.9, 0.7, 0.95], "test_accuracy": [0.9, 0.5, 0.8, 0.6],
+                          "low": [0.8, 0.4, 0.7, 0.5], "high": [1.0, 0.6, 0.9, 0.7]})
+    from lopt_core.lab.analysis import pareto_front
+
+    ax = plots.budget_front(cells, pareto_front(cells, score="validation_accuracy")).axes[0]
+    front = next(line for line in ax.get_lines() if line.get_label().startswith("Pareto front"))
+    assert list(front.get_xdata()) == [100, 120, 900]  # by test it would be [100] alone
+    assert list(front.get_ydata()) == pytest.approx([0.9, 0.5, 0.6])
