@@ -109,5 +109,36 @@ def test_parameter_table_counts_and_kv_bytes(tiny_llama):
     assert table.loc["PT", "trainable / backbone (%)"] == pytest.approx(100 * 256 / tiny_llama.num_parameters)
 
 
+def test_at_budget_finds_the_nearest_size_by_brute_force(tiny_llama):
+    """The size nearest the budget in ratio (checked against every candidate built by hand), the counts the built
+    method has, and a clear error when nothing comes within the tolerance."""
+    d = tiny_llama.hidden_size  # 64: LoPT-1 at n = 6 trains r (6 + 64)
+    got = A.at_budget("lopt1", tiny_llama, 300, {"rank": range(1, 7)}, prompt_len=6)
+    sizes = {r: build_method("lopt1", tiny_llama, prompt_len=6, rank=r).trainable_parameters() for r in range(1, 7)}
+    assert sizes[4] == 4 * (6 + d) == got["trainable_parameters"] == got["stored_parameters"]
+    assert got["options"] == {"prompt_len": 6, "rank": min(sizes, key=lambda r: abs(math.log(sizes[r] / 300)))}
+    both = A.at_budget("residual_prompt_tuning", tiny_llama, 2000, {"prompt_len": range(1, 30)}, bottleneck=2)
+    built = build_method("residual_prompt_tuning", tiny_llama, **both["options"])
+    assert (both["trainable_parameters"], both["stored_parameters"]) == (built.trainable_parameters(),
+                                                                         built.stored_parameters())
+    assert both["stored_parameters"] == both["options"]["prompt_len"] * d < both["trainable_parameters"]
+    with pytest.raises(ValueError, match="no configuration within 20% of 10"):
+        A.at_budget("prompt_tuning", tiny_llama, 10, {"prompt_len": range(1, 4)})
+
+
+def test_family_at_budget_sizes_each_method_or_leaves_it_out(tiny_llama):
+    """Every method of the family at one budget: built with its options it trains what was said, within 20%; LoPT
+    keeps n = 20; DePT's rank was set first (to about half the budget); one that cannot fit is None."""
+    sizes = A.family_at_budget(tiny_llama, 1000)
+    assert set(sizes) == set(A.FAMILY_SIZES)
+    for name, c in sizes.items():
+        if c is not None:
+            assert build_method(name, tiny_llama, **c["options"]).trainable_parameters() == c["trainable_parameters"]
+            assert abs(math.log(c["trainable_parameters"] / 1000)) <= math.log(1.2), (name, c)
+    assert sizes["lopt1"]["options"]["prompt_len"] == 20 and sizes["prompt_tuning"]["options"] == {"prompt_len": 16}
+    assert sizes["dept"]["options"]["rank"] == 1  # r (S + d) = 320 per rank on tiny-llama: rank 1 is nearest 500
+    assert A.family_at_budget(tiny_llama, 10)["prompt_tuning"] is None  # one token is 64
+
+
 def test_log_spaced_ranks():
     assert A.log_spaced(20) == [1, 2, 4, 8, 16, 20] and A.log_spaced(8) == [1, 2, 4, 8]

@@ -269,3 +269,29 @@ def test_a_label_with_training_options_is_its_own_grid():
                           {**plain, "status": "ok", "validation_accuracy": 0.8}])
     assert grid.accuracy(table, "lopt1_residual_wd", "yesno") == {0.03: [0.9]}
     assert grid.accuracy(table, "lopt1_residual", "yesno") == {0.03: [0.8]}
+
+
+def test_the_family_report_chooses_its_front_on_validation_and_reports_test():
+    """benchmarks/family.py's table: per budget the mean of the seeds' test scores with paired differences against
+    prompt tuning and LoPT-1 at that budget; the front is the validation one, though test would rank otherwise."""
+    import pandas as pd
+
+    harness("grid")  # benchmarks/ on the path
+    family = importlib.import_module("family")
+    rows = []
+    # (label, budget, cost, validation, test): LoPT-1 validates best at 1k yet tests worst there
+    cells = [("prompt tuning", 1000, 1000, 0.6, 0.8), ("LoPT-1", 1000, 990, 0.9, 0.5), ("DePT", 1000, 1200, 0.7, 0.9),
+             ("prompt tuning", 9000, 9000, 0.95, 0.6), ("LoPT-1", 9000, 8800, 0.5, 0.95)]
+    for label, budget, cost, val, test in cells:
+        for seed, shift in enumerate((-0.02, 0.0, 0.02)):
+            rows.append({"method": family.FAMILY[label][0], "budget": budget, "seed": seed, "status": "ok",
+                         "task_name": "yesno", "validation_accuracy": val, "test_accuracy": test + shift, "lr": 1e-3,
+                         "trainable_parameters": cost, "stored_parameters": cost, "seconds_per_step": 0.5})
+    labels = {(family.FAMILY[label][0], budget): label for label, budget, *_ in cells}
+    report = family.report(pd.DataFrame(rows), labels, ["yesno"])["yesno"]
+    by = {(c["method"], c["budget"]): c for c in report["cells"]}
+    assert by["DePT", 1000]["test_accuracy"] == pytest.approx(0.9) and by["DePT", 1000]["n"] == 3
+    assert by["DePT", 1000]["paired"]["prompt tuning"]["mean"] == pytest.approx(0.1)
+    assert by["DePT", 1000]["paired"]["LoPT-1"]["mean"] == pytest.approx(0.4)
+    assert by["LoPT-1", 9000]["paired"]["prompt tuning"]["mean"] == pytest.approx(0.35)
+    assert report["front"] == [("LoPT-1", 1000), ("prompt tuning", 9000)]  # by test: all four of the others

@@ -115,6 +115,72 @@ def parameter_table(methods: dict, backbone) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+def at_budget(name: str, backbone, budget: int, knobs: dict[str, list[int]], tolerance: float = 0.2,
+              **fixed) -> dict:
+    """The build options of method ``name`` that train closest to ``budget`` parameters on ``backbone``.
+
+    Every combination of ``knobs`` (option → candidate values, e.g. ``{"rank": range(1, 21)}``) is built with the
+    ``fixed`` options (without its data-dependent start: only its size counts) and the one whose trainable count is
+    nearest the budget in ratio wins (the first in the knobs' order on a tie). Returns ``{"options",
+    "trainable_parameters", "stored_parameters"}``; raises ValueError when no combination comes within
+    ``tolerance`` (a ratio of 1.2 either way by default), e.g. residual prompt tuning, whose MLP alone outgrows a
+    1.2k budget on a 576-wide model."""
+    from itertools import product
+
+    from lopt_core.methods import make_config, method_class
+
+    best = None
+    for values in product(*knobs.values()):
+        options = {**fixed, **dict(zip(knobs, values, strict=True))}
+        try:
+            with warnings.catch_warnings():  # e.g. LoPT-1's "r = n trains more than the full prompt": a size, asked
+                warnings.simplefilter("ignore")
+                method = method_class(name)(make_config(name, **options), backbone, initialise=False)
+        except ValueError:  # not a valid configuration of this method (e.g. a rank above the prompt length)
+            continue
+        count = method.trainable_parameters()
+        gap = abs(math.log(count / budget))
+        if best is None or gap < best[0]:
+            best = (gap, options, count, method.stored_parameters())
+    if best is None or best[0] > math.log(1 + tolerance):
+        closest = f"the closest trains {best[2]:,}" if best else "no combination of the knobs is valid"
+        raise ValueError(f"{name} has no configuration within {tolerance:.0%} of {budget:,} trainable parameters "
+                         f"on {backbone.name} over {dict(knobs)}: {closest}")
+    return {"options": best[1], "trainable_parameters": best[2], "stored_parameters": best[3]}
+
+
+# the input-prompt family's sizes at a budget: method → (fixed options, the size searched, a second size that is set
+# first, to spend about half the budget, or None). "prefix_tuning" is its raw table (no MLP: it trains what it stores).
+FAMILY_SIZES = {
+    "prompt_tuning": ({}, {"prompt_len": range(1, 81)}, None),
+    "lopt1": ({"prompt_len": 20}, {"rank": range(1, 21)}, None),
+    "lopt2": ({"prompt_len": 20}, {"rank": range(1, 21)}, None),
+    "dept": ({}, {"prompt_len": range(1, 81)}, ("rank", (1, 2, 4, 8, 16, 32))),
+    "residual_prompt_tuning": ({}, {"prompt_len": range(1, 81)}, ("bottleneck", (1, 2, 4, 8, 16, 32, 64))),
+    "p_tuning": ({}, {"prompt_len": range(1, 81)}, ("encoder_hidden_size", (1, 2, 4, 8, 16, 32, 64))),
+    "prefix_tuning": ({"reparam": False}, {"prompt_len": range(1, 21)}, None),
+}
+
+
+def family_at_budget(backbone, budget: int, methods: list[str] | None = None, tolerance: float = 0.2) -> dict:
+    """method → its ``at_budget`` configuration at ``budget`` (``FAMILY_SIZES``), or None where it cannot come within
+    ``tolerance``: LoPT's rank at n = 20, the others' prompt length, after DePT's rank, residual prompt tuning's
+    bottleneck and P-tuning's encoder width are set to spend about half the budget (with a one-token prompt)."""
+    out = {}
+    for name in methods or list(FAMILY_SIZES):
+        fixed, searched, second = FAMILY_SIZES[name]
+        if second is not None:
+            knob, values = second
+            half = at_budget(name, backbone, budget // 2, {knob: values}, tolerance=math.inf,
+                             **{**fixed, "prompt_len": 1})
+            fixed = {**fixed, knob: half["options"][knob]}
+        try:
+            out[name] = at_budget(name, backbone, budget, searched, tolerance=tolerance, **fixed)
+        except ValueError:
+            out[name] = None
+    return out
+
+
 def log_spaced(n: int) -> list[int]:
     """Ranks 1, 2, 4, ... up to n (n included): a sensible default grid for rank sweeps."""
     out = [2 ** i for i in range(int(math.log2(n)) + 1)]
