@@ -37,7 +37,7 @@ from lopt_core.lab.sweep import gather, run_key
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 
-from harness.grid import recommended_rate
+from harness.grid import recommended_rate, recorded_runs
 from harness.quality import Sweep, intervals, paired_differences
 from harness.results import RESULTS, RUNS, data_option, save
 
@@ -73,11 +73,11 @@ def point(label: str, config: dict, lr: float, dataset: dict, seed: int, budget:
 
 def rates(labels: list[str]) -> dict[str, float]:
     """label → the rate its grid recommends; labels whose grid has not run are left out (and said)."""
-    out = {}
+    out, table = {}, recorded_runs()  # the record, read once
     for label in labels:
         grid = FAMILY[label][1]
         try:
-            out[label] = recommended_rate(grid)
+            out[label] = recommended_rate(grid, table=table)
         except ValueError:
             print(f"{label}: no grid yet, left out: run `python benchmarks/lr_grid.py --only {grid}` first", flush=True)
     return out

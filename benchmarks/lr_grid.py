@@ -68,13 +68,13 @@ def rate_text(lr: float) -> str:
 
 
 def markdown(tasks: list[str]) -> str:
-    """The README's table of the recorded runs: validation accuracy per method, task and rate (seeds averaged,
+    """docs/results.md's table of the recorded runs: validation accuracy per method, task and rate (seeds averaged,
     their count in brackets when more than one), the best rate of each row in bold, and in the last column the rate
     the grid's rule chooses for the method from both tasks (``grid_choice``: not always a row's bold one)."""
-    tuned = {task: tuned_rates(task) for task in tasks}  # one read of the record per task
+    table = recorded_runs()  # the record, read once
+    tuned = {task: tuned_rates(task, table=table) for task in tasks}
     rows = {(label, task): tuned[task].get(label) for label in GRIDS for task in tasks}
     rates = sorted({lr for row in rows.values() if row for lr in [*row["grid"], *row["diverged"]]})
-    table = recorded_runs()
     chosen = {label: grid_choice(table, label, tasks) for label in GRIDS if any(rows[label, task] for task in tasks)}
     lines = ["| method | task | " + " | ".join(rate_text(lr) for lr in rates) + " | the rule's rate |",
              "|---|---|" + "---|" * (len(rates) + 1)]
@@ -152,7 +152,7 @@ def write_summary(out: Path, datasets: dict) -> Path:
     the grid with runs on every task, whichever labels this invocation trained: the summary is of the whole grid."""
     table = gather(out)
     labels = [label for label in GRIDS if all(accuracy(table, label, task) for task in datasets)]
-    results = summarise(table, labels, datasets)  # every finished run, as the README's table shows them
+    results = summarise(table, labels, datasets)  # every finished run, as docs/results.md's table shows them
     as_run = {f"{label} {task}": sorted(accuracy(table, label, task)) for label in labels for task in datasets}
     return save("lr_grid", {"config": {"steps": 120, "batch_size": 8, "seeds": "0 and 1 at every rate",
                                        "selection": "validation accuracy; test never scored",

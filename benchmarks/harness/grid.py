@@ -42,7 +42,7 @@ TRAIN_OPTIONS = {
     # decoupled weight decay 1: Adam moves an entry of U by about the rate per step and the decay takes rate × U back,
     # so |U| settles near 1 / weight_decay = 1, where a row's change U_i V is about X0's row norm (V's rows: norms
     # 3.1 and 1.9 on the embedded model; X0's rows about 3.2). At 1e-1 without it the change grew to 4-7 times X0
-    # (README, "The grid says no, for now").
+    # (docs/results.md, "The grid says no, for now").
     "lopt1_residual_wd": {"weight_decay": 1.0},
 }
 
@@ -134,11 +134,12 @@ def recorded_runs():
                           "validation_accuracy": run["metrics"].get("validation_accuracy")} for run in runs])
 
 
-def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
+def tuned_rates(task: str, labels: list[str] | None = None, table=None) -> dict[str, dict]:
     """Per method label: the rate of the grid with the best validation accuracy on ``task`` (seeds averaged), read
-    from the committed record, with that accuracy, the seeds behind it and whether it sits at the grid's edge
-    (then the grid is not finished there). Labels with no finished run on ``task`` are left out."""
-    table = recorded_runs()
+    from the committed record (or ``table``, a ``recorded_runs()`` already read), with that accuracy, the seeds
+    behind it and whether it sits at the grid's edge (then the grid is not finished there). Labels with no finished
+    run on ``task`` are left out."""
+    table = recorded_runs() if table is None else table
     out = {}
     for label in labels or list(GRIDS):
         by_seed = accuracy_by_seed(table, label, task, with_diverged=True) if len(table) else {}
@@ -154,14 +155,16 @@ def tuned_rates(task: str, labels: list[str] | None = None) -> dict[str, dict]:
     return out
 
 
-def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2")) -> float:
-    """The recommended rate of ``label`` from the committed record (``grid_choice``)."""
-    found = {task: tuned_rates(task, [label]).get(label) for task in tasks}
+def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2"), table=None) -> float:
+    """The recommended rate of ``label`` from the committed record (``grid_choice``; ``table``: the record already
+    read by ``recorded_runs()``, for a caller that asks about several labels)."""
+    table = recorded_runs() if table is None else table
+    found = {task: tuned_rates(task, [label], table).get(label) for task in tasks}
     missing = [task for task, row in found.items() if row is None]
     if missing:
         raise ValueError(f"no finished grid run of {label!r} on {', '.join(missing)} in {RECORD}: run "
                          f"`python benchmarks/lr_grid.py --only {label}` first")
-    return grid_choice(recorded_runs(), label, list(tasks))["lr"]
+    return grid_choice(table, label, list(tasks))["lr"]
 
 
 def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, float]:

@@ -269,13 +269,9 @@ def budget_front(cells: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_p
     if cells[y].between(0, 1).all():  # intervals of few seeds can pass 0 or 1; an accuracy cannot
         bottom, top = ax.get_ylim()
         ax.set_ylim(max(bottom, -0.02), min(top, 1.02))
-    ax.set_ylabel(_words(y))
+    ax.set_ylabel(y.replace("_", " "))
     ax.legend(fontsize=8)
     return fig
-
-
-def _words(column: str) -> str:
-    return column.replace("_", " ")
 
 
 def heatmap(table: pd.DataFrame, index: str = "prompt_len", columns: str = "rank", values: str = "accuracy",
