@@ -5,7 +5,7 @@ tuned rates). On a newcomer's machine the float path differs from ours (other CP
 and a rate at the edge of stability turned that difference into a LoPT-2 below zero-shot. This check trains every
 demo method at the demo's settings on three seeds under two thread counts (``torch.set_num_threads(1)`` and ``2``:
 two float paths, as between two machines) and requires every run to beat zero-shot on **validation** by at least
-5 points. The README's demo figures are this file's means and ranges (test accuracy, scored once per run).
+5 points. The demo figures in docs/results.md are this file's means and ranges (test accuracy, scored once per run).
 
 Resumable: finished runs are kept in ``benchmarks/results/demo_check.json`` and not trained again (``--fresh``
 starts over). Exits with status 1 when a run misses the margin. About 150 s a run with two threads on 2

@@ -1,4 +1,4 @@
-"""Print one table from benchmarks/results/*.json (the README shows its output)."""
+"""Print one table from benchmarks/results/*.json (docs/results.md shows its output)."""
 from __future__ import annotations
 
 from lopt_core.evaluation.stats import Interval

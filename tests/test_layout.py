@@ -1,7 +1,7 @@
 """The house: lopt_core's subpackages are layers, and imports run downward only (no import cycle).
 
 Every ``import`` counts, also those inside functions: an upward import that is only deferred is still an
-upward dependency. The layers, from the bottom up, are drawn in the README's Layout section."""
+upward dependency. The layers, from the bottom up, are drawn in docs/layout.md."""
 import ast
 from pathlib import Path
 

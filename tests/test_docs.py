@@ -1,0 +1,126 @@
+"""The README is a front page and the docs/ pages hold the rest: a size limit, links that resolve (files and
+GitHub-style heading anchors), and every docs page reachable from the README. Pure text, no model."""
+import re
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [README, *DOCS]
+README_LIMIT = 12_000  # bytes: a front page, the rest lives in docs/
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^()\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
+def prose_lines(path: Path):
+    """(line number, text) of the lines outside fenced code blocks."""
+    fence = None
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        opened = FENCE.match(line)
+        if fence is None and opened:
+            fence = opened.group(1)
+        elif fence is not None and opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence) \
+                and not line.strip()[len(opened.group(1)):].strip():
+            fence = None
+        elif fence is None:
+            yield number, line
+
+
+def slug(text: str) -> str:
+    """GitHub's anchor for a heading: lowercase, drop what is not a letter, digit, space, hyphen or underscore
+    (markup such as backticks included), spaces to hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link in a heading anchors on its text
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every heading anchor of a markdown file, with GitHub's -1, -2, ... for repeated headings."""
+    seen: dict[str, int] = {}
+    out = set()
+    for _, line in prose_lines(path):
+        found = HEADING.match(line)
+        if not found:
+            continue
+        base = slug(found.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        out.add(base if count == 0 else f"{base}-{count}")
+    return out
+
+
+def links(path: Path):
+    """(line number, target) of every inline markdown link and image outside code blocks and code spans."""
+    for number, line in prose_lines(path):
+        for found in LINK.finditer(CODE_SPAN.sub("", line)):
+            yield number, found.group(1)
+
+
+def is_external(target: str) -> bool:
+    return re.match(r"^(https?:|mailto:)", target, re.I) is not None
+
+
+def problems_of(path: Path) -> list[str]:
+    """What is wrong with the relative links of one markdown file, one sentence each."""
+    problems = []
+    where = path.relative_to(ROOT)
+    for number, target in links(path):
+        if is_external(target):
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / unquote(file_part)).resolve() if file_part else path
+        if not linked.exists():
+            problems.append(f"{where}:{number}: link ({target}) points to {file_part}, which does not exist "
+                            f"(looked for {linked})")
+            continue
+        if anchor and linked.suffix == ".md" and unquote(anchor) not in anchors(linked):
+            problems.append(f"{where}:{number}: link ({target}): {linked.relative_to(ROOT)} has no heading whose "
+                            f"anchor is #{anchor}")
+    return problems
+
+
+def test_the_readme_is_a_front_page():
+    size = README.stat().st_size
+    assert size <= README_LIMIT, (f"README.md is {size:,} bytes, over the front page's {README_LIMIT:,}: move "
+                                  "detail into a docs/ page and link it")
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path):
+    problems = problems_of(path)
+    assert not problems, "broken links:\n" + "\n".join(problems)
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(README.parent / unquote(target.partition("#")[0])).resolve()
+              for _, target in links(README) if not is_external(target) and target.partition("#")[0]}
+    missing = [str(page.relative_to(ROOT)) for page in DOCS if page.resolve() not in linked]
+    assert not missing, f"docs pages that README.md does not link: {', '.join(missing)}"
+
+
+def test_slugs_follow_github():
+    assert slug("Backbones, lengths and precision") == "backbones-lengths-and-precision"
+    assert slug("Why LoPT lags on yes/no") == "why-lopt-lags-on-yesno"
+    assert slug("Quality results, under the protocol") == "quality-results-under-the-protocol"
+    assert slug("The methods: the papers' choices and the kit's") == "the-methods-the-papers-choices-and-the-kits"
+    assert slug("`lopt-kit` from the shell") == "lopt-kit-from-the-shell"
+    assert slug("Größe und Ränge") == "größe-und-ränge"
+
+
+def test_the_checker_sees_a_broken_link_and_ignores_code(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    (tmp_path / "a.md").write_text("# Top\n\n## Same\n\n## Same\n\n[ok](#same-1) [file](b.md#top)\n"
+                                   "[bad anchor](#nowhere) [no file](c.md) `[code](c.md)`\n\n"
+                                   "```\n# not a heading\n[in a fence](c.md)\n```\n[after](#not-a-heading)\n")
+    (tmp_path / "b.md").write_text("# Top\n")
+    problems = problems_of(tmp_path / "a.md")
+    assert len(problems) == 3, problems
+    assert "a.md:8: link (#nowhere): a.md has no heading whose anchor is #nowhere" in problems
+    assert any("link (c.md) points to c.md, which does not exist" in p for p in problems)
+    assert any("#not-a-heading" in p for p in problems)
