@@ -10,8 +10,10 @@ OUT ?= outputs
 PYTEST_ARGS ?=
 
 BROWSER_STAMP := $(VENV)/.installed-browser
+BOOK_STAMP := $(VENV)/.installed-book
+SITE ?= site
 
-.PHONY: help setup backbone browser demo test test-fast lab lint strip clean-outputs bench quality
+.PHONY: help setup backbone browser book-tools book demo test test-fast lab lint strip clean-outputs bench quality
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +31,24 @@ $(BROWSER_STAMP): $(STAMP)
 
 browser: $(BROWSER_STAMP)  ## playwright for the browser test (it drives Debian's chromium: apt-get install chromium)
 
+# MathJax's files ship in sphinx-mathjax-offline, which names Sphinx as a dependency and needs none of it
+$(BOOK_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[book]"
+	$(PY) -m pip install --no-deps sphinx-mathjax-offline==0.0.2
+	touch $(BOOK_STAMP)
+
+book-tools: $(BOOK_STAMP)  ## MkDocs-Material, mkdocs-jupyter and MathJax's files, for make book
+
+book: book-tools  ## the lessons as a static site in site/ (executed ones from OUT, default outputs/: run make demo first)
+	$(PY) -m lopt_core.lab.book --executed $(OUT) --out $(SITE)
+
 backbone: setup  ## convert the embedded backbone once into ~/.cache/lopt-kit (LOPT_CACHE)
 	$(VENV)/bin/lopt-kit prepare
 
 demo: backbone  ## run notebooks 00-02 with papermill into outputs/ (PROFILE=demo: minutes; PROFILE=cpu: 3 seeds, 120 steps)
 	$(VENV)/bin/lopt-kit notebooks --profile $(PROFILE) --out $(OUT) $(NOTEBOOKS)
 
-test: backbone browser  ## the whole test suite (unit, contract, learning, notebooks, browser)
+test: backbone browser book-tools  ## the whole test suite (unit, contract, learning, notebooks, browser, book)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests on the tiny backbones only

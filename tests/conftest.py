@@ -5,6 +5,8 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 import functools
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -75,7 +77,31 @@ def tiny_gpt2():
     return backbone("tiny-gpt2")
 
 
+# the browser tests drive Debian's chromium (never a browser download), with nothing that phones home
+CHROMIUM = os.environ.get("LOPT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 SLOW_MARKERS = ("slow", "notebook")  # the only tests that may load the embedded 135M backbone
+
+
+@pytest.fixture(scope="session")
+def executed_lessons(tmp_path_factory) -> Path:
+    """Where the notebook tests leave each lesson executed under ``ci`` (``<stem>/<stem>.ipynb``, as ``make demo``
+    lays out ``outputs/``): the book test builds from them, so that no lesson runs twice."""
+    return tmp_path_factory.mktemp("executed")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The book's tests last: they read the lessons the notebook tests executed."""
+    items.sort(key=lambda item: item.get_closest_marker("book") is not None)  # stable: the rest keep their order
 
 
 def is_slow(node) -> bool:

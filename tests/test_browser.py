@@ -2,8 +2,6 @@
 Playwright, the rank slider moved with the keyboard and the method explorer switched, on the embedded backbone."""
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,10 +10,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("LOPT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "lopt-kit-browser-test"
 CELLS = [
     # the rank slider on a 6-token prompt (random words: what is tested is the widget, not learning)
@@ -37,12 +35,6 @@ r = slider.slider.value
 cut = truncate_method(method, r, backbone)
 print(f"kernel: r={r} accuracy={evaluate(cut, backbone, task, 'validation', 16)['accuracy']:.3f}")""",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +87,7 @@ def test_rank_slider_and_method_explorer_in_chromium(lab):
 
     url, folder = lab
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         try:
             page.goto(f"{url}/lab/tree/widgets.ipynb?token={TOKEN}")

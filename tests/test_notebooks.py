@@ -13,8 +13,8 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def out_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("notebooks")
+def out_root(executed_lessons):
+    return executed_lessons  # the book's test builds from these executed copies
 
 
 def run(name, out_root, **parameters):

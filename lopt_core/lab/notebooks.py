@@ -2,6 +2,7 @@
 executed notebook, its figures (PNG) and its ``metrics.json``."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -52,10 +53,15 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
     start = time.perf_counter()
-    pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
-                        kernel_name="python3", progress_bar=progress,
-                        execution_timeout=cell_timeout(profile, timeout),
-                        report_mode=False)
+    backend = os.environ.pop("MPLBACKEND", None)  # the kernel draws inline, as in JupyterLab: figures in the copy
+    try:
+        pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
+                            kernel_name="python3", progress_bar=progress,
+                            execution_timeout=cell_timeout(profile, timeout),
+                            report_mode=False)
+    finally:
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
     return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
 
 
@@ -69,7 +75,6 @@ def run_code(path: str | Path, out_root: str | Path, profile: str = "ci", parame
     with the notebook and cell index in its traceback.
     """
     import json
-    import os
 
     path = Path(path).resolve()
     out_dir = Path(out_root).resolve() / (run_name or path.stem)
