@@ -124,3 +124,48 @@ def test_the_checker_sees_a_broken_link_and_ignores_code(tmp_path, monkeypatch):
     assert "a.md:8: link (#nowhere): a.md has no heading whose anchor is #nowhere" in problems
     assert any("link (c.md) points to c.md, which does not exist" in p for p in problems)
     assert any("#not-a-heading" in p for p in problems)
+
+
+def test_the_book_refuses_a_page_that_loads_from_the_web(tmp_path):
+    from lopt_core.lab.book import check_offline
+
+    (tmp_path / "a.html").write_text('<p>x</p><script src="https://cdn.example.org/x.js"></script>')
+    (tmp_path / "b.html").write_text("<script>var s = document.createElement('script');\n"
+                                     "s.src = 'https://unpkg.com/embed.js';</script>")
+    (tmp_path / "c.html").write_text('<a href="https://example.org/read">a link to read</a><script src="x.js"></script>'
+                                     '<script>var ns = "http://www.w3.org/2000/svg";</script>')
+    found = check_offline(tmp_path)
+    assert [f.split(":")[0] for f in found] == ["a.html", "b.html"]
+    assert "unpkg.com" in found[1]
+
+
+def test_a_lesson_in_the_book_keeps_its_outputs_but_not_its_progress_bars(tmp_path):
+    import json
+
+    from lopt_core.lab import book
+    from lopt_core.lab.notebooks import list_notebooks
+
+    source = list_notebooks(["01"])[0]
+    nb = json.loads(source.read_text())
+    widget = "application/vnd.jupyter.widget-view+json"
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code["outputs"] = [
+        {"output_type": "display_data", "metadata": {}, "data": {widget: {"model_id": "a"},
+                                                                 "text/plain": ["run:   0%|          | 0/16"]}},
+        {"output_type": "display_data", "metadata": {}, "data": {widget: {"model_id": "b"},
+                                                                 "text/plain": ["VBox(children=(IntSlider(),))"]}},
+        {"output_type": "stream", "name": "stdout", "text": ["kept\n"]}]
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    nb["metadata"]["papermill"] = {"parameters": {"profile": "demo"}, "end_time": "2026-12-05T10:00:00"}
+    (tmp_path / source.stem).mkdir()
+    (tmp_path / source.stem / source.name).write_text(json.dumps(nb))
+    pages = {f"notebooks/{p.name}": f"lessons/{p.stem}.ipynb" for p in list_notebooks()}
+    pages["docs/glossary.md"] = "glossary.md"
+    shown = book._lesson(source, tmp_path, pages[f"notebooks/{source.name}"], pages)
+    assert "widgets" not in shown["metadata"]
+    outputs = next(c for c in shown["cells"] if c["cell_type"] == "code")["outputs"]
+    assert len(outputs) == 2 and widget not in outputs[0]["data"] and "live kernel" in outputs[0]["data"]["text/plain"]
+    assert outputs[1]["text"] == ["kept\n"]
+    text = "".join("".join(c["source"]) for c in shown["cells"] if c["cell_type"] == "markdown")
+    assert "with profile `demo` on 2026-12-05" in text
+    assert "(02_lopt_low_rank_prompts.html)" in text and "(../glossary.html)" in text and ".ipynb)" not in text

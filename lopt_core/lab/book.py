@@ -39,6 +39,10 @@ MATHJAX_FILE = "tex-svg-full.js"  # one file, no fonts to fetch (SVG output)
 MATHJAX_CONFIG = ("<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
                   "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true}};</script>")
 EXTERNAL = re.compile(r'<(script|img|link|iframe|source)\b[^>]*\b(src|href)="(https?:)?//[^"]*"', re.IGNORECASE)
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)
+QUOTED_URL = re.compile(r"""["'](?:https?:)?//(?!www\.w3\.org/)[^"'\s]+["']""")  # w3.org: names, not loads
+MERMAID = re.compile(r"<script type=\"module\">(?:(?!</script>).)*?mermaid(?:(?!</script>).)*</script>", re.DOTALL)
+PROGRESS = re.compile(r"\d+%\|")  # tqdm's text: "name:  40%|####      | 8/20 [...]"
 LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
 
 
@@ -104,12 +108,19 @@ def _lesson(source: Path, executed: Path | None, page: str, pages: dict[str, str
         if cell["cell_type"] == "markdown":
             text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             cell["source"] = _relink(text, source, page, pages, html=True)
+        kept = []
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if WIDGET in data:
+                if PROGRESS.search("".join(data.get("text/plain", ""))):
+                    continue  # a progress bar: its saved text is its first frame, not what it showed
                 data.pop(WIDGET)
                 data["text/plain"] = ("[an interactive widget: it works in a live kernel (JupyterLab); "
                                       "the figure after it shows the same view, drawn once]")
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    nb.get("metadata", {}).pop("widgets", None)  # else the page fetches a widget renderer from a CDN
     title = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown")
     nb["cells"].insert(title + 1, {"cell_type": "markdown", "metadata": {}, "source": note})
     return nb
@@ -174,12 +185,15 @@ def _toc_to_headings(html: str) -> str:
 
 
 def check_offline(site: Path) -> list[str]:
-    """Pages that would load a script, style sheet, frame or picture from another host (links to read are
-    fine): ``["page: tag"]``, empty when the site is self-contained."""
+    """Pages that would load a script, style sheet, frame or picture from another host, by a tag or by an address
+    written in an inline script (links to read are fine): ``["page: what"]``, empty when the site is
+    self-contained."""
     found = []
     for page in sorted(site.rglob("*.html")):
-        for match in EXTERNAL.finditer(page.read_text(errors="replace")):
-            found.append(f"{page.relative_to(site)}: {match.group(0)[:120]}")
+        html = page.read_text(errors="replace")
+        found += [f"{page.relative_to(site)}: {m.group(0)[:120]}" for m in EXTERNAL.finditer(html)]
+        found += [f"{page.relative_to(site)}: a script asks for {url[:120]}" for script in INLINE_SCRIPT.findall(html)
+                  for url in QUOTED_URL.findall(script)]
     return found
 
 
@@ -212,8 +226,8 @@ def build(out: str | Path, executed: str | Path | None = None) -> dict:
                                str(site)], cwd=tmp, capture_output=True, text=True)
         if done.returncode != 0:
             raise BookError(f"mkdocs build failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-        for page in (site / "lessons").glob("*.html"):
-            page.write_text(_toc_to_headings(page.read_text()))
+        for page in (site / "lessons").glob("*.html"):  # no lesson draws Mermaid: drop the loader nbconvert adds
+            page.write_text(MERMAID.sub("", _toc_to_headings(page.read_text())))
         mathjax = _serve_mathjax(site)
         outside = check_offline(site)
         if outside:
