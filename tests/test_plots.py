@@ -32,3 +32,23 @@ def test_budget_front_rings_the_front_it_is_given_at_test_accuracy():
     front = next(line for line in ax.get_lines() if line.get_label().startswith("Pareto front"))
     assert list(front.get_xdata()) == [100, 120, 900]  # by test it would be [100] alone
     assert list(front.get_ydata()) == pytest.approx([0.9, 0.5, 0.6])
+
+
+def test_kv_cache_draws_one_cell_per_layer_and_position_coloured_by_kind_with_the_counts_in_the_title():
+    import numpy as np
+    import torch
+
+    L, heads, positions, head_dim, prefix = 3, 2, 7, 4, 2
+    keys = torch.ones(L, heads, positions, head_dim)
+    keys[1, :, 5] = 3.0  # one text slot (layer 1, position 5) three times the others: the deepest grey
+    layers = [(keys[layer], np.ones((heads, positions, head_dim))) for layer in range(L)]  # tensors and arrays alike
+    fig = plots.kv_cache(layers, prefix=prefix)
+    image = np.asarray(fig.axes[0].images[0].get_array())
+    assert image.shape == (L, positions, 4)
+    assert (image[:, :prefix, 0] > image[:, :prefix, 2] + 0.2).all()  # prefix: orange
+    assert np.allclose(image[:, prefix:, 0], image[:, prefix:, 2])  # text: grey
+    assert image[1, 5, :3].sum() < image[0, 5, :3].sum()  # a larger norm is drawn deeper
+    values = np.asarray(fig.axes[1].images[0].get_array())  # depth is per panel: equal norms, all at the deepest
+    assert np.allclose(values[:, prefix:, :3], image[1, 5, :3])
+    assert f"W = L·2·n_kv·head_dim = {L * 2 * heads * head_dim}" in fig.get_suptitle()
+    assert f"n = {prefix} prefix positions" in fig.get_suptitle()
