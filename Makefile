@@ -69,7 +69,7 @@ clean-outputs:  ## delete the outputs folder that `make demo` writes (OUT, defau
 bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results/*.json, then one table
 	cd benchmarks && ../$(PY) train_step.py && ../$(PY) efficiency.py && ../$(PY) small_batch_matmul.py \
 		&& ../$(PY) serving.py \
-		&& ../$(PY) notebook_series.py && ../$(PY) summary.py
+		&& ../$(PY) notebook_series.py --profile ci && ../$(PY) summary.py
 
 quality: backbone  ## the protocol's quality runs, in order (many CPU-hours; each resumes where it stopped) → results/
 	cd benchmarks && ../$(PY) lr_grid.py && ../$(PY) sst2_lopt.py && ../$(PY) time_to_accuracy.py \

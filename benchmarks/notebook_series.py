@@ -1,8 +1,11 @@
-"""Wall time of the whole notebook series under a profile (default ``ci``), one notebook at a time.
+"""Wall time of each lesson under a profile, one lesson at a time, each recorded as soon as it finishes (with the
+date, the thread count and the machine's fp32 matmul speed) in ``results/notebook_times.json``; the lessons'
+**Runtime** lines are then written from that record, so that no lesson states a time nobody measured.
 
-    python benchmarks/notebook_series.py [--profile ci]
-
-Writes benchmarks/results/notebook_series.json.
+    python benchmarks/notebook_series.py --profile demo              # every lesson
+    python benchmarks/notebook_series.py --profile demo --missing    # only those the record lacks (resumes)
+    python benchmarks/notebook_series.py --only 03 04 --profile ci
+    python benchmarks/notebook_series.py --write-lines               # the Runtime lines from the record, nothing run
 """
 from __future__ import annotations
 
@@ -10,24 +13,42 @@ import argparse
 import tempfile
 import time
 
-from lopt_core.lab.notebooks import execute_notebook, list_notebooks
+import torch
 
-from harness.results import save
+from lopt_core.lab import notebooks as lessons
+from lopt_core.lab.notebooks import execute_notebook, list_notebooks, matmul_gflops, read_runtimes
+from lopt_core.utils import run_info, write_json
+
+
+def record(run: dict) -> None:
+    """Append one measured lesson to the record (written whole, atomically)."""
+    runs = read_runtimes() + [run]
+    about = ("wall time of each lesson per profile (python benchmarks/notebook_series.py); a lesson's Runtime line "
+             "reads the newest run per profile")
+    write_json(lessons.RUNTIMES, {"about": about, "runs": runs})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="ci")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--only", nargs="*", default=None, help="lesson number prefixes (default: all)")
+    parser.add_argument("--missing", action="store_true", help="skip lessons the record has for this profile")
+    parser.add_argument("--write-lines", action="store_true", help="only rewrite the Runtime lines from the record")
     args = parser.parse_args()
-    runs, start = [], time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        for path in list_notebooks():
-            info = execute_notebook(path, out, args.profile)
-            runs.append({"notebook": path.name, "seconds": info["seconds"]})
-            print(f"{path.name:40s} {info['seconds']:7.1f} s", flush=True)
-    total = time.perf_counter() - start
-    save("notebook_series", {"profile": args.profile, "runs": runs, "total_seconds": total})
-    print(f"total {total:.0f} s ({total / 60:.1f} min)")
+    if not args.write_lines:
+        done = {r["notebook"] for r in read_runtimes() if r["profile"] == args.profile}
+        todo = [p for p in list_notebooks(args.only) if not (args.missing and p.stem in done)]
+        sha = run_info(None, None).get("git_sha")
+        for path in todo:
+            speed = matmul_gflops()
+            with tempfile.TemporaryDirectory() as out:
+                info = execute_notebook(path, out, args.profile)
+            record({"notebook": path.stem, "profile": args.profile, "seconds": round(info["seconds"], 1),
+                    "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
+                    "matmul_gflops": round((speed + matmul_gflops()) / 2, 1), "git_sha": sha})
+            print(f"{path.stem:36s} {args.profile:5s} {info['seconds']:7.1f} s", flush=True)
+    changed = lessons.write_runtime_lines()
+    print(f"Runtime lines rewritten: {', '.join(changed) or 'none changed'}")
 
 
 if __name__ == "__main__":

@@ -463,6 +463,10 @@ def _print_setup() -> None:
         print(f"  {name:14s} {version}")
     print(f"device (auto)    {get_device('auto')}  (cuda available: {torch.cuda.is_available()}, "
           f"threads: {torch.get_num_threads()})")
+    from lopt_core.lab.notebooks import matmul_gflops
+
+    print(f"fp32 matmul      {matmul_gflops():.0f} GFLOP/s on CPU (the lessons' Runtime lines give the speed they "
+          f"were measured at: times scale about inversely)")
     cached = embedded_cache_dir()
     print(f"cache            {cache_root()}")
     state = "converted" if (cached / "model.safetensors").exists() else "not yet converted: run lopt-kit prepare"

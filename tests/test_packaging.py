@@ -4,13 +4,14 @@ import pytest
 import tomllib
 from conftest import ROOT
 
-from lopt_core.lab.notebooks import all_notebooks, is_stripped
+from lopt_core.lab import notebooks as lessons
+from lopt_core.lab.notebooks import all_notebooks, is_stripped, list_notebooks
 
 
 def test_environment_yml_pip_section_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    wanted = project["dependencies"] + extras["dev"] + extras["browser"]
+    wanted = project["dependencies"] + extras["dev"] + extras["browser"] + extras["book"]
     text = (ROOT / "environment.yml").read_text()
     pip_block = text.split("- pip:", 1)[1]
     listed = re.findall(r"^\s+- (\S+)\s*$", pip_block, flags=re.M)
@@ -50,3 +51,35 @@ def test_notebooks_have_a_parameters_cell_of_literals(path):
 def test_readme_promises_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
+
+
+@pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.name)
+def test_every_lesson_states_the_runtime_its_measurements_give(path):
+    import nbformat
+
+    first = nbformat.read(path, as_version=4).cells[0].source.splitlines()
+    assert lessons.runtime_line(path.stem, lessons.read_runtimes()) in first, (
+        f"{path.name}: its Runtime line is not the record's: python benchmarks/notebook_series.py --write-lines")
+
+
+def test_runtime_lines_are_rewritten_from_the_record_and_nothing_else(tmp_path):
+    import json
+
+    lesson = tmp_path / "00_tour_of_the_backbone.ipynb"
+    lesson.write_text(list_notebooks(["00"])[0].read_text())
+    before = json.loads(lesson.read_text())
+    runs = [{"notebook": "00_tour_of_the_backbone", "profile": "demo", "seconds": 125.0, "date": "2026-12-05",
+             "threads": 2, "matmul_gflops": 31.4}]
+    assert lessons.write_runtime_lines(runs, [lesson]) == ["00_tour_of_the_backbone"]
+    after = json.loads(lesson.read_text())
+    line = lessons.runtime_line("00_tour_of_the_backbone", runs)
+    assert line.startswith("**Runtime**, measured: `demo` 2.1 min (2026-12-05, 2 threads, 31 GFLOP/s)")
+    assert "not measured: `ci`, `cpu`" in line
+    assert after["cells"][1:] == before["cells"][1:]
+    changed = [a for a, b in zip(after["cells"][0]["source"], before["cells"][0]["source"], strict=True) if a != b]
+    assert changed == [line + "\n"]
+    assert lessons.write_runtime_lines(runs, [lesson]) == []  # written once: nothing to change
+    before["cells"][0]["source"] = ["# a lesson\n", "no runtime here\n"]
+    lesson.write_text(json.dumps(before))
+    with pytest.raises(ValueError, match="exactly one line that starts with"):
+        lessons.write_runtime_lines(runs, [lesson])

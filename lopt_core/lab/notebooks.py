@@ -25,6 +25,81 @@ def list_notebooks(only: list[str] | None = None) -> list[Path]:
     return books
 
 
+RUNTIMES = ROOT / "benchmarks" / "results" / "notebook_times.json"  # python benchmarks/notebook_series.py
+PROFILE_ORDER = ("demo", "ci", "cpu", "gpu")  # how a lesson's Runtime line lists them
+
+
+def matmul_gflops(size: int = 512, seconds: float = 0.5) -> float:
+    """This machine's fp32 matrix-multiply speed in GFLOP/s (torch's threads): a lesson's time on CPU scales about
+    inversely with it, so a Runtime line measured elsewhere can be read for this machine."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm up
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        a @ b
+        done += 1
+    return 2 * size ** 3 * done / elapsed / 1e9
+
+
+def read_runtimes(path: str | Path = RUNTIMES) -> list[dict]:
+    """The measured lesson times: one record per (lesson, profile) run, oldest first."""
+    import json
+
+    path = Path(path)
+    return json.loads(path.read_text())["runs"] if path.is_file() else []
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+def runtime_line(stem: str, runs: list[dict]) -> str:
+    """A lesson's **Runtime** line, written from the measurements ``runs`` (the newest per profile): each profile's
+    time with its date and the machine's matmul speed, and the profiles not measured."""
+    newest = {r["profile"]: r for r in runs if r["notebook"] == stem}
+    measured = [f"`{p}` {_duration(r['seconds'])} ({r['date']}, {r['threads']} threads"
+                + (f", {r['matmul_gflops']:.0f} GFLOP/s)" if r.get("matmul_gflops") else ", speed not recorded)")
+                for p, r in ((p, newest[p]) for p in PROFILE_ORDER if p in newest)]
+    missing = [f"`{p}`" for p in PROFILE_ORDER[:3] if p not in newest]
+    text = "; ".join(measured) if measured else "nothing measured yet"
+    return (f"**Runtime**, measured: {text}" + (f"; not measured: {', '.join(missing)}" if missing else "")
+            + ". Times scale about inversely with a machine's fp32 matmul speed (`lopt-kit info` prints yours).")
+
+
+def write_runtime_lines(runs: list[dict] | None = None, paths: list[Path] | None = None) -> list[str]:
+    """Rewrite the **Runtime** line of each lesson's first cell from the measurements; return the lessons changed.
+    Only that line changes (the notebook's JSON layout stays as it is); the new file replaces the old at once."""
+    import json
+
+    from lopt_core.utils import atomic_path
+
+    runs = read_runtimes() if runs is None else runs
+    changed = []
+    for path in paths or list_notebooks():
+        raw = path.read_text()
+        lines = json.loads(raw)["cells"][0]["source"]
+        lines = lines if isinstance(lines, list) else lines.splitlines(True)
+        old = [line for line in lines if line.startswith("**Runtime**")]
+        if len(old) != 1:
+            raise ValueError(f"{path.name}: its first cell needs exactly one line that starts with **Runtime**")
+        new = runtime_line(path.stem, runs) + ("\n" if old[0].endswith("\n") else "")
+        if new == old[0]:
+            continue
+        before, after = (json.dumps(s, ensure_ascii=False)[1:-1] for s in (old[0], new))
+        if before not in raw:
+            raise ValueError(f"{path.name}: its Runtime line is not written as this function writes JSON strings")
+        text = raw.replace(before, after, 1)
+        json.loads(text)  # still a notebook
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)
+        changed.append(path.stem)
+    return changed
+
+
 CI_CELL_TIMEOUT = 1800  # seconds; under profile ci every cell takes well under a minute
 
 
