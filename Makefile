@@ -66,7 +66,7 @@ strip: setup  ## remove outputs from the committed notebooks
 clean-outputs:  ## delete the outputs folder that `make demo` writes (OUT, default outputs/)
 	rm -rf $(OUT)
 
-bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results/*.json, then one table
+bench: backbone  ## side-by-side benchmarks (kit vs PEFT) → benchmarks/results/*.json, then one table (it rewrites the lessons' Runtime lines from the ci times it measures)
 	cd benchmarks && ../$(PY) train_step.py && ../$(PY) efficiency.py && ../$(PY) small_batch_matmul.py \
 		&& ../$(PY) serving.py \
 		&& ../$(PY) notebook_series.py --profile ci && ../$(PY) summary.py

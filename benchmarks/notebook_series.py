@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--missing", action="store_true", help="skip lessons the record has for this profile")
     parser.add_argument("--write-lines", action="store_true", help="only rewrite the Runtime lines from the record")
     args = parser.parse_args()
+    failed: list[str] = []
     if not args.write_lines:
         done = {r["notebook"] for r in read_runtimes() if r["profile"] == args.profile}
         todo = [p for p in list_notebooks(args.only) if not (args.missing and p.stem in done)]
@@ -42,13 +43,20 @@ def main() -> None:
         for path in todo:
             speed = matmul_gflops()
             with tempfile.TemporaryDirectory() as out:
-                info = execute_notebook(path, out, args.profile)
+                try:
+                    info = execute_notebook(path, out, args.profile)
+                except Exception as err:  # noqa: BLE001 - a failing lesson is reported; the others still run
+                    failed.append(path.stem)
+                    print(f"{path.stem}: failed under {args.profile}: {type(err).__name__}: {err}"[:2000], flush=True)
+                    continue
             record({"notebook": path.stem, "profile": args.profile, "seconds": round(info["seconds"], 1),
                     "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
                     "matmul_gflops": round((speed + matmul_gflops()) / 2, 1), "git_sha": sha})
             print(f"{path.stem:36s} {args.profile:5s} {info['seconds']:7.1f} s", flush=True)
     changed = lessons.write_runtime_lines()
     print(f"Runtime lines rewritten: {', '.join(changed) or 'none changed'}")
+    if failed:
+        raise SystemExit(f"failed, not recorded: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -145,8 +145,9 @@ def test_every_lesson_page_loads_with_its_figures(browser_page, built):
         assert all(done and w > 0 and h > 0 for done, w, h in sizes), (stem, sizes)
         if result["lessons"][stem] == "executed":
             assert len(sizes) >= 1, f"{stem}: executed, yet no figure on its page"
-        if stem.startswith(("06", "08")):  # formulas typeset by the site's own MathJax
+        if stem.startswith(("06", "08")):  # formulas typeset by the site's own MathJax, without an error
             page.wait_for_selector("mjx-container", timeout=30_000)
+            assert page.locator("mjx-merror").count() == 0, stem
     assert outside == [], f"pages asked the web for: {outside[:5]}"
 
 

@@ -169,3 +169,17 @@ def test_a_lesson_in_the_book_keeps_its_outputs_but_not_its_progress_bars(tmp_pa
     text = "".join("".join(c["source"]) for c in shown["cells"] if c["cell_type"] == "markdown")
     assert "with profile `demo` on 2026-12-05" in text
     assert "(02_lopt_low_rank_prompts.html)" in text and "(../glossary.html)" in text and ".ipynb)" not in text
+
+
+def test_the_book_relinks_prose_and_leaves_code_alone():
+    from lopt_core.lab.book import ROOT, _relink
+
+    pages = {"docs/usage.md": "usage.md", "notebooks/01_x.ipynb": "lessons/01_x.ipynb"}
+    text = ("See [usage](docs/usage.md#tasks), [lesson](notebooks/01_x.ipynb), [code](lopt_core/cli.py), "
+            "[web](HTTPS://example.org) and `d[i](j)`.\n```python\nscores = table[k](x)\n```\n")
+    out = _relink(text, ROOT / "README.md", "index.md", pages)
+    assert "[usage](usage.md#tasks)" in out and "[lesson](lessons/01_x.ipynb)" in out
+    assert "code and" not in out and "[code]" not in out and "code, [web]" in out  # a file the book lacks: text
+    assert "[web](HTTPS://example.org)" in out and "`d[i](j)`" in out and "scores = table[k](x)" in out
+    html = _relink("[next](01_x.ipynb)", ROOT / "notebooks" / "00_y.ipynb", "lessons/00_y.ipynb", pages, html=True)
+    assert html == "[next](01_x.html)"

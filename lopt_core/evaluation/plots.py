@@ -352,7 +352,7 @@ def kv_cache(layers, prefix: int, labels: tuple[str, str] = ("prefix: trained, s
     colours = (plt.get_cmap("Oranges"), plt.get_cmap("Greys"))
     for i, (ax, name) in enumerate(zip(axes, ("keys K", "values V"), strict=True)):
         norms = np.stack([np.linalg.norm(pair[i], axis=(0, 2)) for pair in pairs])  # (L, positions)
-        depth = 0.15 + 0.85 * norms / norms.max()
+        depth = 0.15 + 0.85 * norms / max(norms.max(), 1e-12)  # an all-zero panel stays pale, not NaN
         image = np.where((np.arange(positions) < prefix)[None, :, None], colours[0](depth), colours[1](depth))
         ax.imshow(image, origin="lower", aspect="auto", interpolation="nearest",
                   extent=(-0.5, positions - 0.5, -0.5, L - 0.5))

@@ -38,12 +38,16 @@ MATHJAX_TAG = re.compile(rf'<script src="{MATHJAX_URL}">\s*</script>')
 MATHJAX_FILE = "tex-svg-full.js"  # one file, no fonts to fetch (SVG output)
 MATHJAX_CONFIG = ("<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
                   "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true}};</script>")
-EXTERNAL = re.compile(r'<(script|img|link|iframe|source)\b[^>]*\b(src|href)="(https?:)?//[^"]*"', re.IGNORECASE)
-INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)
-QUOTED_URL = re.compile(r"""["'](?:https?:)?//(?!www\.w3\.org/)[^"'\s]+["']""")  # w3.org: names, not loads
+REMOTE = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
+QUOTED_URL = re.compile(r"""["'`](?:https?:)?//(?!www\.w3\.org/)[^"'`\s]+["'`]""", re.IGNORECASE)  # w3.org: names
+CSS_URL = re.compile(r"""(?:url\(\s*["']?|@import\s+["'])((?:https?:)?//[^"')\s]+)""", re.IGNORECASE)
+LOADS = {"script": ("src",), "img": ("src", "srcset"), "source": ("src", "srcset"), "iframe": ("src",),
+         "video": ("src", "poster"), "audio": ("src",), "embed": ("src",), "object": ("data",), "link": ("href",)}
 MERMAID = re.compile(r"<script type=\"module\">(?:(?!</script>).)*?mermaid(?:(?!</script>).)*</script>", re.DOTALL)
 PROGRESS = re.compile(r"\d+%\|")  # tqdm's text: "name:  40%|####      | 8/20 [...]"
 LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
+CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.DOTALL)  # fences and code spans: never relinked
+MARKER = ".lopt-kit-book"  # written into every site: a folder without it is never replaced
 
 
 class BookError(RuntimeError):
@@ -62,12 +66,22 @@ def mathjax_folder() -> Path:
     return Path(dist.locate_file("sphinx-mathjax-offline/static/mathjax"))
 
 
+def _code(nb: dict) -> list[str]:
+    """A notebook's code, cell by cell, without the cell papermill adds for the parameters it was given."""
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
+            and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
 def executed_copy(executed: Path | None, lesson: Path) -> Path | None:
-    """The executed copy of ``lesson`` under ``executed`` (``<executed>/<stem>/<stem>.ipynb``), if there is one."""
+    """The executed copy of ``lesson`` under ``executed`` (``<executed>/<stem>/<stem>.ipynb``), if there is one
+    and it ran the lesson's code as committed now (a copy of an older version is not shown as this lesson's run)."""
     if executed is None:
         return None
     found = Path(executed) / lesson.stem / lesson.name
-    return found if found.is_file() else None
+    if not found.is_file():
+        return None
+    same = _code(json.loads(found.read_text(encoding="utf-8"))) == _code(json.loads(lesson.read_text(encoding="utf-8")))
+    return found if same else None
 
 
 def _relink(text: str, source: Path, page: str, pages: dict[str, str], html: bool = False) -> str:
@@ -77,7 +91,7 @@ def _relink(text: str, source: Path, page: str, pages: dict[str, str], html: boo
     ``.html`` file (in a notebook's cells, which MkDocs does not rewrite; it does in Markdown pages)."""
     def fix(match: re.Match) -> str:
         label, target = match.groups()
-        if re.match(r"[a-z]+:|#", target):
+        if re.match(r"[a-z][a-z0-9+.-]*:|#|<", target, re.IGNORECASE):
             return match.group(0)
         path, _, anchor = target.partition("#")
         repo_path = os.path.normpath(os.path.join(os.path.dirname(source.relative_to(ROOT).as_posix()), path))
@@ -87,14 +101,15 @@ def _relink(text: str, source: Path, page: str, pages: dict[str, str], html: boo
         if html and new.endswith((".md", ".ipynb")):
             new = new.rsplit(".", 1)[0] + ".html"
         return f"{label}({new}{'#' + anchor if anchor else ''})"
-    return LINK.sub(fix, text)
+    parts = CODE.split(text)  # odd places: code, kept as written
+    return "".join(part if i % 2 else LINK.sub(fix, part) for i, part in enumerate(parts))
 
 
 def _lesson(source: Path, executed: Path | None, page: str, pages: dict[str, str]) -> dict:
     """The notebook the book shows for one lesson: links rewritten to the book's pages, widget outputs
     replaced by a sentence (their state is not saved in a run), and a first note that says which run it shows."""
     copy = executed_copy(executed, source)
-    nb = json.loads((copy or source).read_text())
+    nb = json.loads((copy or source).read_text(encoding="utf-8"))
     run = nb.get("metadata", {}).get("papermill", {})
     profile = run.get("parameters", {}).get("profile")
     if copy is not None:
@@ -102,8 +117,11 @@ def _lesson(source: Path, executed: Path | None, page: str, pages: dict[str, str
         note = (f"*This page shows a run of the lesson with profile `{profile}`{' on ' + when if when else ''}: "
                 f"the outputs are that run's. Run it yourself in JupyterLab (`make lab`) to change it.*")
     else:
-        note = (f"*This page shows the lesson as committed, without outputs: no executed copy was there when the "
-                f"book was built. `make demo NOTEBOOKS={source.name[:2]}` runs it, then `make book` shows it here.*")
+        stale = executed is not None and (Path(executed) / source.stem / source.name).is_file()
+        why = ("the executed copy there is of an older version of the lesson" if stale
+               else "no executed copy was there when the book was built")
+        note = (f"*This page shows the lesson as committed, without outputs: {why}. "
+                f"`make demo NOTEBOOKS={source.name[:2]}` runs it, then `make book` shows it here.*")
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
             text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
@@ -133,20 +151,23 @@ def stage(executed: Path | None, folder: Path) -> dict:
     lessons = list_notebooks()
     pages = {"README.md": "index.md", **{k: v[0] for k, v in REFERENCE.items()},
              **{f"notebooks/{p.name}": f"lessons/{p.stem}.ipynb" for p in lessons}}
+    left_out = sorted(p.name for p in (ROOT / "docs").glob("*.md") if f"docs/{p.name}" not in REFERENCE)
+    if left_out:
+        raise BookError(f"docs pages the book does not list: {', '.join(left_out)}: add them to book.REFERENCE")
     for extra in sorted((ROOT / "docs").iterdir()):  # pictures the pages show
-        if extra.suffix != ".md":
+        if extra.is_file() and extra.suffix != ".md":
             pages[f"docs/{extra.name}"] = extra.name
             shutil.copy2(extra, docs / extra.name)
     for repo_path, page in pages.items():
         source = ROOT / repo_path
         if source.suffix == ".md":
-            (docs / page).write_text(_relink(source.read_text(), source, page, pages))
+            (docs / page).write_text(_relink(source.read_text(encoding="utf-8"), source, page, pages), encoding="utf-8")
     shown = {}
     (docs / "lessons").mkdir()
     for source in lessons:
         page = pages[f"notebooks/{source.name}"]
         nb = _lesson(source, executed, page, pages)
-        (docs / page).write_text(json.dumps(nb, ensure_ascii=False))
+        (docs / page).write_text(json.dumps(nb, ensure_ascii=False), encoding="utf-8")
         shown[source.stem] = "executed" if executed_copy(executed, source) else "as committed"
     nav = [{"Home": "index.md"}, {"Lessons": [{p.stem.replace("_", " "): pages[f"notebooks/{p.name}"]}
                                               for p in lessons]},
@@ -159,7 +180,7 @@ def stage(executed: Path | None, folder: Path) -> dict:
                                                          "custom_mathjax_url": MATHJAX_URL}}],
               "markdown_extensions": ["tables", "admonition", {"toc": {"permalink": False}}],
               "nav": nav}
-    (folder / "mkdocs.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
+    (folder / "mkdocs.yml").write_text(json.dumps(config, indent=1), encoding="utf-8")  # JSON is YAML
     return shown
 
 
@@ -188,19 +209,49 @@ def check_offline(site: Path) -> list[str]:
     """Pages that would load a script, style sheet, frame or picture from another host, by a tag or by an address
     written in an inline script (links to read are fine): ``["page: what"]``, empty when the site is
     self-contained."""
+    from html.parser import HTMLParser
+
+    class Loads(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.found, self.inside = [], None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            for name in LOADS.get(tag, ()):
+                value = attrs.get(name) or ""
+                if tag == "link" and "stylesheet" not in (attrs.get("rel") or "") and "preload" not in (
+                        attrs.get("rel") or ""):
+                    continue  # a link to read (canonical, alternate), not a load
+                if any(REMOTE.match(part) for part in value.split(",")):
+                    self.found.append(f"<{tag} {name}={value[:100]}>")
+            self.found += [f"style {u[:100]}" for u in CSS_URL.findall(attrs.get("style") or "")]
+            self.inside = tag if tag in ("script", "style") and not attrs.get("src") else None
+
+        def handle_endtag(self, tag):
+            self.inside = None
+
+        def handle_data(self, data):
+            if self.inside == "script":
+                self.found += [f"a script asks for {u[:100]}" for u in QUOTED_URL.findall(data)]
+            elif self.inside == "style":
+                self.found += [f"a style loads {u[:100]}" for u in CSS_URL.findall(data)]
+
     found = []
     for page in sorted(site.rglob("*.html")):
-        html = page.read_text(errors="replace")
-        found += [f"{page.relative_to(site)}: {m.group(0)[:120]}" for m in EXTERNAL.finditer(html)]
-        found += [f"{page.relative_to(site)}: a script asks for {url[:120]}" for script in INLINE_SCRIPT.findall(html)
-                  for url in QUOTED_URL.findall(script)]
+        parser = Loads()
+        parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+        found += [f"{page.relative_to(site)}: {what}" for what in parser.found]
+    for sheet in sorted(site.rglob("*.css")):
+        found += [f"{sheet.relative_to(site)}: loads {u[:100]}"
+                  for u in CSS_URL.findall(sheet.read_text(encoding="utf-8", errors="replace"))]
     return found
 
 
 def _serve_mathjax(site: Path) -> int:
     """Point every page that asks for MathJax at the site's own copy (MathJax 3, configured for ``$…$`` as
     Jupyter writes it); return how many pages."""
-    pages = [p for p in site.rglob("*.html") if MATHJAX_TAG.search(p.read_text(errors="replace"))]
+    pages = [p for p in site.rglob("*.html") if MATHJAX_TAG.search(p.read_text(encoding="utf-8", errors="replace"))]
     if pages:
         target = site / "assets" / "mathjax"
         target.mkdir(parents=True, exist_ok=True)
@@ -208,33 +259,56 @@ def _serve_mathjax(site: Path) -> int:
     for page in pages:
         src = os.path.relpath(site / "assets" / "mathjax" / MATHJAX_FILE, page.parent)
         tag = f'{MATHJAX_CONFIG}<script src="{src}"></script>'
-        page.write_text(MATHJAX_TAG.sub(lambda _, tag=tag: tag, page.read_text()))
+        page.write_text(MATHJAX_TAG.sub(lambda _, tag=tag: tag, page.read_text(encoding="utf-8")), encoding="utf-8")
+    left = [p.name for p in site.rglob("*.html") if MATHJAX_URL in p.read_text(encoding="utf-8", errors="replace")]
+    if left:
+        raise BookError(f"MathJax's tag was written in a way the book does not know, on {', '.join(left[:5])}: "
+                        f"its formulas would not be typeset")
     return len(pages)
+
+
+def _replaceable(out: Path) -> None:
+    """Refuse to build over a folder that is not a book: the repository or a folder above it, one of its own
+    folders, or any non-empty folder without the book's marker."""
+    if out == ROOT or out in ROOT.parents or any(out == ROOT / name for name in
+                                                 ("docs", "notebooks", "outputs", "lopt_core", "tests", "data")):
+        raise BookError(f"{out} is the repository or one of its folders: name a folder of its own, e.g. site/")
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file()):
+        raise BookError(f"{out} exists and is not a book this kit built (no {MARKER} in it): it is left as it is")
 
 
 def build(out: str | Path, executed: str | Path | None = None) -> dict:
     """Build the book into ``out`` from the lessons (the executed copies under ``executed`` where present);
-    return {"site", "lessons": stem → "executed" or "as committed", "mathjax_pages"}. The folder is replaced
-    only when the build succeeded."""
+    return {"site", "lessons": stem → "executed" or "as committed", "mathjax_pages"}. The site is built beside
+    ``out`` and renamed onto it only when the build succeeded; ``out`` must be new, empty or an earlier book."""
     out = Path(out).resolve()
-    if shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None:
-        raise BookError("mkdocs is not installed here: pip install -e '.[book]' (or `make book`)")
-    with tempfile.TemporaryDirectory(prefix="book-") as tmp:
+    _replaceable(out)
+    try:
+        import mkdocs  # noqa: F401
+        import mkdocs_jupyter  # noqa: F401
+    except ImportError as err:
+        raise BookError("the book's tools are not installed here: pip install -e '.[book]' (or `make book`)") from err
+    mathjax_folder()  # before the build, not after it
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".book-", dir=out.parent) as tmp:
         shown = stage(Path(executed).resolve() if executed else None, Path(tmp))
         site = Path(tmp) / "site"
-        done = subprocess.run([str(Path(sys.executable).parent / "mkdocs"), "build", "--quiet", "--site-dir",
-                               str(site)], cwd=tmp, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "--site-dir", str(site)],
+                              cwd=tmp, capture_output=True, text=True)
         if done.returncode != 0:
             raise BookError(f"mkdocs build failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         for page in (site / "lessons").glob("*.html"):  # no lesson draws Mermaid: drop the loader nbconvert adds
-            page.write_text(MERMAID.sub("", _toc_to_headings(page.read_text())))
+            html = page.read_text(encoding="utf-8")
+            page.write_text(MERMAID.sub("", _toc_to_headings(html)), encoding="utf-8")
         mathjax = _serve_mathjax(site)
         outside = check_offline(site)
         if outside:
             raise BookError("pages would load from the web:\n" + "\n".join(outside[:20]))
+        (site / MARKER).write_text("built by python -m lopt_core.lab.book\n", encoding="utf-8")
+        old = Path(tmp) / "old"
         if out.exists():
-            shutil.rmtree(out)
-        shutil.move(str(site), out)
+            out.rename(old)  # same folder, same file system: two renames, never a half-written site
+        site.rename(out)
     return {"site": str(out), "lessons": shown, "mathjax_pages": mathjax}
 
 
@@ -251,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for stem, how in result["lessons"].items():
         print(f"  {stem}: {how}")
+    if "executed" not in result["lessons"].values():
+        print(f"note: no executed lesson of the current version in {executed}/: every page shows its lesson "
+              f"without outputs (run `make demo` first, or name the folder with --executed)")
     print(f"the book is in {result['site']}/index.html (search: python -m http.server -d {args.out})")
     return 0
 

@@ -48,7 +48,7 @@ def read_runtimes(path: str | Path = RUNTIMES) -> list[dict]:
     import json
 
     path = Path(path)
-    return json.loads(path.read_text())["runs"] if path.is_file() else []
+    return json.loads(path.read_text(encoding="utf-8"))["runs"] if path.is_file() else []
 
 
 def _duration(seconds: float) -> str:
@@ -60,7 +60,10 @@ def _duration(seconds: float) -> str:
 def runtime_line(stem: str, runs: list[dict]) -> str:
     """A lesson's **Runtime** line, written from the measurements ``runs`` (the newest per profile): each profile's
     time with its date and the machine's matmul speed, and the profiles not measured."""
-    newest = {r["profile"]: r for r in runs if r["notebook"] == stem}
+    newest = {}  # profile → its newest run (by date; the later in the record on the same date)
+    for r in runs:
+        if r["notebook"] == stem and r["date"] >= newest.get(r["profile"], {}).get("date", ""):
+            newest[r["profile"]] = r
     measured = [f"`{p}` {_duration(r['seconds'])} ({r['date']}, {r['threads']} threads"
                 + (f", {r['matmul_gflops']:.0f} GFLOP/s)" if r.get("matmul_gflops") else ", speed not recorded)")
                 for p, r in ((p, newest[p]) for p in PROFILE_ORDER if p in newest)]
@@ -79,8 +82,8 @@ def write_runtime_lines(runs: list[dict] | None = None, paths: list[Path] | None
 
     runs = read_runtimes() if runs is None else runs
     changed = []
-    for path in paths or list_notebooks():
-        raw = path.read_text()
+    for path in list_notebooks() if paths is None else paths:
+        raw = path.read_text(encoding="utf-8")
         lines = json.loads(raw)["cells"][0]["source"]
         lines = lines if isinstance(lines, list) else lines.splitlines(True)
         old = [line for line in lines if line.startswith("**Runtime**")]
@@ -95,7 +98,7 @@ def write_runtime_lines(runs: list[dict] | None = None, paths: list[Path] | None
         text = raw.replace(before, after, 1)
         json.loads(text)  # still a notebook
         with atomic_path(path) as tmp:
-            Path(tmp).write_text(text)
+            Path(tmp).write_text(text, encoding="utf-8")
         changed.append(path.stem)
     return changed
 
@@ -128,15 +131,10 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
     start = time.perf_counter()
-    backend = os.environ.pop("MPLBACKEND", None)  # the kernel draws inline, as in JupyterLab: figures in the copy
-    try:
-        pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
-                            kernel_name="python3", progress_bar=progress,
-                            execution_timeout=cell_timeout(profile, timeout),
-                            report_mode=False)
-    finally:
-        if backend is not None:
-            os.environ["MPLBACKEND"] = backend
+    # the kernel draws inline, as in JupyterLab, whatever MPLBACKEND says: the copy keeps its figures
+    pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
+                        kernel_name="python3", progress_bar=progress, execution_timeout=cell_timeout(profile, timeout),
+                        report_mode=False, extra_arguments=["--matplotlib=inline"])
     return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
 
 
