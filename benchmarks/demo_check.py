@@ -25,7 +25,7 @@ from lopt_core.methods import build_method
 from lopt_core.training.trainer import Trainer, TrainingDiverged
 from lopt_core.utils import seed_everything
 
-from harness.grid import profile_settings
+from harness.grid import profile_settings, trained_decay
 from harness.results import load, save
 
 METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # with the profile's options: notebook 02's
@@ -39,13 +39,16 @@ def run(name: str, seed: int, P, backbone, task) -> dict:
     method = build_method(name, backbone, prompt_len=20, seed=seed, **P.options(name, **METHODS[name]))
     config = P.train_config(seed, method=name, progress=False)
     method_lr, start = config.lr, time.perf_counter()
+    trainer = Trainer(method, backbone, task, config)
+    decay = trainer.config.weight_decay  # the method's when the profile names none
     try:
-        fit = Trainer(method, backbone, task, config).fit()
+        fit = trainer.fit()
     except TrainingDiverged as err:
-        return {"validation": None, "test": None, "lr": method_lr, "diverged": str(err).split(". ")[0],
-                "seconds": time.perf_counter() - start}
+        return {"validation": None, "test": None, "lr": method_lr, "weight_decay": decay,
+                "diverged": str(err).split(". ")[0], "seconds": time.perf_counter() - start}
     return {"validation": fit.metrics["validation"]["accuracy"], "test": fit.metrics["test"]["accuracy"],
-            "lr": method_lr, "best_step": fit.metrics["best_step"], "seconds": time.perf_counter() - start}
+            "lr": method_lr, "weight_decay": decay, "best_step": fit.metrics["best_step"],
+            "seconds": time.perf_counter() - start}
 
 
 def describe(result: dict, zero_shot: dict) -> str:
@@ -85,7 +88,10 @@ def main() -> None:
     # at another rate than its method's current one is dropped (re-choosing one method's rate keeps the others)
     same = before is not None and profile_settings(before["config"]["profile"]) == profile_settings(P.to_dict())
     rates = {name: P.train_config(0, method=name).lr for name in METHODS}
-    runs = [r for r in before["runs"] if r.get("lr", rates[r["method"]]) == rates[r["method"]]] if same else []
+    decays = {name: trained_decay(name, P, backbone, METHODS[name]) for name in METHODS}
+    # and one with another weight decay (a run recorded before decay was recorded trained with the trainer's 0)
+    runs = [r for r in before["runs"] if r.get("lr", rates[r["method"]]) == rates[r["method"]]
+            and r.get("weight_decay", 0.0) == decays[r["method"]]] if same else []
     zero_shot = dict(before["zero_shot"]) if same else {}
     done = {(r["method"], r["seed"], r["threads"]) for r in runs}
 

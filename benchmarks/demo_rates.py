@@ -8,7 +8,9 @@ nor fell more than 10 points. A rate at the edge of stability turned the float d
 LoPT-2 below zero-shot; this rule keeps the demo away from that edge. The test split is never scored here
 (``test_split=None``). A best rate at the edge of the grid is followed by the next one out (half a decade), until the
 best is inside. Each finished run is recorded at once in ``benchmarks/results/demo_rates_<steps>_steps.json`` and
-not trained again (a stopped sweep resumes). ``--steps`` sweeps a candidate budget before the profile adopts it;
+not trained again (a stopped sweep resumes); a method's runs recorded with another weight decay than the one it now
+trains with (LoPT-1's residual form took weight decay 1 as its default) are kept under ``superseded`` and its rates
+tuned again. ``--steps`` sweeps a candidate budget before the profile adopts it;
 the profile's own budget is the default. The chosen rates are
 written into ``lopt_core/lab/profiles.py`` by hand, and a test checks that they are this file's choice;
 ``benchmarks/demo_check.py`` then checks them on three seeds and two thread counts.
@@ -25,7 +27,7 @@ from lopt_core.methods import build_method
 from lopt_core.training.trainer import Trainer, TrainingDiverged
 from lopt_core.utils import seed_everything
 
-from harness.grid import demo_rates_record, profile_settings, stable_choice
+from harness.grid import demo_rates_record, profile_settings, stable_choice, trained_decay
 from harness.results import load, save
 
 METHODS = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}
@@ -85,8 +87,17 @@ def main() -> None:
     forms = None if args.residual is None else {m: {"residual": bool(args.residual)} for m in ("lopt1", "lopt2")}
     P = get_profile("demo", steps=args.steps, eval_every=args.eval_every, method_options=forms)
     backbone, task = P.load_backbone(), P.load_task()
+    decays = {m: trained_decay(m, P, backbone, METHODS[m]) for m in METHODS}
     done = measured(P)
-    results = load(record_name(P))["results"] if done else {}
+    saved = load(record_name(P)) if done else None
+    results, superseded = (saved["results"], saved.get("superseded", {})) if saved else ({}, {})
+    for name in list(results):  # trained with another weight decay than the method now takes: not its rates
+        then = results[name].get("weight_decay", 0.0)  # the record before decay was recorded: the trainer's 0
+        if then != decays[name]:
+            print(f"{name}: its recorded runs trained with weight decay {then:g}, it now trains with "
+                  f"{decays[name]:g}: they are kept under 'superseded' and its rates tuned again", flush=True)
+            superseded.setdefault(name, []).append({**results.pop(name), "weight_decay": then})
+            done.pop(name, None)
 
     def record(name: str, runs: dict) -> dict:
         """Write every run of ``name`` so far with the rate they choose; the choice (``stable_choice``'s)."""
@@ -95,13 +106,13 @@ def main() -> None:
         results[name] = {"by_rate": {lr: {"validation_accuracy": choice["mean"][lr],
                                           "seeds": {s: runs[lr][s] for s in sorted(runs[lr])}}
                                      for lr in sorted(accuracies)},
-                         "best_lr": choice["lr"], "refused": choice["refused"]}
+                         "best_lr": choice["lr"], "refused": choice["refused"], "weight_decay": decays[name]}
         save(record_name(P), {"config": {"profile": P.to_dict(), "prompt_len": 20,
                                            "methods": {m: P.options(m, **o) for m, o in METHODS.items()},
                                                  "selection": "validation accuracy, mean over seeds, with a "
                                                               "stability margin (harness.grid.stable_choice); test "
                                                               "never scored"},
-                                      "results": results})
+                                      "results": results, **({"superseded": superseded} if superseded else {})})
         return choice
 
     for name in args.methods:

@@ -36,7 +36,7 @@ from lopt_core.lab.sweep import run_key
 from lopt_core.methods import build_method, load_method
 from lopt_core.utils import read_json, seed_everything
 
-from harness.quality import Sweep, intervals, paired_differences
+from harness.quality import Sweep, explicit, intervals, paired_differences
 from harness.results import RESULTS, RUNS, SHARED_DATA, load, save
 
 RECORD = RESULTS / "lopt_diagnosis_runs.json"
@@ -59,7 +59,9 @@ def prompt_tuning_point(task: str, seed: int) -> dict:
 
 
 def lopt_point(task: str, seed: int, rank: int = 2, method: str = "lopt1", lr: float = LR, **extra) -> dict:
-    return {"method": method, "prompt_len": 20, "rank": rank, "lr": lr, "seed": seed, **task_fields(task), **extra}
+    """A LoPT row: the plain form unless its options say residual (the rows compare fixes with the plain U V)."""
+    return explicit({"method": method, "prompt_len": 20, "rank": rank, "lr": lr, "seed": seed, **task_fields(task),
+                     **extra})
 
 
 def capacity(task: str, seed: int, ranks: list[int]) -> list[tuple[str, dict]]:

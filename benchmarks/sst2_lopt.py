@@ -1,17 +1,18 @@
-"""LoPT on real SST-2: prompt tuning vs LoPT-1/LoPT-2 at r ∈ {2, 4}, 3 seeds, validation selects, test reports.
+"""LoPT on real SST-2: prompt tuning vs LoPT-1/LoPT-2 at r ∈ {2, 4} and LoPT-1's default form, 3 seeds, validation
+selects, test reports.
 
     python benchmarks/sst2_lopt.py [--out ../runs/sst2_lopt] [--data ../../shared/data/sst2] [--steps 240]
 
 Embedded backbone, batch 8, n = 20, each method at its best learning rate on SST-2's validation in the grid of
 ``benchmarks/lr_grid.py`` (read from the committed ``results/lr_grid_runs.json``; LoPT at r = 4 takes the rate its
-family found at r = 2, the only rank of the grid). Validation = dev.tsv (872 sentences; 500 of them scored every 30
-steps to keep the best checkpoint); test = test.tsv (1,821 labelled sentences), scored once per run. The runs are a
-resumable sweep of the worker notebook (finished runs are skipped when this script is run again; each finished run
-is also recorded in ``results/sst2_lopt_runs.json``, committed, so the sweep resumes on another machine). Then, in
-this process: zero-shot on test, mean ± 95% interval per method, per-seed paired differences against prompt tuning,
-and, for the trained full prompts, their effective rank and the test accuracy of their rank-r truncations. Writes
-``benchmarks/results/sst2_lopt.json``.
-"""
+family found at r = 2, the only rank of the grid). The rows are labels of the grid: ``lopt1`` and ``lopt2`` the paper's
+forms, ``lopt1_residual_wd`` LoPT-1 as the kit now builds and trains it (X = X0 + U V, weight decay 1). Validation =
+dev.tsv (872 sentences; 500 of them scored every 30 steps to keep the best checkpoint); test = test.tsv (1,821 labelled
+sentences), scored once per run. The runs are a resumable sweep of the worker notebook (finished runs are skipped when
+this script is run again; each finished run is also recorded in ``results/sst2_lopt_runs.json``, committed, so the sweep
+resumes on another machine). Then, in this process: zero-shot on test, mean ± 95% interval per method, per-seed paired
+differences against prompt tuning, and, for the trained full prompts, their effective rank and the test accuracy of
+their rank-r truncations. Writes ``benchmarks/results/sst2_lopt.json``."""
 from __future__ import annotations
 
 import argparse
@@ -24,18 +25,30 @@ from lopt_core.lab.sweep import run_key
 from lopt_core.methods import build_method, load_method
 from lopt_core.model import load_backbone
 
-from harness.grid import tuned_rates
-from harness.quality import Sweep, intervals, paired_differences
+from harness.grid import GRIDS, TRAIN_OPTIONS, tuned_rates
+from harness.quality import Sweep, explicit, intervals, paired_differences
 from harness.results import RESULTS, RUNS, data_option, save
 
 RECORD = RESULTS / "sst2_lopt_runs.json"
 ABOUT = "finished runs of benchmarks/sst2_lopt.py (validation selects, test.tsv reports)"
 
-CONFIGS = [("prompt_tuning", 0), ("lopt1", 2), ("lopt1", 4), ("lopt2", 2), ("lopt2", 4)]  # (method, rank)
+# (label of the learning-rate grid, rank): the grid's label names the form and its training options; "lopt1" is
+# the paper's X = U V, "lopt1_residual_wd" LoPT-1's default since the diagnosis (X0 + U V, weight decay 1)
+CONFIGS = [("prompt_tuning", 0), ("lopt1", 2), ("lopt1", 4), ("lopt2", 2), ("lopt2", 4), ("lopt1_residual_wd", 2)]
 
 
-def label(method: str, rank: int) -> str:
-    return method if not rank else f"{method} (r={rank})"
+def label(name: str, rank: int) -> str:
+    return name if not rank else f"{name} (r={rank})"
+
+
+def sweep_point(name: str, rank: int, lr: float, data: str, seed: int) -> dict:
+    """The run of grid label ``name`` at ``rank``: its method, build options and training options as the grid's."""
+    method, options, _ = GRIDS[name]
+    opts = {k: v for k, v in options.items() if k not in ("prompt_len", "rank")}
+    given = {"options": opts} if opts else {}
+    given |= {"train_options": TRAIN_OPTIONS[name]} if name in TRAIN_OPTIONS else {}
+    return explicit({"method": method, "prompt_len": 20, "rank": rank, "lr": lr, "task_name": "sst2",
+                     "task_path": data, "eval_limit": 500, "seed": seed, **given})
 
 
 def main() -> None:
@@ -55,12 +68,11 @@ def main() -> None:
     for m, r in rates.items():
         print(f"{m}: lr {r['lr']:g} (validation {100 * r['validation_accuracy']:.1f}%, {r['seeds']} seed(s)"
               + (", at the grid's edge: the grid is not finished there" if r["at_edge"] else "") + ")", flush=True)
-    points = [{"method": m, "prompt_len": 20, "rank": r, "lr": rates[m]["lr"], "task_name": "sst2", "task_path": data,
-               "eval_limit": 500, "seed": s} for s in args.seeds for m, r in CONFIGS]
+    points = [sweep_point(m, r, rates[m]["lr"], data, s) for s in args.seeds for m, r in CONFIGS]
     sweep = Sweep(out, RECORD, ABOUT)
     sweep.restore()
     table = sweep.run(points, steps=args.steps)
-    table["label"] = [label(m, r) for m, r in zip(table["method"], table["rank"], strict=True)]
+    table["label"] = [label(m, r) for _ in args.seeds for m, r in CONFIGS]  # the table is in the points' order
     summary = intervals(table, ["label"], "test_accuracy")
     differences = paired_differences(table, "test_accuracy", baseline="prompt_tuning", by="label")
     details = {k: table.groupby("label")[k].first().to_dict() for k in ("trainable_parameters", "lr")}

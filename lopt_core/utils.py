@@ -1,6 +1,7 @@
 """Small shared helpers: seeding, device choice, atomic writes, run information."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -22,11 +23,32 @@ class KitError(Exception):
     Anything else keeps its traceback (a bug should be seen)."""
 
 
-def option(default: Any, help: str):
-    """A config field with its help text, written once: ``--help`` of the CLI shows it."""
+_UNSET = object()
+
+
+def option(default: Any, help: str, absent: Any = _UNSET):
+    """A config field with its help text, written once: ``--help`` of the CLI shows it.
+
+    ``absent``: the value a config saved before this default took effect meant (a saved run that lacks the field
+    was built when the kit behaved as ``absent``; ``saved_config`` fills it in), where that differs from ``default``."""
+    metadata = {"help": help} if absent is _UNSET else {"help": help, "absent": absent}
     if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def absent_values(config_class) -> dict[str, Any]:
+    """The value each field of a config dataclass has in a config saved without it: its ``absent`` value where the
+    default changed since the field was added, else its default (fields without a default are left out)."""
+    out = {}
+    for f in dataclasses.fields(config_class):
+        if "absent" in f.metadata:
+            out[f.name] = f.metadata["absent"]
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def seed_everything(seed: int) -> None:

@@ -28,7 +28,8 @@ torch.set_num_threads(int(os.environ.get("LOPT_TORCH_THREADS", min(2, torch.get_
 METHODS = {
     "zero_shot": ("zero_shot", {}),
     "prompt_tuning": ("prompt_tuning", {"prompt_len": 5}),
-    "lopt1": ("lopt1", {"prompt_len": 5, "rank": 2}),
+    "lopt1": ("lopt1", {"prompt_len": 5, "rank": 2}),  # residual, the default: X0 + U V
+    "lopt1_plain": ("lopt1", {"prompt_len": 5, "rank": 2, "residual": False}),  # U V, the paper's form
     "lopt2": ("lopt2", {"prompt_len": 6, "rank": 2}),
     "residual_pt": ("residual_prompt_tuning", {"prompt_len": 5, "bottleneck": 8}),
     "dept": ("dept", {"prompt_len": 4, "rank": 2, "positions": 6}),  # S = 6: some text tokens beyond it

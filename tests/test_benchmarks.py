@@ -19,7 +19,8 @@ GRID = json.loads((BENCHMARKS / "results" / "lr_grid.json").read_text())
 # (registered method, options that decide its rate) → the grid label whose recommended rate its recommended_lr is
 TIED = {
     ("prompt_tuning", ()): "prompt_tuning",
-    ("lopt1", ()): "lopt1",
+    ("lopt1", ()): "lopt1_residual_wd",  # the default: X0 + U V with weight decay 1
+    ("lopt1", (("residual", False),)): "lopt1",  # the paper's X = U V
     ("lopt2", ()): "lopt2",
     ("prefix_tuning", (("reparam", True),)): "prefix_tuning",  # through the MLP
     ("prefix_tuning", (("reparam", False),)): "prefix_table",
@@ -109,6 +110,8 @@ def test_recommended_lr_is_the_rate_the_grid_recommends(method, options):
     grid_options = {k: v for k, v in GRID["results"][label]["options"].items() if k not in ("prompt_len", "rank")}
     assert {k: getattr(instance.config, k) for k in grid_options} == grid_options  # the grid trained this instance
     assert instance.recommended_lr == GRID["results"][label]["recommended_lr"]
+    # and the weight decay the grid trained it with is the one it recommends (0: the trainer's, when none is named)
+    assert instance.recommended_weight_decay == harness("grid").TRAIN_OPTIONS.get(label, {}).get("weight_decay", 0.0)
 
 
 @pytest.mark.parametrize("method", sorted({m for m, _ in TIED}))
@@ -167,9 +170,10 @@ def test_a_stable_rate_has_a_margin_above_it():
 
 
 def test_the_demo_check_record_holds():
-    """benchmarks/demo_check.py's committed record is of today's demo profile (its settings, the forms it trains and
-    its rates), has every method on 3 seeds × 2 thread counts, and every run beat zero-shot on validation by 5
-    points: the demo holds on two float paths, not only on the machine that chose its rates."""
+    """benchmarks/demo_check.py's committed record is of today's demo profile (its settings, the forms it trains, its
+    rates and the weight decay each method trains with), has every method on 3 seeds × 2 thread counts, and every run
+    beat zero-shot on validation by 5 points: the demo holds on two float paths, not only on the machine that chose
+    its rates."""
     from lopt_core.lab.profiles import get_profile
 
     record, demo = json.loads((BENCHMARKS / "results" / "demo_check.json").read_text()), get_profile("demo")
@@ -177,6 +181,9 @@ def test_the_demo_check_record_holds():
     assert settings(record["config"]["profile"]) == settings(demo.to_dict())
     assert all(r["lr"] == demo.learning_rates[r["method"]] for r in record["runs"])  # each at today's rate
     ranks = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # as notebook 02 builds them
+    decays = {m: harness("grid").trained_decay(m, demo, backbone("tiny-llama"), ranks[m]) for m in ranks}
+    assert decays["lopt1"] == 1.0  # the residual LoPT-1's own
+    assert all(r.get("weight_decay", 0.0) == decays[r["method"]] for r in record["runs"])  # and today's decay
     assert record["config"]["methods"] == {name: demo.options(name, **ranks[name]) for name in ranks}
     runs = {(r["method"], r["seed"], r["threads"]) for r in record["runs"]}
     assert runs == {(m, s, t) for m in ("prompt_tuning", "lopt1", "lopt2") for s in (0, 1, 2) for t in (1, 2)}
@@ -263,8 +270,9 @@ def test_a_label_with_training_options_is_its_own_grid():
     grid = harness("grid")
     wd, plain = (grid.point(label, 3e-2, {"task_name": "yesno"}, 0)
                  for label in ("lopt1_residual_wd", "lopt1_residual"))
-    assert wd["train_options"] == {"weight_decay": 1.0} and "train_options" not in plain
-    assert run_key(plain) == "method=lopt1_prompt_len=20_rank=2_options=residual-True_lr=0.03_task_name=yesno_seed=0"
+    assert wd["train_options"] == {"weight_decay": 1.0} and plain["train_options"] == {"weight_decay": 0.0}  # pinned
+    assert run_key(plain) == ("method=lopt1_prompt_len=20_rank=2_options=residual-True_lr=0.03_task_name=yesno_seed=0"
+                              "_train_options=weight_decay-0.0")
     table = pd.DataFrame([{**wd, "status": "ok", "validation_accuracy": 0.9},
                           {**plain, "status": "ok", "validation_accuracy": 0.8}])
     assert grid.accuracy(table, "lopt1_residual_wd", "yesno") == {0.03: [0.9]}
@@ -295,3 +303,43 @@ def test_the_family_report_chooses_its_front_on_validation_and_reports_test():
     assert by["DePT", 1000]["paired"]["LoPT-1"]["mean"] == pytest.approx(0.4)
     assert by["LoPT-1", 9000]["paired"]["prompt tuning"]["mean"] == pytest.approx(0.35)
     assert report["front"] == [("LoPT-1", 1000), ("prompt tuning", 9000)]  # by test: all four of the others
+
+
+def test_a_changed_default_is_pinned_in_old_points_and_records(tmp_path):
+    """LoPT-1 became residual by default, with weight decay 1: a recorded run that named no form trained the plain U V
+    without decay, so the record and every script's point name ``residual: False`` and ``weight_decay: 0.0``
+    (appended), and keys computed either way agree."""
+    from lopt_core.lab.sweep import run_key
+    from lopt_core.utils import read_json, write_json
+
+    quality = harness("quality")
+    assert quality.changed_defaults("lopt1") == ({"residual": False}, {"weight_decay": 0.0})
+    assert quality.changed_defaults("prompt_tuning") == ({}, {}) and quality.changed_defaults("peft_lora") == ({}, {})
+    old = {"method": "lopt1", "prompt_len": 20, "rank": 2, "lr": 0.003, "seed": 0, "task_name": "yesno"}
+    graded = {**old, "options": {"lr_ratio": 4.0}}
+    residual = {**old, "options": {"residual": True}}
+    pt = {"method": "prompt_tuning", "prompt_len": 20, "rank": 0, "lr": 0.003, "seed": 0, "task_name": "yesno"}
+    decayed = {**old, "options": {"residual": True}, "train_options": {"weight_decay": 1.0}}
+    assert quality.explicit(old) == {**old, "options": {"residual": False}, "train_options": {"weight_decay": 0.0}}
+    assert quality.explicit(graded)["options"] == {"lr_ratio": 4.0, "residual": False}
+    assert quality.explicit(residual)["train_options"] == {"weight_decay": 0.0}  # it ran before the decay
+    assert quality.explicit(decayed) is decayed and quality.explicit(pt) is pt
+    runs = [{"key": run_key(p), "status": {"params": p, "status": "ok"},
+             "metrics": {**quality.named(p), "validation_accuracy": 0.5}}
+            for p in (old, graded, residual, decayed, pt)]
+    record, out = tmp_path / "x_runs.json", tmp_path / "runs"
+    write_json(record, {"about": "test", "runs": runs})
+    (out / run_key(old)).mkdir(parents=True)
+    write_json(out / run_key(old) / "status.json", {"params": old, "status": "ok"})
+    assert quality.pin_changed_defaults(record, out) == 3
+    keys = {run["key"] for run in read_json(record)["runs"]}
+    assert keys == {run_key(quality.explicit(p)) for p in (old, graded, residual, decayed, pt)}
+    assert {run["metrics"].get("train_options", {}).get("weight_decay") for run in read_json(record)["runs"]
+            if run["status"]["params"]["method"] == "lopt1"} == {0.0, 1.0}
+    assert read_json(out / run_key(quality.explicit(old)) / "status.json")["params"]["options"] == {"residual": False}
+    assert not (out / run_key(old)).exists()
+    assert quality.pin_changed_defaults(record, out) == 0  # once is enough
+    grid = harness("grid")  # the grid's plain label builds the pinned point
+    assert run_key(grid.point("lopt1", 0.003, {"task_name": "yesno"}, 0)) == run_key(
+        quality.explicit({"method": "lopt1", "prompt_len": 20, "rank": 2, "options": {}, "lr": 0.003,
+                          "task_name": "yesno", "seed": 0}))

@@ -34,6 +34,8 @@ def test_hidden_states_align_with_the_input(label, tiny):
 @pytest.mark.parametrize("label", TRAINABLE)
 @pytest.mark.parametrize("make_task", [short_task, short_generation_task], ids=["classification", "generation"])
 def test_gradients_reach_only_the_methods_parameters(label, make_task, tiny):
+    """At a trained-like point (perturbed): at some starts a factor's gradient is zero by construction (the residual
+    LoPT-1 starts at U = 0, so ∂L/∂V = Uᵀ ∂L/∂X = 0 on its first step), which says nothing about the wiring."""
     method = make(label, tiny, perturb=0.05)  # as if trained: a branch that starts at zero (residual prompt tuning's
     # MLP, as LoRA's B = 0) passes no gradient to the layers before it until it has moved
     task = make_task()

@@ -1,6 +1,7 @@
 """How a factorised prompt X = U V starts and steps: the options of the low-rank diagnosis (per-factor rates as in
 LoRA+, the Riemannian-preconditioned step, a start at embedding scale, a start from a trained prompt), each checked
 against a naive reference."""
+
 import pytest
 import torch
 from conftest import short_task
@@ -47,7 +48,7 @@ def test_a_preconditioned_step_on_x_ignores_how_the_factors_are_scaled():
 
 def test_the_trainer_steps_adamw_on_the_preconditioned_gradients(tiny_llama):
     """One training step with precondition=δ equals a naive one: autograd's gradients, preconditioned by explicit
-    inverses, clipped, then torch's AdamW."""
+    inverses, clipped, then torch's AdamW with the method's weight decay."""
     task = short_task()
     config = TrainConfig(steps=1, lr=1e-2, precondition=0.05, **FAST)
     method = build_method("lopt1", tiny_llama, prompt_len=4, rank=2)
@@ -64,7 +65,7 @@ def test_the_trainer_steps_adamw_on_the_preconditioned_gradients(tiny_llama):
         gV = torch.inverse(U.T @ U + 0.05 * torch.eye(2)) @ gV
     U.grad, V.grad = gU, gV
     torch.nn.utils.clip_grad_norm_([U, V], config.max_grad_norm)
-    torch.optim.AdamW([U, V], lr=1e-2, weight_decay=0.0).step()
+    torch.optim.AdamW([U, V], lr=1e-2, weight_decay=1.0).step()  # the default residual LoPT-1's decay
     torch.testing.assert_close(method.U, U, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(method.V, V, rtol=1e-4, atol=1e-6)
 
@@ -80,7 +81,7 @@ def test_precondition_refuses_a_method_without_factor_pairs(tiny_llama):
 @pytest.mark.parametrize("name", ["lopt1", "lopt2"])
 def test_lr_ratio_steps_v_lambda_times_further(name, tiny_llama):
     """LoRA+: V's rate is λ × U's. Adam's first step moves every coordinate by its group's rate (|m/√v| = 1)."""
-    method = build_method(name, tiny_llama, prompt_len=4, rank=2, lr_ratio=8.0)
+    method = build_method(name, tiny_llama, prompt_len=4, rank=2, lr_ratio=8.0, residual=False)  # U, V both move
     groups = method.param_groups(1e-3)
     assert [g["lr"] for g in groups] == [1e-3, 8e-3]
     assert groups[0]["params"][0] is method.U and groups[1]["params"][0] is method.V
@@ -95,8 +96,8 @@ def test_lr_ratio_steps_v_lambda_times_further(name, tiny_llama):
 
 
 def test_embedding_scale_start_is_balanced_and_has_the_starts_norm(tiny_llama):
-    svd = build_method("lopt1", tiny_llama, prompt_len=6, rank=2)
-    scaled = build_method("lopt1", tiny_llama, prompt_len=6, rank=2, start_scale="embedding")
+    svd = build_method("lopt1", tiny_llama, prompt_len=6, rank=2, residual=False)
+    scaled = build_method("lopt1", tiny_llama, prompt_len=6, rank=2, start_scale="embedding", residual=False)
     start = build_method("prompt_tuning", tiny_llama, prompt_len=6).input_prompt().detach()
     with torch.no_grad():
         X, X_svd = scaled.input_prompt(), svd.input_prompt()
@@ -105,7 +106,9 @@ def test_embedding_scale_start_is_balanced_and_has_the_starts_norm(tiny_llama):
         torch.testing.assert_close(X / X.norm(), X_svd / X_svd.norm(), rtol=1e-4, atol=1e-6)  # same direction
         torch.testing.assert_close(scaled.U.T @ scaled.U, scaled.V @ scaled.V.T, rtol=1e-4, atol=1e-5)  # balanced
     with pytest.raises(ValueError, match="start_scale"):
-        build_method("lopt1", tiny_llama, prompt_len=6, rank=2, start_scale="big")
+        build_method("lopt1", tiny_llama, prompt_len=6, rank=2, start_scale="big", residual=False)
+    with pytest.raises(ValueError, match="residual=False"):  # the default residual form starts at X0 itself
+        build_method("lopt1", tiny_llama, prompt_len=6, rank=2, start_scale="embedding")
 
 
 def test_a_saved_prompt_is_a_start(tiny_llama, tmp_path):
@@ -116,10 +119,13 @@ def test_a_saved_prompt_is_a_start(tiny_llama, tmp_path):
     save_method(trained, tmp_path / "run" / "method", tiny_llama.name)
     X = trained.input_prompt().detach()
     with pytest.warns(UserWarning, match="more than the full"):
-        full = build_method("lopt1", tiny_llama, prompt_len=5, rank=5, init="saved", init_path=str(tmp_path / "run"))
+        full = build_method("lopt1", tiny_llama, prompt_len=5, rank=5, init="saved", init_path=str(tmp_path / "run"),
+                            residual=False)
     torch.testing.assert_close(full.input_prompt().detach(), X, rtol=1e-4, atol=1e-5)
     saved = str(tmp_path / "run" / "method")
-    low = build_method("lopt1", tiny_llama, prompt_len=5, rank=2, init="saved", init_path=saved)
+    low = build_method("lopt1", tiny_llama, prompt_len=5, rank=2, init="saved", init_path=saved, residual=False)
+    with pytest.raises(ValueError, match="pass residual=False"):  # the default form keeps X0 as token ids
+        build_method("lopt1", tiny_llama, prompt_len=5, rank=2, init="saved", init_path=saved)
     U, V = svd_factors(X, 2)
     torch.testing.assert_close(low.input_prompt().detach(), U @ V, rtol=1e-4, atol=1e-5)
     copy = build_method("prompt_tuning", tiny_llama, prompt_len=5, init="saved", init_path=str(tmp_path / "run"))

@@ -58,21 +58,25 @@ def test_a_profile_s_tuned_rate_applies_to_its_method_only_and_an_explicit_lr_wi
 
 def test_make_demo_runs_the_demo_profile_with_the_rates_validation_chose():
     """`make demo` defaults to the demo profile, whose rates are the ones benchmarks/demo_rates.py chose on
-    validation with a stability margin, for the forms the profile trains (the measurement is committed beside the
-    code that uses it)."""
+    validation with a stability margin, for the forms and weight decays the profile trains (the measurement is
+    committed beside the code that uses it)."""
     root = Path(__file__).resolve().parent.parent
     assert "PROFILE ?= demo" in (root / "Makefile").read_text()
     demo = get_profile("demo")
     assert demo.seeds == (0,) and demo.task == "yesno"
     sys.path.insert(0, str(root / "benchmarks"))
     try:
-        from harness.grid import demo_rates_record, profile_settings, stable_choice
+        from harness.grid import demo_rates_record, profile_settings, stable_choice, trained_decay
     finally:
         sys.path.remove(str(root / "benchmarks"))
     measured = json.loads((root / "benchmarks" / "results" / f"{demo_rates_record(demo.to_dict())}.json").read_text())
     assert profile_settings(measured["config"]["profile"]) == profile_settings(demo.to_dict())  # steps, task, batch…
     chosen = {name: result["best_lr"] for name, result in measured["results"].items()}
     assert demo.learning_rates == chosen
+    ranks = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}
+    tiny = load_backbone("tiny-llama")
+    for name, result in measured["results"].items():  # tuned with the weight decay the method trains with today
+        assert result.get("weight_decay", 0.0) == trained_decay(name, demo, tiny, ranks[name]), name
     for result in measured["results"].values():  # chosen = the best that holds, over at least 2 seeds per rate
         seeds = {float(lr): [v["validation_accuracy"] for v in r["seeds"].values()]
                  for lr, r in result["by_rate"].items()}

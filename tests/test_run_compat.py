@@ -9,6 +9,7 @@ import pytest
 from conftest import short_task
 
 from lopt_core import TrainConfig, Trainer, build_method, evaluate, load_method, load_run
+from lopt_core.methods import saved_config
 
 OLD = Path(__file__).parent / "fixtures" / "run_v0.1.0"
 
@@ -17,6 +18,7 @@ def test_an_old_run_folder_loads_and_scores_what_it_recorded(tiny_llama):
     run = load_run(OLD)
     assert run["config"]["method"] == "lopt1" and run["metrics"]["steps"] == 4
     method = load_method(OLD / "method", tiny_llama)
+    assert method.config.residual is False  # the form LoPT-1 had then, not today's default
     test = evaluate(method, tiny_llama, short_task(), "test")
     assert test["accuracy"] == run["metrics"]["test"]["accuracy"]
     assert test["loss"] == pytest.approx(run["metrics"]["test"]["loss"], rel=1e-6)
@@ -27,7 +29,7 @@ def test_an_old_checkpoint_resumes(tiny_llama, tmp_path):
     shutil.copytree(OLD, folder)
     saved = load_run(folder)["config"]["train"]
     config = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
-    method = build_method("lopt1", tiny_llama, **load_run(folder)["config"]["method_config"])
+    method = build_method("lopt1", tiny_llama, **saved_config("lopt1", load_run(folder)["config"]["method_config"]))
     trainer = Trainer(method, tiny_llama, short_task(), config, run_dir=folder)
     result = trainer.fit(resume=True)  # the checkpoint is at its last step: nothing left to train
     assert trainer.step == 4 and len(result.history) == 4
@@ -40,6 +42,20 @@ def test_an_old_checkpoint_refuses_an_option_added_since_at_another_value(tiny_l
     shutil.copytree(OLD, folder)
     saved = load_run(folder)["config"]["train"]
     config = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
-    method = build_method("lopt1", tiny_llama, **load_run(folder)["config"]["method_config"], lr_ratio=4.0)
-    with pytest.raises(ValueError, match="cannot resume"):
+    saved_options = saved_config("lopt1", load_run(folder)["config"]["method_config"])
+    method = build_method("lopt1", tiny_llama, **{**saved_options, "lr_ratio": 4.0})
+    with pytest.raises(ValueError, match="cannot resume.*lr_ratio"):
+        Trainer(method, tiny_llama, short_task(), config, run_dir=folder).fit(resume=True)
+
+
+def test_an_old_checkpoint_refuses_todays_default_where_the_default_changed(tiny_llama, tmp_path):
+    """LoPT-1 became residual by default after the old run: rebuilt with today's defaults, it is another method (X0 +
+    U V, not U V) and resuming is refused, naming the option; the saved config completed by saved_config resumes."""
+    folder = tmp_path / "run"
+    shutil.copytree(OLD, folder)
+    saved = load_run(folder)["config"]
+    config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in TrainConfig.__dataclass_fields__})
+    method = build_method("lopt1", tiny_llama, **saved["method_config"])
+    assert method.config.residual is True
+    with pytest.raises(ValueError, match=r"cannot resume.*'residual': \(False, True\)"):
         Trainer(method, tiny_llama, short_task(), config, run_dir=folder).fit(resume=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lopt_core.utils import read_json
 
-from harness.quality import diverged
+from harness.quality import diverged, explicit
 from harness.results import RESULTS
 
 RECORD = RESULTS / "lr_grid_runs.json"  # every finished run, committed: the grid resumes across machines
@@ -14,7 +14,7 @@ ABOUT = "finished runs of benchmarks/lr_grid.py (validation only; test never sco
 # label -> (registered method, its options, the rates of the grid)
 GRIDS = {
     "prompt_tuning": ("prompt_tuning", {"prompt_len": 20}, [3e-3, 1e-2, 3e-2, 1e-1]),
-    "lopt1": ("lopt1", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
+    "lopt1": ("lopt1", {"prompt_len": 20, "rank": 2, "residual": False}, [3e-3, 1e-2, 3e-2, 1e-1]),  # U V
     "lopt2": ("lopt2", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
     # the residual forms X = X0 + (low-rank change) (lopt_diagnosis.py's fix; U = 0 or V = 0 at the start, so a
     # step moves X less than prompt tuning's: their grid starts half a decade higher)
@@ -48,12 +48,13 @@ TRAIN_OPTIONS = {
 
 
 def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
-    """The sweep point of ``label`` at rate ``lr`` on ``dataset`` (task name, path, ...) with ``seed``."""
+    """The sweep point of ``label`` at rate ``lr`` on ``dataset`` (task name, path, ...) with ``seed``, naming every
+    option whose default changed since the first runs (``quality.explicit``)."""
     name, options, _ = GRIDS[label]
     opts = {k: v for k, v in options.items() if k not in ("prompt_len", "rank")}
     train = {"train_options": TRAIN_OPTIONS[label]} if label in TRAIN_OPTIONS else {}  # absent: older keys stay
-    return {"method": name, "prompt_len": options["prompt_len"], "rank": options.get("rank", 0), "options": opts,
-            **train, "lr": float(f"{lr:.3g}"), **dataset, "seed": seed}
+    return explicit({"method": name, "prompt_len": options["prompt_len"], "rank": options.get("rank", 0),
+                     "options": opts, **train, "lr": float(f"{lr:.3g}"), **dataset, "seed": seed})
 
 
 def _train_options(row: dict) -> dict | None:
@@ -218,3 +219,15 @@ def stable_choice(by_rate: dict[float, list[float | None]], margin: float = 0.10
                            f"(more than {100 * margin:.0f})")
     eligible = [lr for lr in rates if lr not in refused]
     return {"lr": max(eligible, key=lambda lr: mean[lr]) if eligible else None, "mean": mean, "refused": refused}
+
+
+def trained_decay(name: str, P, backbone, options: dict) -> float:
+    """The weight decay ``name`` (built with ``options``) trains with under profile ``P``: the profile's, else the
+    method's recommended one, which the trainer takes when the config names none (the demo's scripts drop recorded
+    runs made with another)."""
+    from lopt_core.methods import build_method
+
+    given = P.train_config(0, method=name).weight_decay
+    if given is not None:
+        return given
+    return build_method(name, backbone, prompt_len=20, **P.options(name, **options)).recommended_weight_decay

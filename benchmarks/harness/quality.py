@@ -9,6 +9,7 @@ record (``results/NAME_runs.json``: every finished run's parameters and metrics,
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import pandas as pd
 
 from lopt_core.evaluation import stats
 from lopt_core.lab.sweep import gather, run_key, run_sweep
+from lopt_core.methods import method_class
 from lopt_core.utils import read_json, write_json
 
-from harness.results import BENCHMARKS
+from harness.results import BENCHMARKS, RESULTS
 
 WORKER = BENCHMARKS.parent / "notebooks" / "workers" / "train_one.ipynb"
 DIVERGED = "TrainingDiverged"  # the trainer's error when the loss becomes NaN or infinite
@@ -28,6 +30,72 @@ def diverged(status: dict) -> bool:
     """Did this run diverge? A divergence is a result of its rate (too large), not a failure to retry."""
     error = status.get("error")  # a table row's may be NaN
     return status.get("status") == "failed" and isinstance(error, str) and DIVERGED in error
+
+
+def changed_defaults(method: str) -> tuple[dict, dict]:
+    """The options of ``method`` whose default changed after the first runs were recorded, at the value they had
+    before: its build options (``option(..., absent=)``: LoPT-1's ``residual``, False before the diagnosis made
+    X0 + U V the default) and its training options (the method's ``changed_training_defaults``: LoPT-1's
+    ``weight_decay``, 0 before its residual form recommended 1)."""
+    try:
+        cls = method_class(method)
+    except KeyError:  # a PEFT baseline or another name the registry does not hold
+        return {}, {}
+    built = {f.name: f.metadata["absent"] for f in dataclasses.fields(cls.Config) if "absent" in f.metadata}
+    return built, dict(cls.changed_training_defaults)
+
+
+def explicit(point: dict) -> dict:
+    """The point with every option whose default changed named, at its old value unless the point names it (build
+    options in ``options``, training options in ``train_options``): a point builds and trains what it did when it
+    was first recorded, and its run key says so. The options are appended (and the entry appended to a point that
+    had none), as ``pin_changed_defaults`` does."""
+    built, trained = changed_defaults(point.get("method", ""))
+    out = point
+    for entry, changed in (("options", built), ("train_options", trained)):
+        given = point.get(entry) or {}
+        missing = {k: v for k, v in changed.items() if k not in given}
+        if missing:
+            out = {**out, entry: {**given, **missing}}
+    return out
+
+
+def pin_changed_defaults(record: Path, out: Path | None = None) -> int:
+    """Rewrite a committed record (and the run folders of ``out``, if given) so that every run names the options
+    whose default changed since it ran (``explicit``): its params, its metrics' options and its key. Run once when
+    a default changes; a second run changes nothing. The number of runs rewritten."""
+    data = read_json(record)
+    changed = 0
+    for run in data["runs"]:
+        params = run["status"]["params"]
+        pinned = explicit(params)
+        if pinned is params:
+            continue
+        key = run_key(pinned)
+        if out is not None and (out / run["key"]).is_dir() and not (out / key).exists():
+            (out / run["key"]).rename(out / key)  # its run folder, if this machine has it, under the new key
+            for name in ("status.json", "metrics.json"):
+                if (out / key / name).is_file():
+                    saved = read_json(out / key / name)
+                    write_json(out / key / name, {**saved, **({"params": pinned} if name == "status.json"
+                                                              else named(pinned))})
+        run["status"]["params"], run["key"] = pinned, key
+        run["metrics"].update(named(pinned))
+        changed += 1
+    data["runs"].sort(key=lambda r: r["key"])
+    write_json(record, data)
+    return changed
+
+
+def named(point: dict) -> dict:
+    """The options a run's metrics name (as the worker writes them), from its point."""
+    return {k: point[k] for k in ("options", "train_options") if k in point}
+
+
+def pin_every_record(out_of: dict[str, Path]) -> dict[str, int]:
+    """``pin_changed_defaults`` on every ``results/*_runs.json``, with the run folders of ``out_of[name]`` if any."""
+    return {path.name: pin_changed_defaults(path, out_of.get(path.stem.removesuffix("_runs")))
+            for path in sorted(RESULTS.glob("*_runs.json"))}
 
 
 @dataclass
@@ -77,6 +145,7 @@ class Sweep:
         ``diverged_ok``: a run that diverged is a result (a learning-rate grid's), kept in the table with its
         status, never retried and never counted as a failure."""
         done = [p for p in points if diverged_ok and self._diverged(p)]
+        points = [explicit(p) for p in points]  # each builds what its record says it built
         try:
             table = run_sweep(WORKER, [p for p in points if p not in done], self.out, profile="cpu", fixed=fixed) \
                 if len(done) < len(points) else None

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from lopt_core.methods.base import CachedPrompt, MethodConfig, PromptMethod
 from lopt_core.model.backbone import Backbone
-from lopt_core.utils import atomic_path, read_json, write_json
+from lopt_core.utils import absent_values, atomic_path, read_json, write_json
 
 _METHODS: dict[str, type[PromptMethod]] = {}
 
@@ -56,6 +56,13 @@ def make_config(name: str, **options) -> MethodConfig:
         raise TypeError(f"method {name!r} has no option {', '.join(map(repr, unknown))}; "
                         f"its options are: {', '.join(allowed)}")
     return method_class(name).Config(**options)
+
+
+def saved_config(name: str, saved: dict) -> dict:
+    """A method config as saved, completed for today's kit: a field the saved config lacks (the kit gained it
+    later) takes the value the kit behaved as when it was saved (``option(..., absent=)``), not today's default."""
+    then = absent_values(method_class(name).Config)
+    return {**{k: v for k, v in then.items() if k not in saved}, **saved}
 
 
 def build_method(name: str, backbone: Backbone, **options) -> PromptMethod:
@@ -97,7 +104,8 @@ def load_method(folder: str | Path, backbone: Backbone) -> PromptMethod:
     name = meta["method"]
     # initialise=False: no data-dependent start (the prefix text fit, IAPT's calibration) for a state that
     # load_state_dict overwrites below
-    method = method_class(name)(make_config(name, **meta["config"]), backbone, initialise=False).to(backbone.device)
+    config = make_config(name, **saved_config(name, meta["config"]))  # as the kit built it then
+    method = method_class(name)(config, backbone, initialise=False).to(backbone.device)
     state = load_file(str(folder / METHOD_WEIGHTS), device=str(backbone.device))
     method.load_state_dict(state, strict=True)
     return method
@@ -115,4 +123,4 @@ def _discover() -> None:
 
 _discover()
 __all__ = ["CachedPrompt", "MethodConfig", "PromptMethod", "register", "build_method", "list_methods", "method_class",
-           "config_fields", "make_config", "save_method", "load_method"]
+           "config_fields", "make_config", "saved_config", "save_method", "load_method"]

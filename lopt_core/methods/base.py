@@ -94,6 +94,12 @@ class PromptMethod(nn.Module, ABC):
     # the AdamW rate the trainer uses when none is given: a class attribute, read on the instance (prefix_tuning
     # sets its instance's from its parameterisation)
     recommended_lr: float = 3e-2
+    # the AdamW weight decay the trainer uses when none is given (TrainConfig.weight_decay=None), read the same way:
+    # 0 but for the residual LoPT-1, whose decay bounds the change it learns
+    recommended_weight_decay: float = 0.0
+    # training options whose default for this method changed after runs were recorded → the value those runs trained
+    # with (the benchmarks' records name it in their points, so an old run's key still says what it trained)
+    changed_training_defaults: ClassVar[dict] = {}
     # where the method's fixed prompt goes (analysis, dynamics, export): "input" (``input_prompt()``, X (n, d) before
     # the text's embeddings), "kv" (``kv_table()``, (n, L·2·n_kv·head_dim): keys and values at every layer) or None
     # (no fixed prompt: zero-shot has none, IAPT generates its prompts from each input)

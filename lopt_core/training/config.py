@@ -14,7 +14,8 @@ class TrainConfig:
     steps: int = option(60, "optimiser steps")
     batch_size: int = option(8, "training rows per step")
     lr: float | None = option(None, "learning rate (default: the method's recommended rate)")
-    weight_decay: float = option(0.0, "AdamW weight decay")
+    weight_decay: float | None = option(None, "AdamW weight decay (default: the method's recommended decay, 0 for "
+                                              "all but LoPT-1's residual form)")
     warmup: float = option(0.1, "linear warmup: a fraction of the steps (below 1) or a number of steps")
     max_grad_norm: float = option(1.0, "gradient clipping norm")
     eval_every: int = option(20, "steps between evaluations on the validation split (the best state is kept)")
@@ -44,6 +45,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.precondition is not None and not self.precondition > 0:
             raise ValueError(f"precondition (δ) must be positive, got {self.precondition!r}")
         if self.warmup < 0:

@@ -88,9 +88,12 @@ class RunFolder:
             diff = {k: (saved.get(k), now.get(k)) for k in now if saved.get(k) != now.get(k)}
             raise ValueError(f"cannot resume {self.checkpoint}: the training config differs (saved, now): {diff}")
         mine = (expected["method_name"], expected["method_config"])
-        if state["method_name"] != mine[0] or not same_method_config(mine[0], state["method_config"], mine[1]):
-            raise ValueError(f"cannot resume {self.checkpoint}: it holds {state['method_name']} "
-                             f"{state['method_config']}, not {mine[0]} {mine[1]}")
+        if state["method_name"] != mine[0]:
+            raise ValueError(f"cannot resume {self.checkpoint}: it holds {state['method_name']}, not {mine[0]}")
+        diff = method_config_diff(mine[0], state["method_config"], mine[1])
+        if diff:
+            raise ValueError(f"cannot resume {self.checkpoint}: its {mine[0]} was built with other options (saved, "
+                             f"now; a saved run that predates an option counts as the kit behaved then): {diff}")
         return state
 
     # ---------------------------------------------------------------------------------- results
@@ -147,13 +150,12 @@ def load_run(run_dir: str | Path) -> dict:
     return out
 
 
-def same_method_config(name: str, saved: dict, now: dict) -> bool:
-    """Is ``now`` the method config a checkpoint was ``saved`` with? An option the method gained after the
-    checkpoint was written is absent from it, and matches only at its default (the old run could not set it)."""
-    from lopt_core.methods import method_class
+def method_config_diff(name: str, saved: dict, now: dict) -> dict:
+    """Where ``now`` differs from the method config a checkpoint was ``saved`` with: option → (saved, now). An option
+    the method gained after the checkpoint was written is absent from it, and matches only at the value the kit
+    behaved as then (its default, or its ``absent`` value where the default changed since: the old run could not
+    set it)."""
+    from lopt_core.methods import saved_config
 
-    defaults = {f.name: f.default for f in dataclasses.fields(method_class(name).Config)
-                if f.default is not dataclasses.MISSING}
-    added = {k: v for k, v in now.items() if k not in saved}
-    return (saved == {k: v for k, v in now.items() if k in saved}
-            and all(k in defaults and defaults[k] == v for k, v in added.items()))
+    then, given = saved_config(name, saved), saved_config(name, now)
+    return {k: (then.get(k), given.get(k)) for k in sorted(set(then) | set(given)) if then.get(k) != given.get(k)}

@@ -9,6 +9,7 @@ Validation selects and is never reported; ``metrics["test"]`` is the number to r
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +49,10 @@ class Trainer:
     def __init__(self, method: PromptMethod, backbone: Backbone, task: Task, config: TrainConfig | None = None,
                  run_dir: str | Path | None = None, callbacks: tuple[Callable, ...] = (), overwrite: bool = False,
                  extra_config: dict | None = None):
-        self.method, self.backbone, self.config = method, backbone, config or TrainConfig()
-        c = self.config
+        c = config or TrainConfig()
+        if c.weight_decay is None:  # the method's, written into the config: the run and its checkpoint say what ran
+            c = dataclasses.replace(c, weight_decay=method.recommended_weight_decay)
+        self.method, self.backbone, self.config = method, backbone, c
         groups = [g for g in method.param_groups(c.lr if c.lr is not None else method.recommended_lr) if g["params"]]
         if not groups:
             raise ValueError(f"method {method.name!r} has no trainable parameters: nothing to train")
