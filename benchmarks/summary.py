@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lopt_core.evaluation.stats import Interval
-from lopt_core.lab.notebooks import read_runtimes
+from lopt_core.lab.notebooks import newest_runtimes, read_runtimes
 
 from harness.results import load
 from harness.steps import PAIRS
@@ -56,10 +56,7 @@ def main() -> None:
                      f"{r['ratio']:.2f}x", f"vs PEFT PromptTuning; steps {kit['steps']:.0f} vs {peft['steps']:.0f}, "
                      f"s/step {kit['seconds_per_step']:.2f} vs {peft['seconds_per_step']:.2f}; padding efficiency "
                      + " vs ".join(f"{v:.1%}" for v in eff.values())))
-    newest: dict[str, dict] = {}  # profile → lesson → its newest measured run
-    for run in read_runtimes():
-        newest.setdefault(run["profile"], {})[run["notebook"]] = run
-    for profile, lessons in newest.items():
+    for profile, lessons in newest_runtimes(read_runtimes()).items():
         rows.append((f"lessons, profile {profile}", f"{sum(r['seconds'] for r in lessons.values()) / 60:.1f} min",
                      f"{len(lessons)} lessons", "one after the other (benchmarks/results/notebook_times.json)"))
     if (r := load("compile")):

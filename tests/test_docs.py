@@ -7,6 +7,8 @@ from urllib.parse import unquote
 
 import pytest
 
+from lopt_core.lab.book import markdown_links
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -15,8 +17,6 @@ README_LIMIT = 12_000  # bytes: a front page, the rest lives in docs/
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^()\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
 def prose_lines(path: Path):
@@ -56,10 +56,10 @@ def anchors(path: Path) -> set[str]:
 
 
 def links(path: Path):
-    """(line number, target) of every inline markdown link and image outside code blocks and code spans."""
-    for number, line in prose_lines(path):
-        for found in LINK.finditer(CODE_SPAN.sub("", line)):
-            yield number, found.group(1)
+    """(line number, target) of every inline markdown link and image outside code blocks and code spans (the
+    library's reader, the one the book relinks with)."""
+    for number, _, target in markdown_links(path.read_text(encoding="utf-8")):
+        yield number, target
 
 
 def is_external(target: str) -> bool:
@@ -183,3 +183,19 @@ def test_the_book_relinks_prose_and_leaves_code_alone():
     assert "[web](HTTPS://example.org)" in out and "`d[i](j)`" in out and "scores = table[k](x)" in out
     html = _relink("[next](01_x.ipynb)", ROOT / "notebooks" / "00_y.ipynb", "lessons/00_y.ipynb", pages, html=True)
     assert html == "[next](01_x.html)"
+
+
+def test_the_book_relinks_what_the_checker_reads_and_leaves_code_alone():
+    """One Markdown link reader for both: a link (a label with code in it included) to a page of the book is pointed
+    at that page, one to a file the book has no page for becomes its text, code spans and fences stay as written."""
+    from lopt_core.lab.book import ROOT as REPO
+    from lopt_core.lab.book import _relink
+
+    text = ("See [usage](usage.md#x), `[code](usage.md)`, [`lopt-kit` ref](layout.md) and [gone](nothing.md).\n"
+            "```\n[fenced](usage.md)\n```\n![pic](img.png)")
+    pages = {"docs/usage.md": "usage.md", "docs/layout.md": "layout.md"}
+    assert _relink(text, REPO / "docs" / "results.md", "results.md", pages, html=True) == (
+        "See [usage](usage.html#x), `[code](usage.md)`, [`lopt-kit` ref](layout.html) and gone.\n"
+        "```\n[fenced](usage.md)\n```\n![pic](img.png)")
+    assert [(n, target) for n, _, target in markdown_links(text)] == [
+        (1, "usage.md#x"), (1, "layout.md"), (1, "nothing.md"), (5, "img.png")]

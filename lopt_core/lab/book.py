@@ -45,8 +45,11 @@ LOADS = {"script": ("src",), "img": ("src", "srcset"), "source": ("src", "srcset
          "video": ("src", "poster"), "audio": ("src",), "embed": ("src",), "object": ("data",), "link": ("href",)}
 MERMAID = re.compile(r"<script type=\"module\">(?:(?!</script>).)*?mermaid(?:(?!</script>).)*</script>", re.DOTALL)
 PROGRESS = re.compile(r"\d+%\|")  # tqdm's text: "name:  40%|####      | 8/20 [...]"
-LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
-CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.DOTALL)  # fences and code spans: never relinked
+# an inline link or image: its label (one level of nested brackets) and its target (``<...>`` and a title allowed)
+LINK = re.compile(r"(!?\[(?:[^\[\]]|\[[^\[\]]*\])*\])\(\s*<?([^()\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+# fenced blocks (``` or ~~~, up to 3 spaces in) and code spans: a link there is code, never read nor relinked
+CODE = re.compile(r"^ {0,3}```.*?^ {0,3}```[ \t]*$|^ {0,3}~~~.*?^ {0,3}~~~[ \t]*$|``[^\n]*?``|`[^`\n]*`",
+                  re.DOTALL | re.MULTILINE)
 MARKER = ".lopt-kit-book"  # written into every site: a folder without it is never replaced
 
 
@@ -101,8 +104,24 @@ def _relink(text: str, source: Path, page: str, pages: dict[str, str], html: boo
         if html and new.endswith((".md", ".ipynb")):
             new = new.rsplit(".", 1)[0] + ".html"
         return f"{label}({new}{'#' + anchor if anchor else ''})"
-    parts = CODE.split(text)  # odd places: code, kept as written
-    return "".join(part if i % 2 else LINK.sub(fix, part) for i, part in enumerate(parts))
+    code = _code_spans(text)
+    return LINK.sub(lambda m: m.group(0) if _inside(m.start(), code) else fix(m), text)
+
+
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in CODE.finditer(text)]
+
+
+def _inside(position: int, spans: list[tuple[int, int]]) -> bool:
+    return any(a <= position < b for a, b in spans)
+
+
+def markdown_links(text: str) -> list[tuple[int, str, str]]:
+    """(line number, label, target) of every inline link and image of a Markdown text outside code (fences and
+    spans): what the book relinks, and what tests/test_docs.py checks."""
+    code = _code_spans(text)
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1), m.group(2)) for m in LINK.finditer(text)
+            if not _inside(m.start(), code)]
 
 
 def _lesson(source: Path, executed: Path | None, page: str, pages: dict[str, str]) -> dict:

@@ -57,13 +57,20 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
+def newest_runtimes(runs: list[dict]) -> dict[str, dict[str, dict]]:
+    """profile → lesson → its newest measured run (by date; the later in the record on the same date)."""
+    newest: dict[str, dict[str, dict]] = {}
+    for r in runs:
+        mine = newest.setdefault(r["profile"], {})
+        if r["date"] >= mine.get(r["notebook"], {}).get("date", ""):
+            mine[r["notebook"]] = r
+    return newest
+
+
 def runtime_line(stem: str, runs: list[dict]) -> str:
     """A lesson's **Runtime** line, written from the measurements ``runs`` (the newest per profile): each profile's
     time with its date and the machine's matmul speed, and the profiles not measured."""
-    newest = {}  # profile → its newest run (by date; the later in the record on the same date)
-    for r in runs:
-        if r["notebook"] == stem and r["date"] >= newest.get(r["profile"], {}).get("date", ""):
-            newest[r["profile"]] = r
+    newest = {p: lessons[stem] for p, lessons in newest_runtimes(runs).items() if stem in lessons}
     measured = [f"`{p}` {_duration(r['seconds'])} ({r['date']}, {r['threads']} threads"
                 + (f", {r['matmul_gflops']:.0f} GFLOP/s)" if r.get("matmul_gflops") else ", speed not recorded)")
                 for p, r in ((p, newest[p]) for p in PROFILE_ORDER if p in newest)]
