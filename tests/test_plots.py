@@ -52,3 +52,6 @@ def test_kv_cache_draws_one_cell_per_layer_and_position_coloured_by_kind_with_th
     assert np.allclose(values[:, prefix:, :3], image[1, 5, :3])
     assert f"W = L·2·n_kv·head_dim = {L * 2 * heads * head_dim}" in fig.get_suptitle()
     assert f"n = {prefix} prefix positions" in fig.get_suptitle()
+    wide = plots.kv_cache([(keys[layer], np.ones((heads, positions, 6))) for layer in range(L)], prefix=prefix)
+    assert f"W = L·n_kv·(K + V) = {L * heads * (head_dim + 6)}" in wide.get_suptitle()  # V's head size its own
+    assert "× 6 numbers per cell" in wide.axes[1].get_title()

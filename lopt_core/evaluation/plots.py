@@ -342,12 +342,13 @@ def kv_cache(layers, prefix: int, labels: tuple[str, str] = ("prefix: trained, s
     the bottom), one column per position. ``layers`` holds per layer (K, V), each (n_kv_heads, positions,
     head_dim) (tensors or arrays); its first ``prefix`` positions are drawn orange (``labels[0]``), the rest grey
     (``labels[1]``). A cell's depth is that slot's L2 norm (its n_kv_heads · head_dim numbers) over the largest in
-    its panel. The title gives the counts L, n, n_kv, head_dim and W = L·2·n_kv·head_dim, read from the shapes."""
+    its panel. The title gives the counts L, n, n_kv, head_dim and W = L·2·n_kv·head_dim, read from the shapes (K's
+    and V's head sizes apart where they differ, as in attention with a value head of its own size)."""
     def numpy(t):
         return t.detach().float().cpu().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=float)
 
     pairs = [(numpy(k), numpy(v)) for k, v in layers]
-    L, (heads, positions, head_dim) = len(pairs), pairs[0][0].shape
+    L, (heads, positions, head_dim), v_dim = len(pairs), pairs[0][0].shape, pairs[0][1].shape[-1]  # K's and V's
     fig, axes = plt.subplots(1, 2, figsize=(12, 2.2 + 0.14 * L), layout="constrained", sharey=True)
     colours = (plt.get_cmap("Oranges"), plt.get_cmap("Greys"))
     for i, (ax, name) in enumerate(zip(axes, ("keys K", "values V"), strict=True)):
@@ -358,13 +359,15 @@ def kv_cache(layers, prefix: int, labels: tuple[str, str] = ("prefix: trained, s
                   extent=(-0.5, positions - 0.5, -0.5, L - 0.5))
         ax.axvline(prefix - 0.5, color="k", lw=1)
         ax.grid(False)
-        ax.set_title(f"{name}: {heads} head(s) × {head_dim} numbers per cell", fontsize=10)
+        ax.set_title(f"{name}: {heads} head(s) × {(head_dim, v_dim)[i]} numbers per cell", fontsize=10)
         ax.set_xlabel(f"position (0 … {prefix - 1}: prefix, {prefix} … {positions - 1}: text)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0].set_ylabel("layer")
-    fig.suptitle(f"L = {L} layers, n = {prefix} prefix positions, n_kv = {heads}, head_dim = {head_dim}: "
-                 f"W = L·2·n_kv·head_dim = {L * 2 * heads * head_dim} stored numbers per prefix position\n"
+    width = (f"head_dim = {head_dim}: W = L·2·n_kv·head_dim = {L * 2 * heads * head_dim}" if v_dim == head_dim else
+             f"head_dim K {head_dim}, V {v_dim}: W = L·n_kv·(K + V) = {L * heads * (head_dim + v_dim)}")
+    fig.suptitle(f"L = {L} layers, n = {prefix} prefix positions, n_kv = {heads}, {width} stored numbers per prefix "
+                 "position\n"
                  "colour depth: a cell's norm over the largest in its panel", fontsize=11)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c(0.7)) for c in colours]
     fig.legend(handles, list(labels), loc="outside lower center", ncol=2, fontsize=9, frameon=False)
