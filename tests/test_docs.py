@@ -199,3 +199,17 @@ def test_the_book_relinks_what_the_checker_reads_and_leaves_code_alone():
         "```\n[fenced](usage.md)\n```\n![pic](img.png)")
     assert [(n, target) for n, _, target in markdown_links(text)] == [
         (1, "usage.md#x"), (1, "layout.md"), (1, "nothing.md"), (5, "img.png")]
+
+
+def test_a_notebook_pages_contents_point_at_its_headings():
+    """mkdocs-jupyter's contents drop a heading's inline code from its anchor, its ids keep it: each contents link
+    goes to the heading whose id it begins, or whose text without the code it names; none is guessed by place."""
+    from lopt_core.lab.book import _toc_to_headings
+
+    toc = "".join(f'<a href="#{a}" class="md-nav__link">.</a>' for a in ("2-lopt-1-step-by-step", "first-the-start",
+                                                                          "intro", "nowhere"))
+    body = ('<h1 id="t">T</h1><h2 id="intro">Intro</h2><h2 id="2-lopt-1-step-by-step-x-u-v">2. LoPT-1 step by step: '
+            '<code>X = U V</code></h2><h2 id="x0-first-the-start"><code>X0</code> first: the start</h2>')
+    fixed = _toc_to_headings(toc + body)
+    assert re.findall(r'href="#([^"]*)"', fixed) == ["2-lopt-1-step-by-step-x-u-v", "x0-first-the-start", "intro",
+                                                     "nowhere"]

@@ -207,21 +207,37 @@ def _toc_to_headings(html: str) -> str:
     """Point a notebook page's table of contents at its headings. mkdocs-jupyter makes the contents' anchors
     from the headings' Markdown, where inline code drops out (``2. LoPT-1 step by step: `X = U V` `` gives
     ``#2-lopt-1-step-by-step``), and the headings' ids from their HTML, where it stays (``…-x-u-v``): each anchor
-    that names no heading goes to the one heading whose id it begins, else to the heading at its place in order."""
-    ids = re.findall(r'<h[1-6] id="([^"]*)"', html)
+    that names no heading goes to the one heading whose id it begins, else to the one heading whose text, its code
+    left out, slugs to it (an anchor that matches neither, or several, is left as it is)."""
+    headings = re.findall(r'<h([1-6]) id="([^"]*)"[^>]*>(.*?)</h\1>', html, re.DOTALL)
+    ids = [i for _, i, _ in headings]
+    by_text: dict[str, list[str]] = {}
+    for _, i, text in headings:
+        by_text.setdefault(_slug(re.sub(r"<[^>]+>", "", re.sub(r"<code>.*?</code>", "", text, flags=re.DOTALL))),
+                           []).append(i)
     toc = list(dict.fromkeys(re.findall(r'<a href="#([^"]*)" class="md-nav__link"', html)))
     fixed = {}
-    for place, anchor in enumerate(toc):
+    for anchor in toc:
         if anchor in ids:
             continue
         begins = [i for i in ids if i.startswith(anchor + "-")]
+        named = by_text.get(anchor, [])
         if len(begins) == 1:
             fixed[anchor] = begins[0]
-        elif len(toc) == len(ids) - 1:  # the contents list every heading but the title
-            fixed[anchor] = ids[place + 1]
+        elif len(named) == 1:
+            fixed[anchor] = named[0]
     for anchor, heading in fixed.items():
         html = html.replace(f'href="#{anchor}"', f'href="#{heading}"')
     return html
+
+
+def _slug(text: str) -> str:
+    """Python-Markdown's heading anchor (its ``toc`` extension's default slugify) of a heading's plain text."""
+    import html as entities
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", entities.unescape(text)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
 
 
 def check_offline(site: Path) -> list[str]:
