@@ -213,3 +213,13 @@ def test_a_notebook_pages_contents_point_at_its_headings():
     fixed = _toc_to_headings(toc + body)
     assert re.findall(r'href="#([^"]*)"', fixed) == ["2-lopt-1-step-by-step-x-u-v", "x0-first-the-start", "intro",
                                                      "nowhere"]
+
+
+def test_the_book_says_it_needs_a_source_checkout(tmp_path, monkeypatch):
+    """Installed without the repository (a wheel holds the library only), the book says what it needs."""
+    from lopt_core.lab import book
+
+    monkeypatch.setattr(book, "ROOT", tmp_path)
+    with pytest.raises(book.BookError, match="source checkout.*has no notebooks, docs, README.md"):
+        book.build(tmp_path / "site")
+    assert not (tmp_path / "site").exists()

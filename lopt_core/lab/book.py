@@ -317,6 +317,11 @@ def build(out: str | Path, executed: str | Path | None = None) -> dict:
     return {"site", "lessons": stem → "executed" or "as committed", "mathjax_pages"}. The site is built beside
     ``out`` and renamed onto it only when the build succeeded; ``out`` must be new, empty or an earlier book."""
     out = Path(out).resolve()
+    missing = [name for name in ("notebooks", "docs", "README.md") if not (ROOT / name).exists()]
+    if missing:
+        raise BookError(f"the book is built from a source checkout (its lessons, docs/ and README.md), and {ROOT} "
+                        f"has no {', '.join(missing)}: an installed package holds only the library. Clone the "
+                        "repository and run `make book` there")
     _replaceable(out)
     try:
         import mkdocs  # noqa: F401
