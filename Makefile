@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
-NOTEBOOKS ?= 00 01 02
+NOTEBOOKS ?= 00 01 02 09
 OUT ?= outputs
 PYTEST_ARGS ?=
 
@@ -45,7 +45,7 @@ book: book-tools  ## the lessons as a static site in site/ (executed ones from O
 backbone: setup  ## convert the embedded backbone once into ~/.cache/lopt-kit (LOPT_CACHE)
 	$(VENV)/bin/lopt-kit prepare
 
-demo: backbone  ## run notebooks 00-02 with papermill into outputs/ (PROFILE=demo: minutes; PROFILE=cpu: 3 seeds, 120 steps)
+demo: backbone  ## run notebooks 00-02 and the recap (09) with papermill into outputs/ (PROFILE=demo: minutes; PROFILE=cpu: 3 seeds, 120 steps)
 	$(VENV)/bin/lopt-kit notebooks --profile $(PROFILE) --out $(OUT) $(NOTEBOOKS)
 
 test: backbone browser book-tools  ## the whole test suite (unit, contract, learning, notebooks, browser, book)

@@ -28,7 +28,7 @@ def run(name, out_root, **parameters):
 
 
 def test_every_numbered_notebook_has_a_test():
-    tested = {"00", "01", "02", "03", "04", "05", "06", "07", "08"}
+    tested = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "09"}
     assert {p.name[:2] for p in list_notebooks()} <= tested
 
 
@@ -236,6 +236,24 @@ def test_08_prompt_family(out_root):
     for budget, lines in m["paired_differences"].items():  # each method against prompt tuning at its budget
         assert len(lines) == sum(b == int(budget) for b, _ in plan) - 1
     assert (out / "family_pareto.png").is_file()
+
+
+def test_09_recap(out_root):
+    """The recap reads what lessons 00-08 wrote in this session (they ran above) and quotes their numbers."""
+    ran = [p.stem for p in list_notebooks() if (out_root / p.stem / "metrics.json").is_file()]
+    if len(ran) < 9:  # e.g. this test alone: nothing to read, and nothing above to check it against
+        pytest.skip(f"the recap reads the other lessons' outputs, and only {ran} ran in this session")
+    m, out = run("09", out_root)
+    assert m["missing"] == [] and len(m["found"]) == 9
+    read = {stem: json.loads((out_root / stem / "metrics.json").read_text()) for stem in m["found"]}
+    f = m["findings"]
+    assert f["00"]["zero_shot_accuracy"] == read["00_tour_of_the_backbone"]["zero_shot"]["accuracy"]
+    assert f["01"]["trained"] == read["01_prompt_tuning_from_scratch"]["trained"]["accuracy"]
+    lopt = read["02_lopt_low_rank_prompts"]["methods"]
+    assert {k: v["accuracy"] for k, v in f["02"].items()} == pytest.approx({k: v["accuracy"] for k, v in lopt.items()})
+    assert f["07"]["shipped"] == read["07_compare_and_ship"]["shipped"]["method"]
+    assert [tuple(x) for x in f["08"]["front"]] == [tuple(x) for x in read["08_prompt_family"]["front"]]
+    assert m["seeds"]["08"] == 2 and (out / "accuracy_vs_parameters.png").stat().st_size > 10_000
 
 
 SOLUTION_PARAMETERS = {"backbone_spec": "tiny-llama", "steps": 4, "eval_limit": 16, "test_limit": 16, "eval_sources": 2,
