@@ -84,6 +84,9 @@ def fixes(task: str, seed: int) -> list[tuple[str, dict]]:
         # U = 0: a step of the rate moves X0 + U V about six times less than prompt tuning's (relative to X)
         ("lopt1 residual at 1e-2", lopt_point(task, seed, lr=1e-2, options={"residual": True})),
         ("lopt1 residual at 3e-2", lopt_point(task, seed, lr=3e-2, options={"residual": True})),
+        # LoPT-1's default since the grid chose it (lopt1_residual_wd): the decay bounds the change U V
+        ("lopt1 residual + decay 1 at 3e-2 (the default)", lopt_point(task, seed, lr=3e-2, options={"residual": True},
+                                                                     train_options={"weight_decay": 1.0})),
         ("lopt1 + precondition 1e-2", lopt_point(task, seed, train_options={"precondition": 1e-2})),
         ("lopt1 + embedding-scale start", lopt_point(task, seed, options={"start_scale": "embedding"})),
         ("lopt1 + lr_ratio 4", lopt_point(task, seed, options={"lr_ratio": 4.0})),
@@ -156,6 +159,7 @@ def main() -> None:
     sweep.restore()
     before = load("lopt_diagnosis") or {}  # the parts not run this time stay as they were
     report = {"lr": LR, "lopt2_lr": LOPT2_LR, "steps": 120, **{part: before[part] for part in PARTS if part in before}}
+    # a part run again keeps its earlier rows that this invocation does not train (``with_earlier``)
     for part in args.parts:
         labelled = []  # seed-major, task by task: a stopped sweep leaves every configuration with the same seeds
         for seed in args.seeds:
@@ -173,13 +177,21 @@ def main() -> None:
                         if (sweep.out / run_key(point) / "status.json").is_file()]
         table = sweep.run([point for _, point in labelled], steps=120)
         table["label"], table["task"] = [label for label, _ in labelled], table["task_name"]
-        report[part] = summarise(part, table)
+        report[part] = summarise(part, with_earlier(table, before.get(part, {}).get("runs", [])))
         if part == "start":
             backbone = get_profile("cpu").load_backbone()
             report[part]["spectra"] = [spectra(task, seed, sweep.out, backbone)
                                        for seed in args.seeds for task in args.tasks]
     path = save("lopt_diagnosis", report)
     print(f"written to {path}")
+
+
+def with_earlier(table: pd.DataFrame, earlier: list[dict]) -> pd.DataFrame:
+    """This run's rows and the part's earlier ones that it did not run again (other tasks, other ``--rows``): a part's
+    report grows row by row instead of shrinking to the rows of its last invocation."""
+    done = set(zip(table["task"], table["label"], table["seed"], strict=True))
+    kept = [r for r in earlier if (r["task"], r["label"], r["seed"]) not in done]
+    return pd.concat([table, pd.DataFrame(kept)], ignore_index=True) if kept else table
 
 
 def summarise(part: str, table: pd.DataFrame) -> dict:
