@@ -46,6 +46,10 @@ def test_notebooks_have_a_parameters_cell_of_literals(path):
     names = {t.id for node in ast.parse(tagged[0].source).body for t in node.targets}
     assert {"profile", "out_dir"} <= names
     assert nb.cells[0].source.startswith("# ")
+    # papermill reads each line's name, value and help comment, and skips a line with a second "=" (with a warning
+    # in every run): no "=" in the comments
+    for line in tagged[0].source.splitlines():
+        assert line.count("=") <= 1, f"papermill cannot parse {line!r}: no '=' in its comment"
 
 
 def test_readme_promises_the_two_commands():
