@@ -261,3 +261,31 @@ def test_backbone_weights_unchanged_after_training(name, tiny):
     options = {"prompt_len": 4} if name == "prompt_tuning" else {"prompt_len": 4, "rank": 2}
     Trainer(build_method(name, tiny, **options), tiny, small_task(), TrainConfig(steps=3, **FAST)).fit()
     assert tiny.fingerprint() == before
+
+
+def test_a_trainer_adopts_a_finished_run_of_exactly_its_own_and_nothing_else(tiny_llama, tmp_path):
+    """An earlier run that trained the same method, options, config, task and backbone is copied and scored, not
+    trained again (lesson 02 takes lesson 01's prompt tuning this way); any difference and it trains afresh."""
+    task, config = small_task(), TrainConfig(steps=4, **FAST)
+    first = Trainer(build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1), tiny_llama, task, config,
+                    run_dir=tmp_path / "first").fit()
+    steps = []
+    method = build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1)
+    again = Trainer(method, tiny_llama, task, TrainConfig(steps=4, **{**FAST, "progress": True}),
+                    run_dir=tmp_path / "again", callbacks=(lambda trainer, record: steps.append(record),))
+    assert again.adopt(tmp_path / "first")  # progress bars differ: not what is trained
+    result = again.fit(resume=True)
+    assert steps == [] and result.metrics["test"] == first.metrics["test"]  # scored, not trained
+    assert result.history["loss"].tolist() == first.history["loss"].tolist()
+    assert torch.equal(method.prompt, load_method(tmp_path / "first" / "method", tiny_llama).prompt)
+    others = [(build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=2), config, task),  # another start
+              (build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1), TrainConfig(steps=4, lr=1e-2, **FAST),
+               task),  # another rate
+              (build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1), TrainConfig(steps=6, **FAST), task),
+              (build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1), config, small_task(train=16))]
+    for i, (m, c, t) in enumerate(others):
+        other = Trainer(m, tiny_llama, t, c, run_dir=tmp_path / f"other{i}")
+        assert not other.adopt(tmp_path / "first"), i
+        assert not (tmp_path / f"other{i}").exists()
+    assert not Trainer(build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1), tiny_llama, task,
+                       config).adopt(tmp_path / "first")  # no run folder of its own to copy into

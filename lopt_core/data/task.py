@@ -15,6 +15,8 @@ done is in ``task.split_notes`` and its summary.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -175,6 +177,13 @@ class Task:
     encode = encoding.encode
     length_policy = encoding.length_policy
     collate = encoding.collate
+
+    def fingerprint(self) -> str:
+        """A short hash of what a run of this task depends on: its rows in every split, template, targets and label
+        words (a run's config.json keeps it, so that a run is adopted only by a task with the same data)."""
+        content = {"splits": self.splits, "template": self.template, "target_template": self.target_template,
+                   "label_words": list(self.label_words), "kind": self.kind}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())

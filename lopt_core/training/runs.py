@@ -117,7 +117,7 @@ def run_config(method, backbone, task, config, lr: float, extra: dict | None = N
     """config.json: what was trained (method, task, backbone, training config with the learning rate used,
     parameter counts) and what the caller adds (``extra``, e.g. a sweep's point)."""
     return {"method": method.name, "method_config": method.config.to_dict(), "task": task.name,
-            "task_source": task.source, "split_notes": dict(task.split_notes),
+            "task_source": task.source, "task_fingerprint": task.fingerprint(), "split_notes": dict(task.split_notes),
             "backbone": backbone.name, "backbone_spec": backbone.spec,
             "precision": backbone.precision, "dtype": str(backbone.dtype).removeprefix("torch."),
             "train": {**dataclasses.asdict(config), "lr": lr},

@@ -10,6 +10,7 @@ Validation selects and is never reported; ``metrics["test"]`` is the number to r
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from lopt_core.training.dynamics import Dynamics
 from lopt_core.training.optimiser import Optimiser
 from lopt_core.training.runs import RunFolder, run_config, run_environment, run_identity
 from lopt_core.training.selection import Selection
-from lopt_core.utils import KitError
+from lopt_core.utils import KitError, read_json
 
 
 class TrainingDiverged(KitError, FloatingPointError):
@@ -153,6 +154,34 @@ class Trainer:
             bar.close()
         self._save()
         return self._finish()
+
+    def adopt(self, folder: str | Path) -> bool:
+        """Take over a finished run that trained exactly what this trainer would: the same method and options,
+        training config, task and backbone (``folder``: another run's folder, e.g. an earlier lesson's). Then its
+        files are copied into this trainer's run folder, and ``fit(resume=True)`` scores it without training a step;
+        otherwise nothing changes. Returns whether the run was adopted."""
+        folder = Path(folder)
+        source = RunFolder(folder)
+        if self.run is None or folder.resolve() == self.run.path.resolve() or not source.checkpoint.is_file() \
+                or not (folder / "config.json").is_file():
+            return False
+        mine = run_config(self.method, self.backbone, self.task, self.config, self.lr, self.extra_config)
+        theirs = read_json(folder / "config.json")
+        for record in (mine, theirs):
+            record["train"] = {k: v for k, v in record.get("train", {}).items() if k != "progress"}
+        if theirs != mine:
+            return False
+        try:
+            state = source.load_checkpoint(run_identity(self.config, self.method), self.backbone.device)
+        except ValueError:  # the checkpoint is of another run than its config.json says: not this one
+            return False
+        if state["step"] < self.config.steps:
+            return False
+        if self.main:
+            shutil.rmtree(self.run.path, ignore_errors=True)
+            shutil.copytree(folder, self.run.path)
+        self.accelerator.wait_for_everyone()
+        return True
 
     def _finish(self) -> FitResult:
         """Restore the best state, score validation and test once, and write the results."""
