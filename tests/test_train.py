@@ -289,3 +289,7 @@ def test_a_trainer_adopts_a_finished_run_of_exactly_its_own_and_nothing_else(tin
         assert not (tmp_path / f"other{i}").exists()
     assert not Trainer(build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1), tiny_llama, task,
                        config).adopt(tmp_path / "first")  # no run folder of its own to copy into
+    rate = build_method("prompt_tuning", tiny_llama, prompt_len=4).recommended_lr  # named here, the method's there
+    named = Trainer(build_method("prompt_tuning", tiny_llama, prompt_len=4, seed=1), tiny_llama, task,
+                    TrainConfig(steps=4, lr=rate, **FAST), run_dir=tmp_path / "named")
+    assert named.adopt(tmp_path / "first") and named.fit(resume=True).metrics["test"] == first.metrics["test"]

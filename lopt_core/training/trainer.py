@@ -171,12 +171,21 @@ class Trainer:
             record["train"] = {k: v for k, v in record.get("train", {}).items() if k != "progress"}
         if theirs != mine:
             return False
-        try:
-            state = source.load_checkpoint(run_identity(self.config, self.method), self.backbone.device)
-        except ValueError:  # the checkpoint is of another run than its config.json says: not this one
+        # the rate may be named in one config and left to the method in the other: the same rate (config.json says
+        # which was used), so the checkpoint is taken as this trainer's with the rate named
+        state = None
+        same_rate = [self.config, dataclasses.replace(self.config, lr=self.lr)]
+        if self.lr == self.method.recommended_lr:  # None there meant this rate too
+            same_rate.append(dataclasses.replace(self.config, lr=None))
+        for config in same_rate:
+            try:
+                state = source.load_checkpoint(run_identity(config, self.method), self.backbone.device)
+                break
+            except ValueError:  # the checkpoint is of another run than its config.json says: not this one
+                continue
+        if state is None or state["step"] < self.config.steps:
             return False
-        if state["step"] < self.config.steps:
-            return False
+        self.config = config
         if self.main:
             shutil.rmtree(self.run.path, ignore_errors=True)
             shutil.copytree(folder, self.run.path)
