@@ -37,14 +37,21 @@ def option(default: Any, help: str, absent: Any = _UNSET):
     return field(default=default, metadata=metadata)
 
 
+def changed_defaults(config_class) -> dict[str, Any]:
+    """The fields of a config dataclass whose default changed after the field was added (``option(absent=)``), each
+    at the value it had before: what a config saved without the field behaved as."""
+    return {f.name: f.metadata["absent"] for f in dataclasses.fields(config_class) if "absent" in f.metadata}
+
+
 def absent_values(config_class) -> dict[str, Any]:
     """The value each field of a config dataclass has in a config saved without it: its ``absent`` value where the
-    default changed since the field was added, else its default (fields without a default are left out)."""
-    out = {}
+    default changed since the field was added (``changed_defaults``), else its default (fields without a default
+    are left out)."""
+    out = changed_defaults(config_class)
     for f in dataclasses.fields(config_class):
-        if "absent" in f.metadata:
-            out[f.name] = f.metadata["absent"]
-        elif f.default is not dataclasses.MISSING:
+        if f.name in out:
+            continue
+        if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             out[f.name] = f.default_factory()

@@ -9,12 +9,12 @@ record (``results/NAME_runs.json``: every finished run's parameters and metrics,
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from lopt_core import utils
 from lopt_core.evaluation import stats
 from lopt_core.lab.sweep import gather, run_key, run_sweep
 from lopt_core.methods import method_class
@@ -41,8 +41,7 @@ def changed_defaults(method: str) -> tuple[dict, dict]:
         cls = method_class(method)
     except KeyError:  # a PEFT baseline or another name the registry does not hold
         return {}, {}
-    built = {f.name: f.metadata["absent"] for f in dataclasses.fields(cls.Config) if "absent" in f.metadata}
-    return built, dict(cls.changed_training_defaults)
+    return utils.changed_defaults(cls.Config), dict(cls.changed_training_defaults)
 
 
 def explicit(point: dict) -> dict:
