@@ -203,7 +203,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     task = p.add_mutually_exclusive_group(required=True)
     task.add_argument("--task", help="registered task (see `lopt-kit info`; this or --task-file is required)")
     task.add_argument("--task-file", help="a JSON/YAML spec of your own CSV, TSV or JSONL files "
-                      "(docs/usage.md, 'Your own data'; this or --task is required)")
+                      "(docs/tasks.md, 'Your own data'; this or --task is required)")
     p.add_argument("--source", default="auto", choices=["auto", "files", "hf"],
                    help="where the task's data comes from (default: auto = built-in data or local files; "
                    "hf: the hub, online)")

@@ -123,7 +123,7 @@ def test_bos_tokenizers_get_a_bos_row_and_inputs_go_in_without_bos(tmp_path):
     bos = bb.embed(torch.tensor([bb.tokenizer.bos_token_id]))
     assert X.shape[0] == method.config.prompt_len + 1 and torch.equal(X[:1], bos)
     assert read_sidecar(tmp_path)["bos_row"] is True
-    # with BOS added anyway, PEFT computes [E(BOS); X; BOS; text]: not the kit's (docs/usage.md gives the gap)
+    # with BOS added anyway, PEFT computes [E(BOS); X; BOS; text]: not the kit's (docs/interop.md gives the gap)
     batch = batch_of(bb)
     with torch.no_grad():
         kit = bb.logits(method.hidden_states(bb, batch))[:, -1]

@@ -26,7 +26,12 @@ from pathlib import Path
 from lopt_core.lab.notebooks import ROOT, list_notebooks
 
 REFERENCE = {  # repository file → (page in the book, its title in the navigation)
-    "docs/usage.md": ("usage.md", "Using the kit"),
+    "docs/methods.md": ("methods.md", "The methods: the papers' choices and the kit's"),
+    "docs/cli.md": ("cli.md", "The command line"),
+    "docs/tasks.md": ("tasks.md", "Tasks and data"),
+    "docs/backbones.md": ("backbones.md", "Backbones, lengths and precision"),
+    "docs/interop.md": ("interop.md", "PEFT adapters and serving engines"),
+    "docs/gpus.md": ("gpus.md", "GPUs, clusters and the environment"),
     "docs/layout.md": ("layout.md", "The package's layout"),
     "docs/results.md": ("results.md", "Measured results"),
     "docs/glossary.md": ("glossary.md", "Glossary"),

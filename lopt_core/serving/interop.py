@@ -143,7 +143,7 @@ def from_peft(folder: str | Path, backbone: Backbone) -> PromptMethod:
             X = X[1:]
         elif adds_bos(backbone):
             warnings.warn(f"{folder}: PEFT put these {X.shape[0]} virtual tokens before BOS; the kit puts them after "
-                          "it, so its outputs differ a little from PEFT's (docs/usage.md, 'PEFT adapters')",
+                          "it, so its outputs differ a little from PEFT's (docs/interop.md)",
                           stacklevel=2)
         if config["peft_type"] == "P_TUNING":  # the encoder's output, as PEFT saved it: p_tuning, materialised
             method = build_method("p_tuning", backbone, prompt_len=X.shape[0], reparam=False,
@@ -206,7 +206,7 @@ def export_embeddings(method: PromptMethod, backbone: Backbone, folder: str | Pa
                       task: str | None = None) -> Path:
     """Write X as ``prompt_embeds.safetensors`` (tensor ``prompt_embeds``, (n, d), in ``dtype``) and
     ``prompt_embeds.json`` saying where it goes: engines that take input embeddings (vLLM's ``prompt_embeds``,
-    llama.cpp's ``llama_batch.embd``) are then given ``[E(BOS)]? [X] [E(tokens)]`` (recipe in docs/usage.md)."""
+    llama.cpp's ``llama_batch.embd``) are then given ``[E(BOS)]? [X] [E(tokens)]`` (recipe in docs/interop.md)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if method.prompt_kind != "input":
