@@ -122,6 +122,14 @@ def cell_timeout(profile: str, timeout: int | None | str = "auto") -> int | None
     return CI_CELL_TIMEOUT if profile == "ci" else None
 
 
+def out_dir_parameter(out_dir: Path, notebook: Path) -> str:
+    """``out_dir`` as the notebook reads it (its folder is the working directory): relative where it lies in the
+    notebook's repository, e.g. ``../outputs/01_…`` (an executed copy, or the book, shows no path of the machine
+    that ran it), absolute elsewhere."""
+    repository = notebook.parent.parent
+    return os.path.relpath(out_dir, notebook.parent) if out_dir.is_relative_to(repository) else str(out_dir)
+
+
 def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci",
                      parameters: dict | None = None, timeout: int | None | str = "auto", progress: bool = False,
                      run_name: str | None = None) -> dict:
@@ -136,7 +144,7 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
     path = Path(path).resolve()
     out_dir = Path(out_root).resolve() / (run_name or path.stem)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
+    params = {"profile": profile, "out_dir": out_dir_parameter(out_dir, path), **(parameters or {})}
     start = time.perf_counter()
     # the kernel draws inline, as in JupyterLab, whatever MPLBACKEND says: the copy keeps its figures
     pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
@@ -159,7 +167,7 @@ def run_code(path: str | Path, out_root: str | Path, profile: str = "ci", parame
     path = Path(path).resolve()
     out_dir = Path(out_root).resolve() / (run_name or path.stem)
     out_dir.mkdir(parents=True, exist_ok=True)
-    given = {"profile": profile, "out_dir": str(out_dir), **(parameters or {})}
+    given = {"profile": profile, "out_dir": out_dir_parameter(out_dir, path), **(parameters or {})}
     namespace: dict = {"__name__": "__main__", "display": print}
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     here, start = os.getcwd(), time.perf_counter()
