@@ -38,9 +38,9 @@ def run(name: str, seed: int, P, backbone, task) -> dict:
     seed_everything(seed)
     method = build_method(name, backbone, prompt_len=20, seed=seed, **P.options(name, **METHODS[name]))
     config = P.train_config(seed, method=name, progress=False)
-    method_lr, start = config.lr, time.perf_counter()
+    start = time.perf_counter()
     trainer = Trainer(method, backbone, task, config)
-    decay = trainer.config.weight_decay  # the method's when the profile names none
+    method_lr, decay = trainer.config.lr, trainer.config.weight_decay  # the method's where the profile names none
     try:
         fit = trainer.fit()
     except TrainingDiverged as err:

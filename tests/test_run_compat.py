@@ -2,10 +2,12 @@
 and resume: checkpoints hold only tensors and plain data, ``method.json`` a registry name, no module path.
 The folder in tests/fixtures/run_v0.1.0 was written by that commit's trainer (LoPT-1 on ``short_task`` on
 tiny-llama, 4 steps)."""
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import short_task
 
 from lopt_core import TrainConfig, Trainer, build_method, evaluate, load_method, load_run
@@ -59,3 +61,30 @@ def test_an_old_checkpoint_refuses_todays_default_where_the_default_changed(tiny
     assert method.config.residual is True
     with pytest.raises(ValueError, match=r"cannot resume.*'residual': \(False, True\)"):
         Trainer(method, tiny_llama, short_task(), config, run_dir=folder).fit(resume=True)
+
+
+def test_a_checkpoint_that_left_the_rate_to_the_method_resumes_at_the_rate_its_run_used(tiny_llama, tmp_path):
+    """Until 2026-12-05 a config that named no rate was saved with lr None; the trainer now writes the method's rate
+    into its config. Such a checkpoint resumes at the rate its config.json says the run used, and only at that one."""
+    folder = tmp_path / "run"
+    shutil.copytree(OLD, folder)
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    state["config"]["lr"] = None  # as the trainer saved it before
+    torch.save(state, folder / "checkpoint.pt")
+    saved = load_run(folder)["config"]["train"]
+    options = saved_config("lopt1", load_run(folder)["config"]["method_config"])
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+    trainer = Trainer(build_method("lopt1", tiny_llama, **options), tiny_llama, short_task(), config, run_dir=folder)
+    assert trainer.fit(resume=True).metrics["test"]["accuracy"] == load_run(OLD)["metrics"]["test"]["accuracy"]
+    other = dataclasses.replace(config, lr=2 * saved["lr"])
+    with pytest.raises(ValueError, match="cannot resume.*lr"):
+        Trainer(build_method("lopt1", tiny_llama, **options), tiny_llama, short_task(), other, run_dir=folder).fit(
+            resume=True)
+
+
+def test_the_trainer_writes_the_method_s_rate_and_decay_into_its_config(tiny_llama):
+    method = build_method("lopt1", tiny_llama, prompt_len=4, rank=2)
+    trainer = Trainer(method, tiny_llama, short_task(), TrainConfig(steps=1))
+    assert (trainer.config.lr, trainer.config.weight_decay) == (method.recommended_lr, method.recommended_weight_decay)
+    named = Trainer(method, tiny_llama, short_task(), TrainConfig(steps=1, lr=1e-3, weight_decay=0.0)).config
+    assert (named.lr, named.weight_decay) == (1e-3, 0.0)

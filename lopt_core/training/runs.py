@@ -75,6 +75,8 @@ class RunFolder:
                 f"to start afresh. ({str(err).splitlines()[0]})") from None
         # progress changes nothing; an option added after the checkpoint was written trained at its default
         saved = {k: v for k, v in state["config"].items() if k != "progress"}
+        if "lr" in saved and saved["lr"] is None:  # written before the trainer resolved the rate into its config
+            saved["lr"] = self.rate_used()
         now = {k: v for k, v in expected["config"].items() if k != "progress" and k in saved}
         defaults = expected.get("defaults", {})
         added = {k: v for k, v in expected["config"].items()
@@ -95,6 +97,13 @@ class RunFolder:
             raise ValueError(f"cannot resume {self.checkpoint}: its {mine[0]} was built with other options (saved, "
                              f"now; a saved run that predates an option counts as the kit behaved then): {diff}")
         return state
+
+    def rate_used(self) -> float | None:
+        """The learning rate the run in this folder trained at, as its config.json says (None: no config.json)."""
+        try:
+            return read_json(self.path / "config.json")["train"]["lr"]
+        except (FileNotFoundError, KeyError):
+            return None
 
     # ---------------------------------------------------------------------------------- results
     def write_results(self, history: pd.DataFrame, metrics: dict, method, backbone_name: str) -> None:

@@ -51,10 +51,12 @@ class Trainer:
                  run_dir: str | Path | None = None, callbacks: tuple[Callable, ...] = (), overwrite: bool = False,
                  extra_config: dict | None = None):
         c = config or TrainConfig()
-        if c.weight_decay is None:  # the method's, written into the config: the run and its checkpoint say what ran
-            c = dataclasses.replace(c, weight_decay=method.recommended_weight_decay)
+        # the method's rate and decay where the config names none, written into the config: the run's config.json
+        # and its checkpoint say what ran, and a run that named them equals one that left them to the method
+        decay = method.recommended_weight_decay if c.weight_decay is None else c.weight_decay
+        c = dataclasses.replace(c, lr=method.recommended_lr if c.lr is None else c.lr, weight_decay=decay)
         self.method, self.backbone, self.config = method, backbone, c
-        groups = [g for g in method.param_groups(c.lr if c.lr is not None else method.recommended_lr) if g["params"]]
+        groups = [g for g in method.param_groups(c.lr) if g["params"]]
         if not groups:
             raise ValueError(f"method {method.name!r} has no trainable parameters: nothing to train")
         if c.precondition is not None and not method.factor_pairs():
@@ -171,21 +173,12 @@ class Trainer:
             record["train"] = {k: v for k, v in record.get("train", {}).items() if k != "progress"}
         if theirs != mine:
             return False
-        # the rate may be named in one config and left to the method in the other: the same rate (config.json says
-        # which was used), so the checkpoint is taken as this trainer's with the rate named
-        state = None
-        same_rate = [self.config, dataclasses.replace(self.config, lr=self.lr)]
-        if self.lr == self.method.recommended_lr:  # None there meant this rate too
-            same_rate.append(dataclasses.replace(self.config, lr=None))
-        for config in same_rate:
-            try:
-                state = source.load_checkpoint(run_identity(config, self.method), self.backbone.device)
-                break
-            except ValueError:  # the checkpoint is of another run than its config.json says: not this one
-                continue
-        if state is None or state["step"] < self.config.steps:
+        try:
+            state = source.load_checkpoint(run_identity(self.config, self.method), self.backbone.device)
+        except ValueError:  # the checkpoint is of another run than its config.json says: not this one
             return False
-        self.config = config
+        if state["step"] < self.config.steps:
+            return False
         if self.main:
             shutil.rmtree(self.run.path, ignore_errors=True)
             shutil.copytree(folder, self.run.path)
