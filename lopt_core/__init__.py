@@ -25,7 +25,7 @@ _API = {
     # methods
     "build_method": "lopt_core.methods", "list_methods": "lopt_core.methods", "method_class": "lopt_core.methods",
     "config_fields": "lopt_core.methods", "save_method": "lopt_core.methods", "load_method": "lopt_core.methods",
-    "PromptMethod": "lopt_core.methods",
+    "PromptMethod": "lopt_core.methods", "readable": "lopt_core.methods",
     # evaluation
     "evaluate": "lopt_core.evaluation.evaluator", "evaluate_generation": "lopt_core.evaluation.evaluator",
     "to_device": "lopt_core.evaluation.evaluator", "generate": "lopt_core.evaluation.decoding",

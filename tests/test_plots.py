@@ -55,3 +55,23 @@ def test_kv_cache_draws_one_cell_per_layer_and_position_coloured_by_kind_with_th
     wide = plots.kv_cache([(keys[layer], np.ones((heads, positions, 6))) for layer in range(L)], prefix=prefix)
     assert f"W = L·n_kv·(K + V) = {L * heads * (head_dim + 6)}" in wide.get_suptitle()  # V's head size its own
     assert "× 6 numbers per cell" in wide.axes[1].get_title()
+
+
+def test_a_label_that_starts_with_a_registry_key_shows_the_methods_title():
+    from lopt_core.methods import list_methods, method_class, readable
+
+    assert readable("lopt1 (r=2)") == "LoPT-1 (r=2)"
+    assert readable("prompt_tuning") == "prompt tuning"
+    assert readable("iapt (m=32)") == "IAPT (m=32)"
+    assert readable("prefix_tuning: train") == "prefix-tuning: train"
+    # only a whole key: a benchmark label that extends one, or any other text, comes back unchanged
+    assert readable("lopt1_residual") == "lopt1_residual" and readable("prefix_table") == "prefix_table"
+    assert readable("run") == "run" and readable(3) == "3"
+    kit = [key for key in list_methods() if method_class(key).__module__.startswith("lopt_core.")]  # not a test's
+    assert len(kit) >= 9 and all(method_class(key).title for key in kit)  # every method of the kit has a title
+    ax = plots.accuracy_vs_parameters(pd.DataFrame({"method": ["lopt2", "residual_prompt_tuning"],
+                                                    "trainable_parameters": [1192, 11520], "accuracy": [0.6, 0.7]}),
+                                      baseline=0.5).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["LoPT-2", "residual prompt tuning"]
+    history = pd.DataFrame({"step": [1, 2], "loss": [0.9, 0.8]})
+    assert "LoPT-1: train" in {line.get_label() for line in plots.loss_curves({"lopt1": history}).axes[0].get_lines()}

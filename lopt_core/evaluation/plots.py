@@ -1,5 +1,6 @@
 """Figures for the notebooks: each function takes data (and an optional ``ax``) and returns the
-Figure; ``save`` writes it as PNG. seaborn styling, labelled axes, readable at notebook width."""
+Figure; ``save`` writes it as PNG. seaborn styling, labelled axes, readable at notebook width; a label that starts
+with a method's registry key shows the method's title instead ("lopt1 (r=2)" as "LoPT-1 (r=2)")."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from lopt_core.methods import readable
 from lopt_core.utils import atomic_path
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -60,6 +62,7 @@ def loss_curves(histories: dict[str, pd.DataFrame], smooth: int = 5, ax=None, va
     loss of a uniform guess (ln C for C classes)."""
     fig, ax = _axes(ax)
     for i, (label, h) in enumerate(histories.items()):
+        label = readable(label)
         ax.plot(h["step"], h["loss"].rolling(smooth, min_periods=1).mean(), color=f"C{i}", label=f"{label}: train")
         if validation and "eval_loss" in h and h["eval_loss"].notna().any():
             evaluated = h[h["eval_loss"].notna()]
@@ -125,7 +128,7 @@ def accuracy_vs_parameters(table: pd.DataFrame, baseline: float | None = None, a
     for i, (_, row) in enumerate(table.iterrows()):
         yerr = row[err] if err and pd.notna(row[err]) else None
         ax.errorbar(row[x], row[y], yerr=yerr, fmt="o", ms=9, capsize=4, color=f"C{i}")
-        ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(7, 5), fontsize=10)
+        ax.annotate(readable(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(7, 5), fontsize=10)
     _parameter_axis(ax, table[x])
     if baseline is not None:
         _baseline(ax, baseline)
@@ -184,7 +187,7 @@ def spectrum(spectra: dict[str, np.ndarray], cut: int | None = None, ax=None, no
     for label, s in spectra.items():
         s = np.asarray(s, dtype=float)
         y = s / s[0] if normalise else s
-        ax.plot(np.arange(1, len(s) + 1), y, marker="o", ms=4, label=label)
+        ax.plot(np.arange(1, len(s) + 1), y, marker="o", ms=4, label=readable(label))
     if cut is not None:
         ax.axvline(cut + 0.5, color="k", linestyle="--", label=f"rank cut r = {cut}")
     ax.set_yscale("log")
@@ -201,7 +204,7 @@ def energy(spectra: dict[str, np.ndarray], threshold: float = 0.9, ax=None):
     fig, ax = _axes(ax)
     for label, s in spectra.items():
         e = np.cumsum(np.asarray(s, dtype=float) ** 2)
-        ax.plot(np.arange(1, len(e) + 1), e / e[-1], marker="o", ms=4, label=label)
+        ax.plot(np.arange(1, len(e) + 1), e / e[-1], marker="o", ms=4, label=readable(label))
     ax.axhline(threshold, color="grey", linestyle=":", label=f"{threshold:.0%} of the energy")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("rank r")
@@ -219,7 +222,7 @@ def accuracy_vs_rank(table: pd.DataFrame, x: str = "rank", y: str = "accuracy", 
     fig, ax = _axes(ax)
     for i, (label, part) in enumerate(table.groupby(hue, sort=False)):
         part = part.sort_values(x)
-        ax.plot(part[x], part[y], marker="o", label=str(label), color=f"C{i}")
+        ax.plot(part[x], part[y], marker="o", label=readable(label), color=f"C{i}")
     if current is not None:
         ax.plot(*current, marker="*", ms=18, color="gold", markeredgecolor="k", label="current", zorder=5)
     if baseline is not None:
@@ -238,7 +241,7 @@ def pareto(table: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_paramet
     """Every run as a point (coloured by ``hue``) and the Pareto front as a step line through ringed points
     (the rings keep a front of a single run visible)."""
     fig, ax = _axes(ax, size=(7, 4.4))
-    sns.scatterplot(data=table, x=x, y=y, hue=hue, style=hue, s=80, ax=ax)
+    sns.scatterplot(data=table.assign(**{hue: table[hue].map(readable)}), x=x, y=y, hue=hue, style=hue, s=80, ax=ax)
     ax.step(front[x], front[y], where="post", color="k", linewidth=1.2, marker="o", markersize=14,
             markerfacecolor="none", label="Pareto front")
     if baseline is not None:
@@ -260,7 +263,7 @@ def budget_front(cells: pd.DataFrame, front: pd.DataFrame, x: str = "trainable_p
     fig, ax = _axes(ax, size=(7, 4.4))
     for i, (name, part) in enumerate(cells.sort_values(x).groupby(method, sort=False)):
         ax.errorbar(part[x], part[y], yerr=[part[y] - part[low], part[high] - part[y]], fmt="-o", ms=7, capsize=3,
-                    color=f"C{i}", label=str(name), alpha=0.9)
+                    color=f"C{i}", label=readable(name), alpha=0.9)
     front = front.sort_values(x)
     ax.plot(front[x], front[y], "k--", lw=1, marker="o", ms=16, mfc="none", label=f"Pareto front (by {chosen_by})")
     if baseline is not None:
@@ -279,10 +282,10 @@ def heatmap(table: pd.DataFrame, index: str = "prompt_len", columns: str = "rank
     """An n × r grid of ``values`` (mean over repeated runs)."""
     fig, ax = _axes(ax)
     grid = table.pivot_table(index=index, columns=columns, values=values, aggfunc="mean")
-    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", ax=ax, cbar_kws={"label": values})
+    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", ax=ax, cbar_kws={"label": values.replace("_", " ")})
     ax.set_xlabel(f"{columns} r" if columns == "rank" else columns)
     ax.set_ylabel(f"{index} n" if index == "prompt_len" else index)
-    ax.set_title(f"{values} over the grid")
+    ax.set_title(f"{values.replace('_', ' ')} over the grid")
     return fig
 
 

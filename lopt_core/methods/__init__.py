@@ -44,6 +44,18 @@ def method_class(name: str) -> type[PromptMethod]:
     return _METHODS[name]
 
 
+def readable(label) -> str:
+    """``label`` with a registry key at its start put as the method's ``title`` ("lopt1 (r=2)" → "LoPT-1 (r=2)",
+    "prompt_tuning" → "prompt tuning"): what a figure's legend shows. A key is only replaced whole (followed by the
+    end, a space or punctuation other than ``_``); anything else comes back unchanged, as a string."""
+    text = str(label)
+    for key in sorted(_METHODS, key=len, reverse=True):
+        rest = text[len(key):]
+        if text.startswith(key) and (not rest or not (rest[0].isalnum() or rest[0] == "_")):
+            return (_METHODS[key].title or key) + rest
+    return text
+
+
 def config_fields(name: str) -> list[str]:
     return [f.name for f in dataclasses.fields(method_class(name).Config)]
 

@@ -90,6 +90,9 @@ class PromptMethod(nn.Module, ABC):
     """
 
     name: ClassVar[str] = ""
+    # how figures and prose name the method ("LoPT-1"); ``lopt_core.methods.readable`` puts it in place of the
+    # registry key at the start of a label. Empty: the key itself
+    title: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     # the AdamW rate the trainer uses when none is given: a class attribute, read on the instance (prefix_tuning
     # sets its instance's from its parameterisation)

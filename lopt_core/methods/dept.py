@@ -54,6 +54,7 @@ class DePTConfig(PromptInitConfig):
 @register("dept")
 class DePT(InputPromptMethod):
     """X (n, d) before the text, and s·A B added to the embeddings of the text's first S tokens."""
+    title = "DePT"
 
     Config = DePTConfig
     peft_type = None  # the offsets change each input's own embeddings: the prompt X alone is not DePT's effect

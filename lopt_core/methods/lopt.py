@@ -114,6 +114,7 @@ class LoPT1(InputPromptMethod):
     from ids), U = 0 and V the SVD factor of X0, so training starts exactly at prompt tuning's start and the rank r
     is spent on the change. ``residual=False``: X = U V, the paper's form, initialised with the truncated SVD of a
     starting prompt (or of given factors)."""
+    title = "LoPT-1"
 
     Config = LoPT1Config
     # benchmarks/lr_grid.py (120 steps, n = 20, r = 2, seeds 0 and 1 at every rate; the stability rule). The residual
@@ -218,6 +219,7 @@ def sigma(x: torch.Tensor, activation: str, threshold: float) -> torch.Tensor:
 class LoPT2(InputPromptMethod):
     """X = σ(X0 U) V with X0 frozen (a non-persistent buffer rebuilt from token ids). With ``residual``:
     X = X0 + σ(X0 U) V, U as below and V = 0, so training starts exactly at X0 (prompt tuning's vocabulary start)."""
+    title = "LoPT-2"
 
     Config = LoPT2Config
     # benchmarks/lr_grid.py (120 steps, n = 20, r = 2, seeds 0 and 1 at every rate; the stability rule): 3e-3, mean

@@ -53,6 +53,7 @@ class PTuningConfig(MethodConfig):
 @register("p_tuning")
 class PTuning(InputPromptMethod):
     """X = encoder(E); after ``materialise()``, X as one free matrix (what PEFT saves)."""
+    title = "P-tuning"
 
     Config = PTuningConfig
     peft_type = "P_TUNING"

@@ -47,6 +47,7 @@ class PrefixTuningConfig(MethodConfig):
 @register("prefix_tuning")
 class PrefixTuning(PromptMethod):
     """Per-layer K/V prefixes, written into a DynamicCache before the input runs."""
+    title = "prefix-tuning"
 
     Config = PrefixTuningConfig
     prompt_kind = "kv"

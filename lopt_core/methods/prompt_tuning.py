@@ -23,6 +23,7 @@ class PromptTuningConfig(PromptInitConfig):
 @register("prompt_tuning")
 class PromptTuning(InputPromptMethod):
     """X (n, d) is one trainable matrix."""
+    title = "prompt tuning"
 
     Config = PromptTuningConfig
     # benchmarks/lr_grid.py (120 steps, n = 20, seeds 0 and 1 at every rate; the stability rule): 3e-3, mean

@@ -62,6 +62,7 @@ def residual_mlp(d: int, m: int, layer_norm: bool, start: str) -> nn.Sequential:
 @register("residual_prompt_tuning")
 class ResidualPromptTuning(InputPromptMethod):
     """X = Φ(P) = P + MLP(P) row by row; after ``materialise()``, X = the trained Φ(P) as one free matrix."""
+    title = "residual prompt tuning"
 
     Config = ResidualPromptTuningConfig
     # prompt tuning's rate (benchmarks/lr_grid.py: 3e-3, the same n = 20 prompt) until this method's own grid has

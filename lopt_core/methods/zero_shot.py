@@ -23,6 +23,7 @@ class ZeroShotConfig(MethodConfig):
 @register("zero_shot")
 class ZeroShot(PromptMethod):
     """The input as it is: the baseline every method is compared with."""
+    title = "zero-shot"
 
     Config = ZeroShotConfig
 

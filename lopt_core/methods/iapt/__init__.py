@@ -116,6 +116,7 @@ class PromptGenerator(nn.Module):
 @register("iapt")
 class IAPT(PromptMethod):
     """Per-layer prompt generators fed by the instruction; prompts enter each layer's K/V cache."""
+    title = "IAPT"
 
     Config = IAPTConfig
     # benchmarks/lr_grid.py (120 steps, m = 32, validation accuracy, seeds 0 and 1 averaged; the stability rule):
