@@ -11,7 +11,8 @@ profile ``cpu``), n = 20, validation selects, test reports. Three parts share on
 - ``fixes``: today's LoPT-1 r = 2 and LoPT-2 r = 2 against each fix, same seeds: per-factor rates (LoRA+, η_V =
   λ·η_U), the Riemannian-preconditioned step (``precondition=δ``), a balanced start at embedding scale, a longer
   warmup, and for LoPT-2 a σ without dead units (tanh, GELU); and the residual form X = X0 + U V (``residual``: the
-  start's embeddings stay, frozen, and the rank-r factors train a change of them, the low rank on the update).
+  start's embeddings stay, frozen, and the rank-r factors train a change of them, the low rank on the update), for
+  LoPT-1 and for LoPT-2 (each LoPT's default since).
 
     python benchmarks/lopt_diagnosis.py [--parts capacity start fixes] [--tasks yesno sst2] [--seeds 0 1 2]
 
@@ -97,6 +98,9 @@ def fixes(task: str, seed: int) -> list[tuple[str, dict]]:
         ("lopt2 + gelu", lopt_point(task, seed, **lopt2, options={"activation": "gelu"})),
         ("lopt1 + lr_ratio 16", lopt_point(task, seed, options={"lr_ratio": 16.0})),
         ("lopt1 + warmup 0.3", lopt_point(task, seed, train_options={"warmup": 0.3})),
+        # LoPT-2's default since its grid (lopt2_residual): X0 + σ(X0 U) V, V = 0 at the start, at the rule's rate
+        ("lopt2 residual at 1e-2 (the default)", lopt_point(task, seed, method="lopt2", lr=1e-2,
+                                                            options={"residual": True})),
     ]
 
 

@@ -1,4 +1,4 @@
-"""LoPT on real SST-2: prompt tuning vs LoPT-1/LoPT-2 at r ∈ {2, 4} and LoPT-1's default form, 3 seeds, validation
+"""LoPT on real SST-2: prompt tuning vs LoPT-1/LoPT-2 at r ∈ {2, 4} and the LoPTs' default forms, 3 seeds, validation
 selects, test reports.
 
     python benchmarks/sst2_lopt.py [--out ../runs/sst2_lopt] [--data ../../shared/data/sst2] [--steps 240]
@@ -6,14 +6,15 @@ selects, test reports.
 Embedded backbone, batch 8, n = 20, each method at its best learning rate on SST-2's validation in the grid of
 ``benchmarks/lr_grid.py`` (read from the committed ``results/lr_grid_runs.json``; LoPT at r = 4 takes the rate its
 family found at r = 2, the only rank of the grid). The rows are labels of the grid: ``lopt1`` and ``lopt2`` the paper's
-forms, ``lopt1_residual_wd`` LoPT-1 as the kit now builds and trains it (X = X0 + U V, weight decay 1). Validation =
-dev.tsv (872 sentences; 500 of them scored every 30 steps to keep the best checkpoint); test = test.tsv (1,821 labelled
-sentences), scored once per run. The runs are a resumable sweep of the worker notebook (finished runs are skipped when
-this script is run again; each finished run is also recorded in ``results/sst2_lopt_runs.json``, committed, so the sweep
-resumes on another machine; a row whose runs are recorded keeps their rate when the grid grows, ``--retune`` trains it
-again at the grid's). Then, in this process: zero-shot on test, mean ± 95% interval per method, per-seed paired
-differences against prompt tuning, and, for the trained full prompts, their effective rank and the test accuracy of
-their rank-r truncations. Writes ``benchmarks/results/sst2_lopt.json``."""
+forms, ``lopt1_residual_wd`` and ``lopt2_residual`` the LoPTs as the kit now builds and trains them (X = X0 + U V with
+weight decay 1, X = X0 + σ(X0 U) V). Validation = dev.tsv (872 sentences; 500 of them scored every 30 steps to keep the
+best checkpoint); test = test.tsv (1,821 labelled sentences), scored once per run. The runs are a resumable sweep of
+the worker notebook (finished runs are skipped when this script is run again; each finished run is also recorded in
+``results/sst2_lopt_runs.json``, committed, so the sweep resumes on another machine; a row whose runs are recorded
+keeps their rate when the grid grows, ``--retune`` trains it again at the grid's). Then, in this process: zero-shot on
+test, mean ± 95% interval per method, per-seed paired differences against prompt tuning, and, for the trained full
+prompts, their effective rank and the test accuracy of their rank-r truncations. Writes
+``benchmarks/results/sst2_lopt.json``."""
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,11 @@ from harness.results import RESULTS, RUNS, data_option, load, save
 RECORD = RESULTS / "sst2_lopt_runs.json"
 ABOUT = "finished runs of benchmarks/sst2_lopt.py (validation selects, test.tsv reports)"
 
-# (label of the learning-rate grid, rank): the grid's label names the form and its training options; "lopt1" is
-# the paper's X = U V, "lopt1_residual_wd" LoPT-1's default since the diagnosis (X0 + U V, weight decay 1)
-CONFIGS = [("prompt_tuning", 0), ("lopt1", 2), ("lopt1", 4), ("lopt2", 2), ("lopt2", 4), ("lopt1_residual_wd", 2)]
+# (label of the learning-rate grid, rank): the grid's label names the form and its training options; "lopt1" and
+# "lopt2" are the paper's X = U V and σ(X0 U) V, "lopt1_residual_wd" LoPT-1's default since the diagnosis (X0 + U V,
+# weight decay 1), "lopt2_residual" LoPT-2's since its grid (X0 + σ(X0 U) V)
+CONFIGS = [("prompt_tuning", 0), ("lopt1", 2), ("lopt1", 4), ("lopt2", 2), ("lopt2", 4), ("lopt1_residual_wd", 2),
+           ("lopt2_residual", 2)]
 
 
 def label(name: str, rank: int) -> str:

@@ -21,7 +21,8 @@ TIED = {
     ("prompt_tuning", ()): "prompt_tuning",
     ("lopt1", ()): "lopt1_residual_wd",  # the default: X0 + U V with weight decay 1
     ("lopt1", (("residual", False),)): "lopt1",  # the paper's X = U V
-    ("lopt2", ()): "lopt2",
+    ("lopt2", ()): "lopt2_residual",  # the default: X0 + σ(X0 U) V
+    ("lopt2", (("residual", False),)): "lopt2",  # the paper's σ(X0 U) V
     ("prefix_tuning", (("reparam", True),)): "prefix_tuning",  # through the MLP
     ("prefix_tuning", (("reparam", False),)): "prefix_table",
     ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
@@ -234,7 +235,7 @@ def test_a_diverged_run_is_a_result_the_grid_records_and_the_rule_reads(tmp_path
     assert again._diverged({"lr": 0.1}) is False  # its folder is named by the point's key, not "a"
     from lopt_core.lab.sweep import run_key
 
-    point = {"method": "lopt2", "lr": 0.1, "seed": 0}
+    point = {"method": "lopt2", "lr": 0.1, "seed": 0, "options": {"residual": False}}  # its default named
     (out / run_key(point)).mkdir()
     write_json(out / run_key(point) / "status.json", {"params": point, "status": "failed", "error": error})
     table = sweep.run([point], strict=True, diverged_ok=True)  # nothing to train; not a failure of the sweep
@@ -314,6 +315,7 @@ def test_a_changed_default_is_pinned_in_old_points_and_records(tmp_path):
 
     quality = harness("quality")
     assert quality.changed_defaults("lopt1") == ({"residual": False}, {"weight_decay": 0.0})
+    assert quality.changed_defaults("lopt2") == ({"residual": False}, {})  # LoPT-2 became residual later, no decay
     assert quality.changed_defaults("prompt_tuning") == ({}, {}) and quality.changed_defaults("peft_lora") == ({}, {})
     old = {"method": "lopt1", "prompt_len": 20, "rank": 2, "lr": 0.003, "seed": 0, "task_name": "yesno"}
     graded = {**old, "options": {"lr_ratio": 4.0}}

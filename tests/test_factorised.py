@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import short_task
 
-from lopt_core.methods import build_method, load_method, save_method
+from lopt_core.methods import build_method, load_method, save_method, saved_config
 from lopt_core.methods.lopt import svd_factors
 from lopt_core.training.accelerate import LossModule
 from lopt_core.training.optimiser import precondition
@@ -164,11 +164,15 @@ def test_a_residual_lopt1_starts_at_prompt_tunings_start_and_trains_a_rank_r_cha
 
 
 def test_a_residual_lopt2_starts_at_prompt_tunings_start_and_trains_a_rank_r_change(tiny_llama, tmp_path):
-    """LoPT-2 with residual=True: X = X0 + σ(X0 U) V, V = 0 at the start, so the first prompt is prompt tuning's
+    """LoPT-2's default, residual=True: X = X0 + σ(X0 U) V, V = 0 at the start, so the first prompt is prompt tuning's
     (X0 is the same common words, drawn with the same seed); U and V train (2·r·d), V first (U's gradient is zero
-    while V is); the change stays σ(X0 U) V, and a saved one loads to the same X."""
+    while V is); the change stays σ(X0 U) V, and a saved one loads to the same X. A config saved before the default
+    changed (no ``residual``) is the paper's form, at the paper's form's own rate."""
     start = build_method("prompt_tuning", tiny_llama, prompt_len=6, seed=3).input_prompt().detach()
-    method = build_method("lopt2", tiny_llama, prompt_len=6, rank=2, seed=3, residual=True)
+    method = build_method("lopt2", tiny_llama, prompt_len=6, rank=2, seed=3)
+    assert method.config.residual and method.recommended_lr == type(method).recommended_lr
+    old = build_method("lopt2", tiny_llama, **saved_config("lopt2", {"prompt_len": 6, "rank": 2, "seed": 3}))
+    assert old.config.residual is False and old.recommended_lr == type(method).plain_lr != method.recommended_lr
     torch.testing.assert_close(method.input_prompt().detach(), start, rtol=0, atol=0)
     assert [name for name, p in method.named_parameters() if p.requires_grad] == ["U", "V"]
     assert sum(p.numel() for p in method.parameters() if p.requires_grad) == 2 * 2 * tiny_llama.hidden_size

@@ -242,7 +242,7 @@ def test_an_imported_adapter_is_a_kit_method_for_analysis_the_slider_and_serving
     from lopt_core.serving.server import Server
 
     bb, task = backbone("tiny-llama-bos"), short_task()
-    method = make("lopt2", bb, perturb=0.05)
+    method = make("lopt2", bb, perturb=0.05, residual=False)  # the paper's σ(X0 U) V: X itself has rank ≤ r
     to_peft(method, bb, tmp_path)
     back = from_peft(tmp_path, bb)
     assert evaluate(back, bb, task, "validation") == evaluate(method, bb, task, "validation")

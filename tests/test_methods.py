@@ -199,9 +199,9 @@ def test_lopt2_leaves_the_callers_config_as_it_was(tiny_llama):
 @pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "soft_threshold", "tanh", "gelu"])
 def test_lopt2_starts_where_its_docstring_says(embedded, activation):
-    """U = X0's top-r right singular vectors, signed so each column's pre-activations sum above 0; V the
-    least-squares fit of X0 (normal equations: the residual is orthogonal to σ(X0 U)'s columns)."""
-    method = build_method("lopt2", embedded, prompt_len=20, rank=2, activation=activation)
+    """The paper's form: U = X0's top-r right singular vectors, signed so each column's pre-activations sum above 0;
+    V the least-squares fit of X0 (normal equations: the residual is orthogonal to σ(X0 U)'s columns)."""
+    method = build_method("lopt2", embedded, prompt_len=20, rank=2, activation=activation, residual=False)
     X0, U, V = method.X0.double(), method.U.detach().double(), method.V.detach().double()
     top = torch.linalg.svd(X0, full_matrices=False).Vh[:2].T  # (d, r)
     torch.testing.assert_close((U.T @ top).abs(), torch.eye(2, dtype=torch.float64), atol=1e-5, rtol=0)

@@ -15,7 +15,7 @@ ABOUT = "finished runs of benchmarks/lr_grid.py (validation only; test never sco
 GRIDS = {
     "prompt_tuning": ("prompt_tuning", {"prompt_len": 20}, [3e-3, 1e-2, 3e-2, 1e-1]),
     "lopt1": ("lopt1", {"prompt_len": 20, "rank": 2, "residual": False}, [3e-3, 1e-2, 3e-2, 1e-1]),  # U V
-    "lopt2": ("lopt2", {"prompt_len": 20, "rank": 2}, [3e-3, 1e-2, 3e-2, 1e-1]),
+    "lopt2": ("lopt2", {"prompt_len": 20, "rank": 2, "residual": False}, [3e-3, 1e-2, 3e-2, 1e-1]),  # σ(X0 U) V
     # the residual forms X = X0 + (low-rank change) (lopt_diagnosis.py's fix; U = 0 or V = 0 at the start, so a
     # step moves X less than prompt tuning's: their grid starts half a decade higher)
     "lopt1_residual": ("lopt1", {"prompt_len": 20, "rank": 2, "residual": True}, [1e-2, 3e-2, 1e-1]),
