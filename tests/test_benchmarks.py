@@ -345,3 +345,19 @@ def test_a_changed_default_is_pinned_in_old_points_and_records(tmp_path):
     assert run_key(grid.point("lopt1", 0.003, {"task_name": "yesno"}, 0)) == run_key(
         quality.explicit({"method": "lopt1", "prompt_len": 20, "rank": 2, "options": {}, "lr": 0.003,
                           "task_name": "yesno", "seed": 0}))
+
+
+def test_every_grid_point_builds_its_method():
+    """A grid point builds as the worker builds it: its options and prompt length, and its rank for every method that
+    has one (the point's 0 means "no rank" only to the others). DePT's grid once named no rank, so each of its runs
+    failed with rank=0 before a step; every label now builds on the tiny backbone."""
+    from lopt_core.methods import build_method, config_fields
+
+    grid = harness("grid")
+    for label, (_, _, rates) in grid.GRIDS.items():
+        point = grid.point(label, rates[0], {"task_name": "yesno"}, 0)
+        options = {**point.get("options", {}), "prompt_len": point["prompt_len"], "seed": 0}
+        if "rank" in config_fields(point["method"]):
+            options["rank"] = point["rank"]
+        method = build_method(point["method"], backbone("tiny-llama"), **options)
+        assert method.trainable_parameters() > 0, label

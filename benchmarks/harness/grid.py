@@ -31,8 +31,9 @@ GRIDS = {
     # issue 28's family: residual prompt tuning (the authors' m = 800; its branch starts at zero, so P trains from
     # prompt tuning's start: the grid is centred on prompt tuning's rate)
     "residual_pt": ("residual_prompt_tuning", {"prompt_len": 20}, [1e-3, 3e-3, 1e-2, 3e-2]),
-    # DePT at the authors' r = 8, S = 256 beside an n = 20 prompt: the prompt's rate (A and B at 1e-2 × it)
-    "dept": ("dept", {"prompt_len": 20}, [1e-3, 3e-3, 1e-2, 3e-2]),
+    # DePT at the authors' r = 8, S = 256 beside an n = 20 prompt: the prompt's rate (A and B at 1e-2 × it). The rank
+    # is named: a point's rank goes to every method that has one (the worker), and 0 means "none" for the others
+    "dept": ("dept", {"prompt_len": 20, "rank": 8}, [1e-3, 3e-3, 1e-2, 3e-2]),
     # P-tuning as PEFT builds it (MLP encoder, h = d): its prompt starts from the encoder's output, not from words;
     # PEFT's own comparison trained it at 1e-4
     "p_tuning": ("p_tuning", {"prompt_len": 20}, [1e-4, 3e-4, 1e-3, 3e-3]),
