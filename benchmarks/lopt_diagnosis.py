@@ -99,7 +99,7 @@ def fixes(task: str, seed: int) -> list[tuple[str, dict]]:
         ("lopt1 + lr_ratio 16", lopt_point(task, seed, options={"lr_ratio": 16.0})),
         ("lopt1 + warmup 0.3", lopt_point(task, seed, train_options={"warmup": 0.3})),
         # LoPT-2's default since its grid (lopt2_residual): X0 + σ(X0 U) V, V = 0 at the start, at the rule's rate
-        ("lopt2 residual at 1e-2 (the default)", lopt_point(task, seed, method="lopt2", lr=1e-2,
+        ("lopt2 residual at 1e-2 (the default)", lopt_point(task, seed, method="lopt2", lr=LOPT2_LR,
                                                             options={"residual": True})),
     ]
 

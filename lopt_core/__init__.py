@@ -24,7 +24,8 @@ _API = {
     "TINY_SPECS": "lopt_core.model.tiny",
     # methods
     "build_method": "lopt_core.methods", "list_methods": "lopt_core.methods", "method_class": "lopt_core.methods",
-    "config_fields": "lopt_core.methods", "save_method": "lopt_core.methods", "load_method": "lopt_core.methods",
+    "config_fields": "lopt_core.methods", "with_rank": "lopt_core.methods", "save_method": "lopt_core.methods",
+    "load_method": "lopt_core.methods",
     "PromptMethod": "lopt_core.methods", "readable": "lopt_core.methods",
     # evaluation
     "evaluate": "lopt_core.evaluation.evaluator", "evaluate_generation": "lopt_core.evaluation.evaluator",

@@ -351,13 +351,12 @@ def test_every_grid_point_builds_its_method():
     """A grid point builds as the worker builds it: its options and prompt length, and its rank for every method that
     has one (the point's 0 means "no rank" only to the others). DePT's grid once named no rank, so each of its runs
     failed with rank=0 before a step; every label now builds on the tiny backbone."""
-    from lopt_core.methods import build_method, config_fields
+    from lopt_core.methods import build_method, with_rank
 
     grid = harness("grid")
     for label, (_, _, rates) in grid.GRIDS.items():
         point = grid.point(label, rates[0], {"task_name": "yesno"}, 0)
         options = {**point.get("options", {}), "prompt_len": point["prompt_len"], "seed": 0}
-        if "rank" in config_fields(point["method"]):
-            options["rank"] = point["rank"]
+        options = with_rank(point["method"], options, point["rank"])  # as the worker does
         method = build_method(point["method"], backbone("tiny-llama"), **options)
         assert method.trainable_parameters() > 0, label

@@ -60,6 +60,12 @@ def config_fields(name: str) -> list[str]:
     return [f.name for f in dataclasses.fields(method_class(name).Config)]
 
 
+def with_rank(name: str, options: dict, rank: int) -> dict:
+    """``options`` with ``rank`` added when the method has a rank (LoPT, DePT), unchanged otherwise: how a sweep's
+    point, whose ``rank`` is a column of every run (0 for methods without one), reaches the method it names."""
+    return {**options, "rank": rank} if "rank" in config_fields(name) else dict(options)
+
+
 def make_config(name: str, **options) -> MethodConfig:
     """The method's config dataclass; unknown options are refused with the valid ones listed."""
     allowed = config_fields(name)
@@ -135,4 +141,4 @@ def _discover() -> None:
 
 _discover()
 __all__ = ["CachedPrompt", "MethodConfig", "PromptMethod", "register", "build_method", "list_methods", "method_class",
-           "config_fields", "make_config", "saved_config", "save_method", "load_method"]
+           "config_fields", "with_rank", "make_config", "saved_config", "save_method", "load_method"]

@@ -108,6 +108,12 @@ def svd_factors(X: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (A[:, :r] * root).float(), (root[:, None] * Bt[:r]).float()
 
 
+def take_plain_rates(method: InputPromptMethod) -> None:
+    """The paper's form (``residual=False``) trains at its own grid's rate, the class's ``plain_lr``, without weight
+    decay (decay would pull X = U V toward zero): set on the instance, over the class's residual-form defaults."""
+    method.recommended_lr, method.recommended_weight_decay = method.plain_lr, 0.0
+
+
 @register("lopt1")
 class LoPT1(InputPromptMethod):
     """X = X0 + U V (``residual``, the default): X0 the start's token embeddings (a non-persistent buffer rebuilt
@@ -146,7 +152,7 @@ class LoPT1(InputPromptMethod):
             self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
             prompt = X0
         else:
-            self.recommended_lr, self.recommended_weight_decay = self.plain_lr, 0.0
+            take_plain_rates(self)
             if prompt is None:
                 prompt = starting_prompt(backbone, config, initialise)
         U, V = svd_factors(prompt.float().cpu(), r)
@@ -243,7 +249,7 @@ class LoPT2(InputPromptMethod):
         super().__init__(config, backbone, initialise=initialise)
         _check_rank(r, d, 2 * r * d, n * d, "lopt2")
         if not config.residual:
-            self.recommended_lr = self.plain_lr
+            take_plain_rates(self)
         X0 = embedded(backbone, config.x0_token_ids)
         self.register_buffer("X0", X0, persistent=False)  # (n, d), frozen, never saved
         U, V = self._init_factors(X0, r) if initialise else (torch.zeros(d, r), torch.zeros(r, d))
