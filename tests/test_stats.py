@@ -53,11 +53,15 @@ def test_summarise_groups_seeds():
 
 def test_paired_table_compares_every_method_with_the_baseline():
     from lopt_core.evaluation.stats import paired_table
+    from lopt_core.methods import readable
 
     rows = [{"method": m, "seed": s, "accuracy": v} for m, vals in
             (("prompt_tuning", [0.86, 0.87, 0.88]), ("lopt2", [0.85, 0.85, 0.86])) for s, v in enumerate(vals)]
     table = paired_table(rows, "accuracy", baseline="prompt_tuning")
     assert len(table) == 1 and table.loc[0, "n"] == 3
     assert table.loc[0, "difference"].startswith("lopt2 − prompt_tuning: -1.7 points [")
+    titled = paired_table(rows, "accuracy", baseline="prompt_tuning", label=readable)  # names as figures show them
+    assert titled.loc[0, "difference"].startswith("LoPT-2 − prompt tuning: -1.7 points [")
+    assert titled.loc[0, "method"] == "lopt2"  # the column keeps the key
     with pytest.raises(ValueError, match="no rows of the baseline"):
         paired_table(rows, "accuracy", baseline="zero_shot")

@@ -147,9 +147,10 @@ def summarise(rows, by: str | list[str], value: str, level: float = 0.95):
 
 
 def paired_table(rows, value: str, baseline: str, by: str = "method", seed: str = "seed", level: float = 0.95,
-                 scale: float = 100.0, unit: str = " points"):
+                 scale: float = 100.0, unit: str = " points", label=str):
     """Per-seed differences of every group against ``baseline`` (rows: one per group and seed):
-    a table of mean, low, high, n and the text "lopt2 − prompt_tuning: −1.2 points [−3.0, 0.6]"."""
+    a table of mean, low, high, n and the text "lopt2 − prompt_tuning: −1.2 points [−3.0, 0.6]", whose names are
+    ``label(group)`` (``label=readable``: "LoPT-2 − prompt tuning: ..."); the ``by`` column keeps the groups."""
     import pandas as pd
 
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
@@ -162,5 +163,5 @@ def paired_table(rows, value: str, baseline: str, by: str = "method", seed: str 
             continue
         d = paired_difference(by_seed, values[baseline], level)
         out.append({by: group, "baseline": baseline, "mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
-                    "difference": f"{group} − {baseline}: {d.format(scale, 1, unit, style='range')}"})
+                    "difference": f"{label(group)} − {label(baseline)}: {d.format(scale, 1, unit, style='range')}"})
     return pd.DataFrame(out)
