@@ -26,11 +26,11 @@ TIED = {
     ("prefix_tuning", (("reparam", True),)): "prefix_tuning",  # through the MLP
     ("prefix_tuning", (("reparam", False),)): "prefix_table",
     ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
+    ("residual_prompt_tuning", ()): "residual_pt",
 }
 # methods whose grid label exists but has not run yet → (the label, the rate they use until it has, and where it
 # comes from, as their comment says): a method leaves this table for TIED once its grid has runs on both tasks
 WAITING = {
-    "residual_prompt_tuning": ("residual_pt", 3e-3, "prompt tuning's rate"),
     "dept": ("dept", 3e-3, "prompt tuning's rate"),
     "p_tuning": ("p_tuning", 1e-4, "PEFT's rate for P-tuning"),
 }

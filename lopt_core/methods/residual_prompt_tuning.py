@@ -65,9 +65,11 @@ class ResidualPromptTuning(InputPromptMethod):
     title = "residual prompt tuning"
 
     Config = ResidualPromptTuningConfig
-    # prompt tuning's rate (benchmarks/lr_grid.py: 3e-3, the same n = 20 prompt) until this method's own grid has
-    # run: the branch starts at zero, so training starts as prompt tuning's does.
-    recommended_lr = 3e-3
+    # benchmarks/lr_grid.py (label residual_pt: 120 steps, n = 20, m = 800, seeds 0 and 1 at every rate; the
+    # stability rule): 1e-2, mean validation accuracy over yes/no and SST-2 91.5% (yes/no 96.0%, SST-2 86.9%); 3e-2
+    # above it 82.9% (yes/no 80.0%), 3e-3 below it 84.7%. Three times prompt tuning's rate: the branch starts at zero,
+    # so training starts where prompt tuning's does.
+    recommended_lr = 1e-2
 
     def __init__(self, config: ResidualPromptTuningConfig, backbone: Backbone, *, initialise: bool = True):
         super().__init__(config, backbone, initialise=initialise)
