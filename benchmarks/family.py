@@ -37,16 +37,18 @@ from lopt_core.lab.sweep import gather, run_key
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 
-from harness.grid import recommended_rate, recorded_runs
+from harness.grid import GRIDS, TRAIN_OPTIONS, recommended_rate, recorded_runs
 from harness.quality import Sweep, intervals, paired_differences
 from harness.results import RESULTS, RUNS, data_option, save
 
 RECORD = RESULTS / "family_runs.json"
 ABOUT = "finished runs of benchmarks/family.py (equal trainable budgets; validation selects, test reports)"
 
-# label → (method, the grid label of its rate); sizes from ``analysis.family_at_budget``
+# label → (method, the grid label of its rate: the label that trained the form the family builds, each method's
+# default; ``main`` checks it against the method's own recommended_lr); sizes from ``analysis.family_at_budget``
 FAMILY = {
-    "prompt tuning": ("prompt_tuning", "prompt_tuning"), "LoPT-1": ("lopt1", "lopt1"), "LoPT-2": ("lopt2", "lopt2"),
+    "prompt tuning": ("prompt_tuning", "prompt_tuning"), "LoPT-1": ("lopt1", "lopt1_residual_wd"),
+    "LoPT-2": ("lopt2", "lopt2_residual"),
     "DePT": ("dept", "dept"), "residual PT": ("residual_prompt_tuning", "residual_pt"),
     "P-tuning": ("p_tuning", "p_tuning"), "prefix table": ("prefix_tuning", "prefix_table"),
 }
@@ -62,13 +64,22 @@ def budgets_of(backbone) -> list[int]:
     return [build_method(name, backbone, **options).trainable_parameters() for name, options in REFERENCES]
 
 
+def form(label: str) -> tuple[dict, dict]:
+    """The build and training options of the form ``label`` trains, as its grid label trained it (LoPT-1's default:
+    ``residual: True`` and weight decay 1), sizes left out: named in every point, so that ``quality.explicit`` finds
+    nothing to pin (a point that named no form would be pinned to the form of the oldest records, the paper's)."""
+    grid = FAMILY[label][1]
+    options = {k: v for k, v in GRIDS[grid][1].items() if k not in ("prompt_len", "rank")}
+    return options, dict(TRAIN_OPTIONS.get(grid, {}))
+
+
 def point(label: str, config: dict, lr: float, dataset: dict, seed: int, budget: int) -> dict:
     """The worker's parameters for one run (``budget`` is recorded with it, so a table groups by it)."""
-    name = FAMILY[label][0]
-    options = {k: v for k, v in config["options"].items() if k not in ("prompt_len", "rank")}
-    return {"method": name, "prompt_len": config["options"].get("prompt_len", 20),
-            "rank": config["options"].get("rank", 0), "options": options, "lr": lr, **dataset, "seed": seed,
-            "budget": budget}
+    built, trained = form(label)
+    sizes = {k: v for k, v in config["options"].items() if k not in ("prompt_len", "rank")}
+    return {"method": FAMILY[label][0], "prompt_len": config["options"].get("prompt_len", 20),
+            "rank": config["options"].get("rank", 0), "options": {**built, **sizes}, "lr": lr, **dataset,
+            "seed": seed, "budget": budget, **({"train_options": trained} if trained else {})}
 
 
 def rates(labels: list[str]) -> dict[str, float]:
@@ -81,6 +92,16 @@ def rates(labels: list[str]) -> dict[str, float]:
         except ValueError:
             print(f"{label}: no grid yet, left out: run `python benchmarks/lr_grid.py --only {grid}` first", flush=True)
     return out
+
+
+def check_forms(configs: dict, lrs: dict, backbone) -> None:
+    """Each configuration's method, built as the family builds it, recommends the rate of the grid label it trains
+    at: the grid trained that form (LoPT-2's label once named the paper's form, at a third of the default's rate)."""
+    for (label, b), config in configs.items():
+        own = build_method(FAMILY[label][0], backbone, **{**form(label)[0], **config["options"]}).recommended_lr
+        if own != lrs[label]:
+            raise SystemExit(f"{label} at {b:,}: its grid label {FAMILY[label][1]!r} recommends {lrs[label]:g}, the "
+                             f"method as built here recommends {own:g}: the label names another form of the method")
 
 
 def report(table: pd.DataFrame, labels: dict, tasks: list[str]) -> dict:
@@ -153,6 +174,7 @@ def main() -> None:
                 for t in args.tasks}
     points = [point(label, configs[label, b], lrs[label], datasets[t], s, b)
               for b in budgets for s in args.seeds for t in datasets for label in lrs if (label, b) in configs]
+    check_forms(configs, lrs, backbone)
     for (label, b), c in configs.items():
         print(f"budget {b:,}: {label:14s} {c['options']} trains {c['trainable_parameters']:,}, stores "
               f"{c['stored_parameters']:,}, lr {lrs[label]:g}", flush=True)

@@ -306,6 +306,36 @@ def test_the_family_report_chooses_its_front_on_validation_and_reports_test():
     assert report["front"] == [("LoPT-1", 1000), ("prompt tuning", 9000)]  # by test: all four of the others
 
 
+def test_the_family_trains_each_method_at_its_own_forms_grid_rate():
+    """benchmarks/family.py reads each method's rate from a grid label: the label of the form it builds (the default,
+    the table for the prefix), so the rate is the method's own ``recommended_lr`` wherever that grid has run (it once
+    read LoPT-2's from the paper's form, at 3e-3 against the default's 1e-2); ``check_forms`` refuses a mismatch."""
+    from lopt_core.lab import analysis
+
+    harness("grid")
+    family = importlib.import_module("family")
+    tiny = backbone("tiny-llama")
+    configs, lrs = {}, {}
+    for label, (method, grid_label) in family.FAMILY.items():
+        assert harness("grid").GRIDS[grid_label][0] == method, label
+        if grid_label not in GRID["results"]:
+            continue  # its grid has not run: the family leaves it out
+        lrs[label] = GRID["results"][grid_label]["recommended_lr"]
+        for budget in (300, 1000):  # sizes on the tiny backbone (d = 64)
+            found = analysis.family_at_budget(tiny, budget, [method])[method]
+            if found is not None:
+                configs[label, budget] = found
+    assert {label for label, _ in configs} >= {"prompt tuning", "LoPT-1", "LoPT-2", "prefix table", "residual PT"}
+    family.check_forms(configs, lrs, tiny)
+    with pytest.raises(SystemExit, match="names another form"):
+        family.check_forms(configs, {**lrs, "LoPT-2": GRID["results"]["lopt2"]["recommended_lr"]}, tiny)
+    quality = harness("quality")
+    for (label, budget), config in configs.items():  # every point names its form: nothing for the sweep to pin
+        point = family.point(label, config, lrs[label], {"task_name": "yesno"}, 0, budget)
+        assert quality.explicit(point) is point, label
+    assert family.point("LoPT-1", configs["LoPT-1", 300], 3e-2, {}, 0, 300)["train_options"] == {"weight_decay": 1.0}
+
+
 def test_a_changed_default_is_pinned_in_old_points_and_records(tmp_path):
     """LoPT-1 became residual by default, with weight decay 1: a recorded run that named no form trained the plain U V
     without decay, so the record and every script's point name ``residual: False`` and ``weight_decay: 0.0``
