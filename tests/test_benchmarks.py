@@ -27,11 +27,11 @@ TIED = {
     ("prefix_tuning", (("reparam", False),)): "prefix_table",
     ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
     ("residual_prompt_tuning", ()): "residual_pt",
+    ("dept", ()): "dept",  # the prompt's rate; A and B train at lr_ratio × it
 }
 # methods whose grid label exists but has not run yet → (the label, the rate they use until it has, and where it
 # comes from, as their comment says): a method leaves this table for TIED once its grid has runs on both tasks
 WAITING = {
-    "dept": ("dept", 3e-3, "prompt tuning's rate"),
     "p_tuning": ("p_tuning", 1e-4, "PEFT's rate for P-tuning"),
 }
 # quoted in a learning-rate comment, yet not a validation accuracy of the grid
