@@ -88,9 +88,9 @@ def rates(labels: list[str]) -> dict[str, float]:
     for label in labels:
         grid = FAMILY[label][1]
         try:
-            out[label] = recommended_rate(grid, table=table)
-        except ValueError:
-            print(f"{label}: no grid yet, left out: run `python benchmarks/lr_grid.py --only {grid}` first", flush=True)
+            out[label] = recommended_rate(grid, table=table, decided=True)
+        except ValueError as err:
+            print(f"{label}: left out: {err}", flush=True)
     return out
 
 

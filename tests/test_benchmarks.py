@@ -320,9 +320,10 @@ def test_the_family_trains_each_method_at_its_own_forms_grid_rate():
     configs, lrs = {}, {}
     for label, (method, grid_label) in family.FAMILY.items():
         assert harness("grid").GRIDS[grid_label][0] == method, label
-        if grid_label not in GRID["results"]:
-            continue  # its grid has not run: the family leaves it out
+        if grid_label not in GRID["results"] or GRID["results"][grid_label]["waiting_for"]:
+            continue  # its grid has not run, or only part-way: the family leaves it out
         lrs[label] = GRID["results"][grid_label]["recommended_lr"]
+        assert harness("grid").recommended_rate(grid_label, decided=True) == lrs[label]
         for budget in (300, 1000):  # sizes on the tiny backbone (d = 64)
             found = analysis.family_at_budget(tiny, budget, [method])[method]
             if found is not None:
@@ -392,3 +393,17 @@ def test_every_grid_point_builds_its_method():
         options = with_rank(point["method"], options, point["rank"])  # as the worker does
         method = build_method(point["method"], backbone("tiny-llama"), **options)
         assert method.trainable_parameters() > 0, label
+
+
+def test_a_grid_recorded_part_way_has_no_decided_rate():
+    """A grid stopped part-way (runs committed across sessions) has a best mean so far, not the rule's choice:
+    ``recommended_rate(decided=True)`` (what benchmarks/family.py asks) refuses it and says what to run."""
+    grid = harness("grid")
+    part_way = [label for label, row in GRID["results"].items() if row["waiting_for"]]
+    decided = [label for label, row in GRID["results"].items() if not row["waiting_for"]]
+    assert decided
+    for label in decided:
+        assert grid.recommended_rate(label, decided=True) == GRID["results"][label]["recommended_lr"]
+    for label in part_way:
+        with pytest.raises(ValueError, match="part-way"):
+            grid.recommended_rate(label, decided=True)

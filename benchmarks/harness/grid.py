@@ -157,16 +157,22 @@ def tuned_rates(task: str, labels: list[str] | None = None, table=None) -> dict[
     return out
 
 
-def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2"), table=None) -> float:
+def recommended_rate(label: str, tasks: tuple[str, ...] = ("yesno", "sst2"), table=None,
+                     decided: bool = False) -> float:
     """The recommended rate of ``label`` from the committed record (``grid_choice``; ``table``: the record already
-    read by ``recorded_runs()``, for a caller that asks about several labels)."""
+    read by ``recorded_runs()``, for a caller that asks about several labels). ``decided``: refuse a grid recorded
+    part-way (runs the stability rule still waits for), whose best mean so far is not yet the rule's choice."""
     table = recorded_runs() if table is None else table
     found = {task: tuned_rates(task, [label], table).get(label) for task in tasks}
     missing = [task for task, row in found.items() if row is None]
     if missing:
         raise ValueError(f"no finished grid run of {label!r} on {', '.join(missing)} in {RECORD}: run "
                          f"`python benchmarks/lr_grid.py --only {label}` first")
-    return grid_choice(table, label, list(tasks))["lr"]
+    choice = grid_choice(table, label, list(tasks))
+    if decided and choice["missing"]:
+        raise ValueError(f"the grid of {label!r} is part-way (the rule waits for seed 1 at {len(choice['missing'])} "
+                         f"rate(s)): run `python benchmarks/lr_grid.py --only {label}` to its end first")
+    return choice["lr"]
 
 
 def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, float]:
