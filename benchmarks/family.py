@@ -37,7 +37,7 @@ from lopt_core.lab.sweep import gather, run_key
 from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 
-from harness.grid import GRIDS, TRAIN_OPTIONS, recommended_rate, recorded_runs
+from harness.grid import GRIDS, TRAIN_OPTIONS, built_options, recommended_rate, recorded_runs
 from harness.quality import Sweep, intervals, paired_differences
 from harness.results import RESULTS, RUNS, data_option, save
 
@@ -69,14 +69,13 @@ def form(label: str) -> tuple[dict, dict]:
     ``residual: True`` and weight decay 1), sizes left out: named in every point, so that ``quality.explicit`` finds
     nothing to pin (a point that named no form would be pinned to the form of the oldest records, the paper's)."""
     grid = FAMILY[label][1]
-    options = {k: v for k, v in GRIDS[grid][1].items() if k not in ("prompt_len", "rank")}
-    return options, dict(TRAIN_OPTIONS.get(grid, {}))
+    return built_options(GRIDS[grid][1]), dict(TRAIN_OPTIONS.get(grid, {}))
 
 
 def point(label: str, config: dict, lr: float, dataset: dict, seed: int, budget: int) -> dict:
     """The worker's parameters for one run (``budget`` is recorded with it, so a table groups by it)."""
     built, trained = form(label)
-    sizes = {k: v for k, v in config["options"].items() if k not in ("prompt_len", "rank")}
+    sizes = built_options(config["options"])
     return {"method": FAMILY[label][0], "prompt_len": config["options"].get("prompt_len", 20),
             "rank": config["options"].get("rank", 0), "options": {**built, **sizes}, "lr": lr, **dataset,
             "seed": seed, "budget": budget, **({"train_options": trained} if trained else {})}

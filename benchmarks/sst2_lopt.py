@@ -28,7 +28,7 @@ from lopt_core.methods import build_method, load_method
 from lopt_core.model import load_backbone
 from lopt_core.utils import read_json
 
-from harness.grid import GRIDS, TRAIN_OPTIONS, tuned_rates
+from harness.grid import GRIDS, TRAIN_OPTIONS, built_options, tuned_rates
 from harness.quality import Sweep, explicit, intervals, paired_differences
 from harness.results import RESULTS, RUNS, data_option, load, save
 
@@ -49,7 +49,7 @@ def label(name: str, rank: int) -> str:
 def sweep_point(name: str, rank: int, lr: float, data: str, seed: int) -> dict:
     """The run of grid label ``name`` at ``rank``: its method, build options and training options as the grid's."""
     method, options, _ = GRIDS[name]
-    opts = {k: v for k, v in options.items() if k not in ("prompt_len", "rank")}
+    opts = built_options(options)
     given = {"options": opts} if opts else {}
     given |= {"train_options": TRAIN_OPTIONS[name]} if name in TRAIN_OPTIONS else {}
     return explicit({"method": method, "prompt_len": 20, "rank": rank, "lr": lr, "task_name": "sst2",

@@ -110,7 +110,7 @@ def test_a_method_waiting_for_its_grid_says_so_until_it_has_run(method):
 def test_recommended_lr_is_the_rate_the_grid_recommends(method, options):
     instance = build_method(method, backbone("tiny-llama"), **dict(options))
     label = TIED[method, options]
-    grid_options = {k: v for k, v in GRID["results"][label]["options"].items() if k not in ("prompt_len", "rank")}
+    grid_options = harness("grid").built_options(GRID["results"][label]["options"])
     assert {k: getattr(instance.config, k) for k in grid_options} == grid_options  # the grid trained this instance
     assert instance.recommended_lr == GRID["results"][label]["recommended_lr"]
     # and the weight decay the grid trained it with is the one it recommends (0: the trainer's, when none is named)

@@ -48,11 +48,19 @@ TRAIN_OPTIONS = {
 }
 
 
+SIZES = ("prompt_len", "rank")  # a point names these apart from the options a method is built with
+
+
+def built_options(options: dict) -> dict:
+    """``options`` without the sizes (prompt length, rank): what a point names as its method's build options."""
+    return {k: v for k, v in options.items() if k not in SIZES}
+
+
 def point(label: str, lr: float, dataset: dict, seed: int) -> dict:
     """The sweep point of ``label`` at rate ``lr`` on ``dataset`` (task name, path, ...) with ``seed``, naming every
     option whose default changed since the first runs (``quality.explicit``)."""
     name, options, _ = GRIDS[label]
-    opts = {k: v for k, v in options.items() if k not in ("prompt_len", "rank")}
+    opts = built_options(options)
     train = {"train_options": TRAIN_OPTIONS[label]} if label in TRAIN_OPTIONS else {}  # absent: older keys stay
     return explicit({"method": name, "prompt_len": options["prompt_len"], "rank": options.get("rank", 0),
                      "options": opts, **train, "lr": float(f"{lr:.3g}"), **dataset, "seed": seed})
