@@ -28,12 +28,12 @@ TIED = {
     ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
     ("residual_prompt_tuning", ()): "residual_pt",
     ("dept", ()): "dept",  # the prompt's rate; A and B train at lr_ratio × it
+    ("p_tuning", ()): "p_tuning",  # the MLP encoder, h = d
 }
 # methods whose grid label exists but has not run yet → (the label, the rate they use until it has, and where it
-# comes from, as their comment says): a method leaves this table for TIED once its grid has runs on both tasks
-WAITING = {
-    "p_tuning": ("p_tuning", 1e-4, "PEFT's rate for P-tuning"),
-}
+# comes from, as their comment says): a method leaves this table for TIED once its grid's rule has decided (none
+# waits now: P-tuning, the last, moved on 2026-12-06)
+WAITING: dict[str, tuple[str, float, str]] = {}
 # quoted in a learning-rate comment, yet not a validation accuracy of the grid
 ELSEWHERE = {"iapt": ["0% exact match"]}  # IAPT at m = 1 on the instruction mixture (iapt_report.py)
 
