@@ -55,7 +55,10 @@ FAMILY = {
 # the budgets' reference configurations: (method, options)
 REFERENCES = [("lopt1", {"prompt_len": 20, "rank": 2}), ("prompt_tuning", {"prompt_len": 4}),
               ("prompt_tuning", {"prompt_len": 20})]
-PAIRED = ("mean", "low", "high", "n", "text")  # what a paired difference keeps
+PAIRED = ("mean", "low", "high", "n", "verdict", "text")  # what a paired difference keeps
+VERDICTS = {"ahead": "ahead of {}", "behind": "behind {}", "indistinguishable": "indistinguishable from {}",
+            "undecided": "against {}, one seed (no interval)"}
+TASK_TITLES = {"yesno": "yes/no", "sst2": "SST-2"}
 DATASETS = {"yesno": {"task_name": "yesno"}, "sst2": {"task_name": "sst2", "eval_limit": 500}}
 
 
@@ -128,9 +131,26 @@ def report(table: pd.DataFrame, labels: dict, tasks: list[str]) -> dict:
                     for d in paired_differences(rows, "test_accuracy", baseline=baseline, by="label"):
                         cell = next(c for c in cells if c["budget"] == budget and c["method"] == d["label"])
                         cell.setdefault("paired", {})[baseline] = {k: d[k] for k in PAIRED}
+        for cell in cells:
+            cell["sentence"] = sentence(cell, task)
         front = analysis.pareto_front(pd.DataFrame(cells), cost="trainable_parameters", score="validation_accuracy")
         out[task] = {"cells": cells, "front": [(c["method"], c["budget"]) for c in front.to_dict(orient="records")]}
     return out
+
+
+def points(low: float, high: float) -> str:
+    """``[a, b]`` in percentage points (or ``one seed`` when there is no interval)."""
+    return "one seed" if pd.isna(low) or pd.isna(high) else f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def sentence(cell: dict, task: str) -> str:
+    """One cell in plain words: its test accuracy with its interval and, against each baseline at its budget, ahead,
+    behind or indistinguishable, with the paired interval that says so."""
+    said = [f"{VERDICTS[d['verdict']].format(baseline)} ({100 * d['mean']:+.1f} points {points(d['low'], d['high'])})"
+            for baseline, d in cell.get("paired", {}).items()]
+    head = (f"{cell['method']} at {cell['budget']:,} trained parameters on {TASK_TITLES.get(task, task)}: "
+            f"{100 * cell['test_accuracy']:.1f}% {points(cell['low'], cell['high'])}")
+    return head + (": " + "; ".join(said) if said else "")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -196,9 +216,7 @@ def main() -> None:
                            "results": results}, backbone.device)
     for task, r in results.items():
         for c in r["cells"]:
-            paired = "; ".join(p["text"] for p in c.get("paired", {}).values())
-            print(f"{task:6s} {c['budget']:>6,} {c['method']:14s} {100 * c['test_accuracy']:.1f}% "
-                  f"[{100 * c['low']:.1f}, {100 * c['high']:.1f}] n={c['n']}  {paired}")
+            print(c["sentence"] + f" (n = {c['n']})")
         print(f"{task}: Pareto front (validation): {r['front']}")
     print(f"written to {path}")
 

@@ -305,6 +305,9 @@ def test_the_family_report_chooses_its_front_on_validation_and_reports_test():
     assert by["DePT", 1000]["paired"]["prompt tuning"]["mean"] == pytest.approx(0.1)
     assert by["DePT", 1000]["paired"]["LoPT-1"]["mean"] == pytest.approx(0.4)
     assert by["LoPT-1", 9000]["paired"]["prompt tuning"]["mean"] == pytest.approx(0.35)
+    assert by["DePT", 1000]["sentence"].startswith("DePT at 1,000 trained parameters on yes/no: 90.0% [85.0, 95.0]: "
+                                                   "ahead of prompt tuning (+10.0 points [")
+    assert "behind LoPT-1 (-35.0 points [" in by["prompt tuning", 9000]["sentence"]  # every seed 35 points below
     assert report["front"] == [("LoPT-1", 1000), ("prompt tuning", 9000)]  # by test: all four of the others
 
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from lopt_core.evaluation.stats import mean_ci, paired_difference, summarise, t_cdf, t_quantile
+from lopt_core.evaluation.stats import mean_ci, paired_difference, summarise, t_cdf, t_quantile, verdict
 
 
 @pytest.mark.parametrize("p, df, want", [(0.975, 2, 4.303), (0.975, 1, 12.706), (0.975, 4, 2.776), (0.975, 10, 2.228),
@@ -60,8 +60,17 @@ def test_paired_table_compares_every_method_with_the_baseline():
     table = paired_table(rows, "accuracy", baseline="prompt_tuning")
     assert len(table) == 1 and table.loc[0, "n"] == 3
     assert table.loc[0, "difference"].startswith("lopt2 − prompt_tuning: -1.7 points [")
+    assert table.loc[0, "verdict"] == "behind"  # [-3.1, -0.2]: below zero on every seed's evidence
     titled = paired_table(rows, "accuracy", baseline="prompt_tuning", label=readable)  # names as figures show them
     assert titled.loc[0, "difference"].startswith("LoPT-2 − prompt tuning: -1.7 points [")
     assert titled.loc[0, "method"] == "lopt2"  # the column keeps the key
     with pytest.raises(ValueError, match="no rows of the baseline"):
         paired_table(rows, "accuracy", baseline="zero_shot")
+
+
+def test_a_difference_is_ahead_behind_or_indistinguishable_by_its_interval():
+    assert paired_difference([0.9, 0.92, 0.91], [0.85, 0.86, 0.86]).verdict == "ahead"
+    assert paired_difference([0.85, 0.86, 0.86], [0.9, 0.92, 0.91]).verdict == "behind"
+    assert paired_difference([0.9, 0.8, 0.85], [0.85, 0.86, 0.86]).verdict == "indistinguishable"
+    assert paired_difference([0.9], [0.8]).verdict == "undecided"  # one seed: no interval, no verdict
+    assert verdict(0.0, 0.02) == "indistinguishable"  # an interval that touches zero holds it

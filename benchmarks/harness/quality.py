@@ -178,4 +178,5 @@ def paired_differences(table: pd.DataFrame, value: str, baseline: str, by: str, 
     their text ("lopt2 − prompt_tuning: −1.2 points [−3.0, 0.6]")."""
     paired = stats.paired_table(table, value, baseline, by=by, scale=scale, unit=unit)
     return [{by: row[by], "baseline": row["baseline"], "mean": row["mean"], "low": row["low"], "high": row["high"],
-             "n": row["n"], "text": row["difference"]} for row in paired.to_dict(orient="records")]
+             "n": row["n"], "verdict": row["verdict"], "text": row["difference"]}
+            for row in paired.to_dict(orient="records")]

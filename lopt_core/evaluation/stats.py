@@ -40,8 +40,21 @@ class Interval:
             return f"{m} ± {self.half_width * scale:.{digits}f}"
         return f"{m} [{self.low * scale:.{digits}f}, {self.high * scale:.{digits}f}]"
 
+    @property
+    def verdict(self) -> str:
+        """For a difference: "ahead", "behind" or "indistinguishable" (``verdict``)."""
+        return verdict(self.low, self.high)
+
     def __str__(self) -> str:
         return self.format(digits=4)
+
+
+def verdict(low: float, high: float) -> str:
+    """Where the interval of a difference lies against zero: "ahead" (wholly above), "behind" (wholly below),
+    "indistinguishable" (it holds zero), or "undecided" without an interval (one seed)."""
+    if math.isnan(low) or math.isnan(high):
+        return "undecided"
+    return "ahead" if low > 0 else "behind" if high < 0 else "indistinguishable"
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
@@ -149,7 +162,8 @@ def summarise(rows, by: str | list[str], value: str, level: float = 0.95):
 def paired_table(rows, value: str, baseline: str, by: str = "method", seed: str = "seed", level: float = 0.95,
                  scale: float = 100.0, unit: str = " points", label=str):
     """Per-seed differences of every group against ``baseline`` (rows: one per group and seed):
-    a table of mean, low, high, n and the text "lopt2 − prompt_tuning: −1.2 points [−3.0, 0.6]", whose names are
+    a table of mean, low, high, n, the verdict ("indistinguishable": the interval holds zero) and the text
+    "lopt2 − prompt_tuning: −1.2 points [−3.0, 0.6]", whose names are
     ``label(group)`` (``label=readable``: "LoPT-2 − prompt tuning: ..."); the ``by`` column keeps the groups."""
     import pandas as pd
 
@@ -163,5 +177,6 @@ def paired_table(rows, value: str, baseline: str, by: str = "method", seed: str 
             continue
         d = paired_difference(by_seed, values[baseline], level)
         out.append({by: group, "baseline": baseline, "mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
+                    "verdict": d.verdict,
                     "difference": f"{label(group)} − {label(baseline)}: {d.format(scale, 1, unit, style='range')}"})
     return pd.DataFrame(out)
