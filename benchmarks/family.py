@@ -153,6 +153,26 @@ def sentence(cell: dict, task: str) -> str:
     return head + (": " + "; ".join(said) if said else "")
 
 
+def markdown(results: dict) -> str:
+    """docs/results.md's (and the README's) table: one row per method, one column per task and budget, the mean test
+    accuracy over seeds with its 95% interval; bold where the cell is on its task's front (chosen on validation),
+    "left out" where the method has no configuration at that budget."""
+    columns = [(task, b) for task, r in results.items() for b in sorted({c["budget"] for c in r["cells"]})]
+    methods = [m for m in FAMILY if any(c["method"] == m for r in results.values() for c in r["cells"])]
+    cells = {(task, c["method"], c["budget"]): c for task, r in results.items() for c in r["cells"]}
+    fronts = {(task, m, b) for task, r in results.items() for m, b in r["front"]}
+    lines = ["| method | " + " | ".join(f"{TASK_TITLES.get(t, t)}, {b:,}" for t, b in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for m in methods:
+        row = []
+        for t, b in columns:
+            c = cells.get((t, m, b))
+            text = "left out" if c is None else f"{100 * c['test_accuracy']:.1f}% {points(c['low'], c['high'])}"
+            row.append(f"**{text}**" if (t, m, b) in fronts else text)
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: Path) -> None:
     from lopt_core.evaluation import plots
 
@@ -218,6 +238,7 @@ def main() -> None:
         for c in r["cells"]:
             print(c["sentence"] + f" (n = {c['n']})")
         print(f"{task}: Pareto front (validation): {r['front']}")
+    print(markdown(results))
     print(f"written to {path}")
 
 

@@ -308,6 +308,11 @@ def test_the_family_report_chooses_its_front_on_validation_and_reports_test():
     assert by["DePT", 1000]["sentence"].startswith("DePT at 1,000 trained parameters on yes/no: 90.0% [85.0, 95.0]: "
                                                    "ahead of prompt tuning (+10.0 points [")
     assert "behind LoPT-1 (-35.0 points [" in by["prompt tuning", 9000]["sentence"]  # every seed 35 points below
+    table = family.markdown({"yesno": report}).splitlines()
+    assert table[0] == "| method | yes/no, 1,000 | yes/no, 9,000 |"
+    assert table[2:] == ["| prompt tuning | 80.0% [75.0, 85.0] | **60.0% [55.0, 65.0]** |",  # the front is bold
+                         "| LoPT-1 | **50.0% [45.0, 55.0]** | 95.0% [90.0, 100.0] |",
+                         "| DePT | 90.0% [85.0, 95.0] | left out |"]
     assert report["front"] == [("LoPT-1", 1000), ("prompt tuning", 9000)]  # by test: all four of the others
 
 
