@@ -25,7 +25,8 @@ TIED = {
     ("lopt2", (("residual", False),)): "lopt2",  # the paper's σ(X0 U) V
     ("prefix_tuning", (("reparam", True),)): "prefix_tuning",  # through the MLP
     ("prefix_tuning", (("reparam", False),)): "prefix_table",
-    ("iapt", ()): "iapt",  # the default width, m = 32 (iapt_m1 is the grid of m = 1, which passes its own lr=)
+    ("iapt", ()): "iapt",  # the default width, m = 32
+    ("iapt", (("bottleneck", 1),)): "iapt_m1",  # a narrow bottleneck: its own rate (narrow_lr)
     ("residual_prompt_tuning", ()): "residual_pt",
     ("dept", ()): "dept",  # the prompt's rate; A and B train at lr_ratio × it
     ("p_tuning", ()): "p_tuning",  # the MLP encoder, h = d

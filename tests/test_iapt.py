@@ -332,3 +332,11 @@ def test_a_gated_iapt_saves_and_loads_exactly(tmp_path):
     batch = encode(fresh, "Is this positive? I loved it.\nAnswer:", " yes")
     torch.testing.assert_close(again.hidden_states(fresh, batch), method.hidden_states(load_tiny("tiny-gpt2"), batch),
                                atol=ATOL, rtol=RTOL)
+
+
+def test_a_narrow_bottleneck_recommends_its_own_rate(tiny_llama):
+    """m = 1 trains at its own grid's rate, not m = 32's (a hundred times smaller: 0% exact match at m = 1); a width
+    takes the rate of the nearer tuned width on a log scale."""
+    rates = {m: build_method("iapt", tiny_llama, bottleneck=m).recommended_lr for m in (1, 5, 6, 32)}
+    wide, narrow = build_method("iapt", tiny_llama).recommended_lr, build_method("iapt", tiny_llama).narrow_lr
+    assert rates == {1: narrow, 5: narrow, 6: wide, 32: wide} and narrow == pytest.approx(100 * wide)

@@ -122,13 +122,18 @@ class IAPT(PromptMethod):
     # benchmarks/lr_grid.py (120 steps, m = 32, validation accuracy, seeds 0 and 1 averaged; the stability rule):
     # 3e-5 is best on yes/no and SST-2 (99.7%, 86.2%); below it 9.49e-6 gives 93.3%, 85.7%, above it 9.49e-5 holds
     # (99.7%, 85.6%) and the curve falls further up (1e-3: 79.3%, 83.5%; 3e-3: 53.7%, 82.1%). Narrow bottlenecks
-    # want far more: at m = 1, 3e-3 (mean 87.8%; 3e-5 left it at 0% exact match on the instruction mixture), so pass
-    # lr= when m is small.
+    # want far more: at m = 1 (label iapt_m1), 3e-3 (mean 87.8%; 9.49e-3 above it 80.1%; 3e-5 left it at 0% exact
+    # match on the instruction mixture): ``narrow_lr``, which a bottleneck nearer m = 1 than m = 32 on a log scale
+    # takes (m <= 5; untuned between the two widths).
     recommended_lr = 3e-5
+    narrow_lr = 3e-3
+    narrow_below = 6  # widths under √32 ≈ 5.7 are nearer the tuned m = 1 than the tuned m = 32 (log scale)
 
     def __init__(self, config: IAPTConfig, backbone: Backbone, *, initialise: bool = True):
         super().__init__(config, backbone, initialise=initialise)
         d, m, num_virtual = backbone.hidden_size, config.bottleneck, config.num_virtual
+        if m < self.narrow_below:
+            self.recommended_lr = self.narrow_lr
         with seeded(config.seed):
             self.generators = nn.ModuleList(PromptGenerator(d, m, num_virtual, config.pooling, config.activation)
                                             for _ in range(backbone.num_layers))
