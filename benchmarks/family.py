@@ -57,7 +57,7 @@ REFERENCES = [("lopt1", {"prompt_len": 20, "rank": 2}), ("prompt_tuning", {"prom
               ("prompt_tuning", {"prompt_len": 20})]
 PAIRED = ("mean", "low", "high", "n", "verdict", "text")  # what a paired difference keeps
 VERDICTS = {"ahead": "ahead of {}", "behind": "behind {}", "indistinguishable": "indistinguishable from {}",
-            "undecided": "against {}, one seed (no interval)"}
+            "undecided": "against {}"}  # one seed: points() says so
 TASK_TITLES = {"yesno": "yes/no", "sst2": "SST-2"}
 DATASETS = {"yesno": {"task_name": "yesno"}, "sst2": {"task_name": "sst2", "eval_limit": 500}}
 
