@@ -39,7 +39,7 @@ from lopt_core.model import load_backbone
 
 from harness.grid import GRIDS, TRAIN_OPTIONS, built_options, recommended_rate, recorded_runs
 from harness.quality import Sweep, intervals, paired_differences
-from harness.results import RESULTS, RUNS, data_option, save
+from harness.results import RESULTS, RUNS, TASK_TITLES, data_option, save
 
 RECORD = RESULTS / "family_runs.json"
 ABOUT = "finished runs of benchmarks/family.py (equal trainable budgets; validation selects, test reports)"
@@ -58,7 +58,6 @@ REFERENCES = [("lopt1", {"prompt_len": 20, "rank": 2}), ("prompt_tuning", {"prom
 PAIRED = ("mean", "low", "high", "n", "verdict", "text")  # what a paired difference keeps
 VERDICTS = {"ahead": "ahead of {}", "behind": "behind {}", "indistinguishable": "indistinguishable from {}",
             "undecided": "against {}"}  # one seed: points() says so
-TASK_TITLES = {"yesno": "yes/no", "sst2": "SST-2"}
 DATASETS = {"yesno": {"task_name": "yesno"}, "sst2": {"task_name": "sst2", "eval_limit": 500}}
 
 

@@ -45,7 +45,7 @@ from harness.grid import (
     tuned_rates,
 )
 from harness.quality import Sweep
-from harness.results import RUNS, data_option, save
+from harness.results import RUNS, TASK_TITLES, data_option, save
 
 STEP = math.sqrt(10)  # grids are spaced by half a decade
 MAX_GROWTH = 3  # rates a grid may gain at its edges, per task
@@ -58,7 +58,6 @@ NAMES = {"prompt_tuning": "prompt tuning (n = 20)", "lopt1": "LoPT-1 (n = 20, r 
          "prefix_tuning": "prefix-tuning, MLP (n = 10)", "prefix_table": "prefix-tuning, table (n = 10)",
          "iapt": "IAPT (m = 32)", "iapt_m1": "IAPT (m = 1)", "residual_pt": "residual prompt tuning (n = 20, m = 800)",
          "dept": "DePT (n = 20, r = 8, S = 256)", "p_tuning": "P-tuning, MLP (n = 20, h = d)"}
-TASK_NAMES = {"yesno": "yes/no", "sst2": "SST-2"}
 
 
 def rate_text(lr: float) -> str:
@@ -96,7 +95,7 @@ def markdown(tasks: list[str]) -> str:
         choice = chosen[label]
         rule = (rate_text(choice["lr"]) if choice["lr"] is not None else "none") + (
             "" if not choice["missing"] else " (waits for seed 1)")
-        lines.append(f"| {NAMES[label]} | {TASK_NAMES[task]} | " + " | ".join(cells) + f" | {rule} |")
+        lines.append(f"| {NAMES[label]} | {TASK_TITLES[task]} | " + " | ".join(cells) + f" | {rule} |")
     return "\n".join(lines)
 
 

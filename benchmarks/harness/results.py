@@ -15,6 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1]
 RESULTS = BENCHMARKS / "results"
 RUNS = BENCHMARKS.parents[1] / "runs"  # long runs live outside the clone
 SHARED_DATA = BENCHMARKS.parents[1] / "shared" / "data"
+TASK_TITLES = {"yesno": "yes/no", "sst2": "SST-2"}  # the benchmarks' tasks as tables and sentences name them
 
 
 def data_option(parser: argparse.ArgumentParser, name: str) -> None:
