@@ -104,6 +104,16 @@ def test_every_docs_page_is_linked_from_the_readme():
     assert not missing, f"docs pages that README.md does not link: {', '.join(missing)}"
 
 
+def test_the_methods_page_lists_every_registry_key():
+    from lopt_core.methods import list_methods
+    text = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.M))
+    assert listed == set(list_methods()), (f"docs/methods.md's registry table lists {sorted(listed)}; the registry "
+                                           f"has {list_methods()}: add or remove a row")
+    front = README.read_text(encoding="utf-8")
+    assert all(f"`{key}`" in front for key in list_methods()), "README.md's methods paragraph misses a registry key"
+
+
 def test_slugs_follow_github():
     assert slug("Backbones, lengths and precision") == "backbones-lengths-and-precision"
     assert slug("Why LoPT lags on yes/no") == "why-lopt-lags-on-yesno"
