@@ -23,7 +23,8 @@ The runs are a resumable sweep of the worker notebook, recorded in ``results/fam
 sweep resumes on another machine); order: budget by budget, seed 0 of everything first. Then, per task and budget:
 mean test accuracy with its 95% interval, paired differences (per seed) against prompt tuning and against LoPT-1 at
 the same budget, trainable and stored parameters, median seconds per step; per task the Pareto front, chosen on
-validation accuracy and drawn at test. Writes ``results/family.json`` and ``results/family_pareto.png``.
+validation accuracy and drawn at test. A budget is reported only once every one of its runs has finished (a
+part-way record prints how many have). Writes ``results/family.json`` and ``results/family_pareto.png``.
 """
 from __future__ import annotations
 
@@ -103,6 +104,24 @@ def check_forms(configs: dict, lrs: dict, backbone) -> None:
         if own != lrs[label]:
             raise SystemExit(f"{label} at {b:,}: its grid label {FAMILY[label][1]!r} recommends {lrs[label]:g}, the "
                              f"method as built here recommends {own:g}: the label names another form of the method")
+
+
+def complete_budgets(table: pd.DataFrame, points: list[dict]) -> pd.DataFrame:
+    """The rows of the budgets whose every planned run (method, task, seed) has finished; a budget part-way is
+    said and left out, so that no figure is reported before all its seeds have run."""
+    ok = table[table["status"] == "ok"]
+    keep = []
+    for b in sorted({p["budget"] for p in points}):
+        planned = sum(p["budget"] == b for p in points)
+        finished = int((ok["budget"] == b).sum())
+        if finished >= planned:
+            keep.append(b)
+        else:
+            print(f"budget {b:,}: {finished} of {planned} runs finished; not reported until all have",
+                  flush=True)
+    if not keep:
+        raise SystemExit("no budget has finished every run yet: run this script without --record-only")
+    return table[table["budget"].isin(keep)]
 
 
 def report(table: pd.DataFrame, labels: dict, tasks: list[str]) -> dict:
@@ -225,6 +244,7 @@ def main() -> None:
         table = sweep.run(points, strict=False)
     if "status" not in table or not (table["status"] == "ok").any():
         raise SystemExit(f"no finished run under {args.out} yet: run this script without --record-only")
+    table = complete_budgets(table, points)
     labels = {(FAMILY[label][0], b): label for (label, b) in configs}
     results = report(table, labels, list(datasets))
     plot(results, RESULTS / "family_pareto.png")

@@ -317,6 +317,22 @@ def test_the_family_report_chooses_its_front_on_validation_and_reports_test():
     assert report["front"] == [("LoPT-1", 1000), ("prompt tuning", 9000)]  # by test: all four of the others
 
 
+def test_the_family_reports_a_budget_only_once_every_run_of_it_has_finished(capsys):
+    """A part-way record (the sweep outlasts a session) states no figure of a budget until all its seeds ran."""
+    import pandas as pd
+
+    harness("grid")
+    family = importlib.import_module("family")
+    points = [{"method": m, "budget": b, "seed": s} for b in (1000, 9000) for m in ("lopt1", "dept") for s in (0, 1)]
+    rows = [{**p, "status": "ok"} for p in points if not (p["budget"] == 9000 and p["seed"] == 1)]
+    rows.append({**points[-1], "status": "failed"})  # a failed run does not finish its budget either
+    kept = family.complete_budgets(pd.DataFrame(rows), points)
+    assert set(kept["budget"]) == {1000} and len(kept) == 4
+    assert "budget 9,000: 2 of 4 runs finished; not reported until all have" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no budget has finished every run yet"):
+        family.complete_budgets(pd.DataFrame(rows[1:]), [p for p in points if p["budget"] == 1000])
+
+
 def test_the_family_trains_each_method_at_its_own_forms_grid_rate():
     """benchmarks/family.py reads each method's rate from a grid label: the label of the form it builds (the default,
     the table for the prefix), so the rate is the method's own ``recommended_lr`` wherever that grid has run (it once
