@@ -38,7 +38,7 @@ _API = {
     "Server": "lopt_core.serving.server", "to_peft": "lopt_core.serving.interop",
     "from_peft": "lopt_core.serving.interop",
     # lab
-    "get_profile": "lopt_core.lab.profiles", "run_sweep": "lopt_core.lab.sweep",
+    "get_profile": "lopt_core.lab.profiles", "run_sweep": "lopt_core.lab.sweep", "kit_record": "lopt_core.lab.records",
     # utilities
     "seed_everything": "lopt_core.utils", "write_json": "lopt_core.utils", "read_json": "lopt_core.utils",
 }

@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from lopt_core.lab.records import RESULTS
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 
@@ -25,7 +27,7 @@ def list_notebooks(only: list[str] | None = None) -> list[Path]:
     return books
 
 
-RUNTIMES = ROOT / "benchmarks" / "results" / "notebook_times.json"  # python benchmarks/notebook_series.py
+RUNTIMES = RESULTS / "notebook_times.json"  # python benchmarks/notebook_series.py
 PROFILE_ORDER = ("demo", "ci", "cpu", "gpu")  # how a lesson's Runtime line lists them
 
 
