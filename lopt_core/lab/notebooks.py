@@ -6,9 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from lopt_core.lab.records import RESULTS
+from lopt_core.lab.records import RESULTS, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 
 

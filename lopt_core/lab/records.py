@@ -9,7 +9,8 @@ from pathlib import Path
 
 from lopt_core.utils import read_json
 
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: notebooks/, benchmarks/
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def kit_record(name: str, results: str | Path | None = None, quiet: bool = False) -> dict | None:
