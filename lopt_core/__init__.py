@@ -39,6 +39,7 @@ _API = {
     "from_peft": "lopt_core.serving.interop",
     # lab
     "get_profile": "lopt_core.lab.profiles", "run_sweep": "lopt_core.lab.sweep", "kit_record": "lopt_core.lab.records",
+    "seed_values": "lopt_core.lab.records",
     # utilities
     "seed_everything": "lopt_core.utils", "write_json": "lopt_core.utils", "read_json": "lopt_core.utils",
 }

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from lopt_core import kit_record
+from lopt_core import kit_record, seed_values, stats
 from lopt_core.lab.notebooks import all_notebooks
 from lopt_core.lab.records import RESULTS, writer
 
@@ -39,3 +39,37 @@ def test_every_record_the_lessons_read_is_committed_and_has_a_writer():
     for stem in sorted(read):
         assert (RESULTS / f"{stem}.json").is_file(), stem
         assert writer(stem) is not None, stem
+
+
+def test_seed_values_pairs_a_records_rows_by_label():
+    capacity = [{"task": "yesno", "label": "prompt_tuning", "values": {"0": 0.9, "1": 0.8}},
+                {"task": "sst2", "label": "prompt_tuning", "values": {"0": 0.5, "1": 0.5}},
+                {"task": "yesno", "label": "lopt1 (r=2)", "values": {"0": 0.6, "1": 0.7}}]
+    fixes = [{"task": "yesno", "label": "lopt1 (r=2)", "values": {"0": 0.6, "1": 0.7}},  # the same run, twice
+             {"task": "yesno", "label": "lopt1 residual", "values": {"1": 0.85}}]
+    values = seed_values(capacity, fixes, task="yesno")
+    assert values == {"prompt_tuning": {"0": 0.9, "1": 0.8}, "lopt1 (r=2)": {"0": 0.6, "1": 0.7},
+                      "lopt1 residual": {"1": 0.85}}
+    d = stats.paired_difference(values["lopt1 (r=2)"], values["prompt_tuning"])
+    assert d.n == 2 and d.mean == pytest.approx(-0.2)
+    assert seed_values(capacity, task="sst2") == {"prompt_tuning": {"0": 0.5, "1": 0.5}}
+    assert seed_values(capacity, task="mnli") == {}
+
+
+def test_seed_values_refuses_an_ambiguous_or_old_record():
+    twice = [{"label": "prompt_tuning", "values": {"0": 0.9}}, {"label": "prompt_tuning", "values": {"0": 0.7}}]
+    with pytest.raises(ValueError, match="appears twice with different per-seed values"):
+        seed_values(twice)
+    with pytest.raises(ValueError, match="keeps no per-seed values"):
+        seed_values([{"label": "prompt_tuning", "mean": 0.9}])
+
+
+def test_seed_values_reads_the_committed_records():
+    """The rows lessons 03, 06 and 09 pair: every label carries values for the seeds its record ran."""
+    diagnosis = kit_record("lopt_diagnosis", quiet=True)
+    values = seed_values(diagnosis["capacity"]["summary"], diagnosis["fixes"]["summary"], task="yesno")
+    assert set(values["prompt_tuning"]) == {"0", "1", "2"}
+    assert any("(the default)" in label for label in values)
+    report = kit_record("iapt_report", quiet=True)
+    at = seed_values(report["mixture"]["test_exact_match"], budget="35k")
+    assert any(label.startswith("iapt (") for label in at) and len(at) >= 2
