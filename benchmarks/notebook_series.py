@@ -6,12 +6,14 @@ date, the thread count and the machine's fp32 matmul speed) in ``results/noteboo
     python benchmarks/notebook_series.py --profile demo --missing    # only those the record lacks (resumes)
     python benchmarks/notebook_series.py --only 03 04 --profile ci
     python benchmarks/notebook_series.py --write-lines               # the Runtime lines from the record, nothing run
+    python benchmarks/notebook_series.py --only 07 --keep outputs      # keep the executed lesson, to read it
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,6 +36,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="lesson number prefixes (default: all)")
     parser.add_argument("--missing", action="store_true", help="skip lessons the record has for this profile")
     parser.add_argument("--write-lines", action="store_true", help="only rewrite the Runtime lines from the record")
+    parser.add_argument("--keep", default=None,
+                        help="a folder to keep the executed lessons in, to read their outputs (default: none kept)")
     args = parser.parse_args()
     failed: list[str] = []
     if not args.write_lines:
@@ -42,7 +46,8 @@ def main() -> None:
         sha = run_info(None, None).get("git_sha")
         for path in todo:
             speed = matmul_gflops()
-            with tempfile.TemporaryDirectory() as out:
+            with tempfile.TemporaryDirectory() as scratch:
+                out = Path(args.keep) if args.keep else Path(scratch)  # kept: <keep>/<lesson>/, as make demo's outputs/
                 try:
                     info = execute_notebook(path, out, args.profile)
                 except Exception as err:  # noqa: BLE001 - a failing lesson is reported; the others still run
