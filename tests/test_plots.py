@@ -75,3 +75,13 @@ def test_a_label_that_starts_with_a_registry_key_shows_the_methods_title():
     assert [t.get_text() for t in ax.texts] == ["LoPT-2", "residual prompt tuning"]
     history = pd.DataFrame({"step": [1, 2], "loss": [0.9, 0.8]})
     assert "LoPT-1: train" in {line.get_label() for line in plots.loss_curves({"lopt1": history}).axes[0].get_lines()}
+
+
+def test_accuracy_vs_rank_ticks_each_rank_trained_as_an_integer():
+    table = pd.DataFrame({"rank": [1.0, 2.0, 4.0, 20.0, 1.0, 2.0, math.nan],
+                          "accuracy": [0.5, 0.52, 0.49, 0.75, 0.51, 0.56, 0.7],
+                          "variant": ["truncated"] * 4 + ["lopt1"] * 2 + ["lopt1"]})
+    ax = plots.accuracy_vs_rank(table).axes[0]
+    assert list(ax.get_xticks()) == [1, 2, 4, 20]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "20"]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([0.5, 0.52, 0.49, 0.75])

@@ -228,7 +228,10 @@ def accuracy_vs_rank(table: pd.DataFrame, x: str = "rank", y: str = "accuracy", 
     if baseline is not None:
         _baseline(ax, baseline)
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ranks = sorted(table[x].dropna().unique())  # a tick at each rank trained, labelled as an integer (1, 2, 20)
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ranks))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{r:g}" for r in ranks]))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("rank r (log scale)")
     ax.set_ylabel(_ylabel(split, y))
     ax.set_title("Accuracy against rank")
