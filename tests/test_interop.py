@@ -282,3 +282,22 @@ def test_cli_export_then_import_gives_back_the_same_run(tmp_path, capsys):
     assert main(["import-peft", str(tmp_path / "emb"), "--out", str(tmp_path / "bad"), "--task", "sentiment",
                  "--backbone", "tiny-llama-bos"]) == 2
     assert "is not a PEFT adapter: it has no adapter_config.json (found: prompt_embeds.json" in capsys.readouterr().err
+
+
+def test_loading_an_export_through_peft_prints_no_deprecation(tiny_llama, tmp_path):
+    """PEFT's PeftModel asks the model for ``is_gradient_checkpointing``, which transformers deprecates: every load
+    printed a FutureWarning into lesson 07. Importing the kit's interop silences that one message, nothing else."""
+    import importlib
+    import warnings
+
+    import lopt_core.serving.interop as interop
+
+    to_peft(make("prompt_tuning", tiny_llama), tiny_llama, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        importlib.reload(interop)  # its filter, installed as an import installs it (on top of "always")
+        peft_model(tiny_llama, tmp_path)
+        warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
+    said = [str(w.message) for w in caught]
+    assert not any("is_gradient_checkpointing" in text for text in said), said
+    assert "another FutureWarning" in said

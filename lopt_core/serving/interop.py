@@ -38,6 +38,9 @@ ADAPTER_CONFIG, ADAPTER_WEIGHTS, SIDECAR = "adapter_config.json", "adapter_model
 # PEFT's adapter types the kit writes and reads (a method's ``peft_type``) → where their prompt goes
 PEFT_TYPES = {"PROMPT_TUNING": "input", "P_TUNING": "input", "PREFIX_TUNING": "kv"}
 EMBEDDINGS, EMBEDDINGS_JSON = "prompt_embeds.safetensors", "prompt_embeds.json"
+# PEFT's PeftModel asks every model for ``is_gradient_checkpointing``, which transformers 5 deprecates with a
+# FutureWarning on each adapter load; nothing the user can change. This one message only, for whoever imports interop.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def prompt_embeddings(method: PromptMethod) -> torch.Tensor:
