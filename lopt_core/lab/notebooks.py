@@ -131,14 +131,6 @@ def out_dir_parameter(out_dir: Path, notebook: Path) -> str:
     return os.path.relpath(out_dir, notebook.parent) if out_dir.is_relative_to(repository) else str(out_dir)
 
 
-def kernel_config():
-    """The kernel's sockets: local (IPC) where the system has them. Over TCP, every kernel logs a warning about
-    unencrypted traffic, which a sweep's worker cells then print once per run into the lesson that runs them."""
-    from traitlets.config import Config
-
-    return Config({"KernelManager": {"transport": "ipc" if os.name == "posix" else "tcp"}})
-
-
 def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci",
                      parameters: dict | None = None, timeout: int | None | str = "auto", progress: bool = False,
                      run_name: str | None = None) -> dict:
@@ -158,7 +150,7 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
     # the kernel draws inline, as in JupyterLab, whatever MPLBACKEND says: the copy keeps its figures
     pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
                         kernel_name="python3", progress_bar=progress, execution_timeout=cell_timeout(profile, timeout),
-                        report_mode=False, extra_arguments=["--matplotlib=inline"], config=kernel_config())
+                        report_mode=False, extra_arguments=["--matplotlib=inline"])
     return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
 
 
