@@ -10,8 +10,8 @@ LoPT-2 below zero-shot; this rule keeps the demo away from that edge. The test s
 best is inside. Each finished run is recorded at once in ``benchmarks/results/demo_rates_<steps>_steps.json`` and
 not trained again (a stopped sweep resumes); a method's runs recorded with another weight decay than the one it now
 trains with (LoPT-1's residual form took weight decay 1 as its default) are kept under ``superseded`` and its rates
-tuned again. ``--steps`` sweeps a candidate budget before the profile adopts it;
-the profile's own budget is the default. The chosen rates are
+tuned again. ``--steps``, ``--batch-size`` and ``--eval-every`` sweep a candidate budget before
+the profile adopts it; the profile's own are the defaults. The chosen rates are
 written into ``lopt_core/lab/profiles.py`` by hand, and a test checks that they are this file's choice;
 ``benchmarks/demo_check.py`` then checks them on three seeds and two thread counts.
 About 40 s per 20 steps a run on 2 cores.
@@ -79,13 +79,15 @@ def main() -> None:
     parser.add_argument("--rates", nargs="*", type=float, default=RATES)
     parser.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     parser.add_argument("--steps", type=int, help="a candidate budget (default: the demo profile's own)")
-    parser.add_argument("--eval-every", type=int, help="with --steps: its evaluation interval")
+    parser.add_argument("--eval-every", type=int, help="a candidate evaluation interval (default: the profile's)")
+    parser.add_argument("--batch-size", type=int, help="a candidate batch size (default: the profile's)")
     parser.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
                         help="a candidate form: LoPT-1 and LoPT-2 as X = X0 + (low-rank change) (default: the "
                              "profile's own forms)")
     args = parser.parse_args()
     forms = None if args.residual is None else {m: {"residual": bool(args.residual)} for m in ("lopt1", "lopt2")}
-    P = get_profile("demo", steps=args.steps, eval_every=args.eval_every, method_options=forms)
+    P = get_profile("demo", steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
+                    method_options=forms)
     backbone, task = P.load_backbone(), P.load_task()
     decays = {m: trained_decay(m, P, backbone, METHODS[m]) for m in METHODS}
     done = measured(P)

@@ -173,6 +173,21 @@ def test_a_stable_rate_has_a_margin_above_it():
     assert choose({1e-2: [0.6, 0.6], 3e-2: [0.55, 0.56]})["lr"] == 1e-2  # a fall of 4.5 points is within the margin
 
 
+def test_each_candidate_demo_budget_has_its_own_rate_record():
+    """A candidate budget (other steps, another batch, LoPT's residual form) is tuned into its own record, so the
+    demo's committed rates are never mixed with a candidate's runs."""
+    from lopt_core.lab.profiles import get_profile
+
+    name = harness("grid").demo_rates_record
+    forms = {"lopt1": {"residual": True}, "lopt2": {"residual": True}}
+    assert name(get_profile("demo", method_options={}).to_dict()) == "demo_rates_60_steps"
+    assert name(get_profile("demo").to_dict()) == "demo_rates_60_steps_residual"
+    assert name(get_profile("demo", steps=30, method_options={}).to_dict()) == "demo_rates_30_steps"
+    batch_4 = get_profile("demo", batch_size=4, method_options=forms).to_dict()
+    assert name(batch_4) == "demo_rates_60_steps_batch_4_residual"
+    assert name(get_profile("demo", method_options={"lopt1": {"residual": False}}).to_dict()) == "demo_rates_60_steps"
+
+
 def test_the_demo_check_record_holds():
     """benchmarks/demo_check.py's committed record is of today's demo profile (its settings, the forms it trains, its
     rates and the weight decay each method trains with), has every method on 3 seeds × 2 thread counts, and every run

@@ -3,6 +3,7 @@ rate, and the rates its committed record (``results/lr_grid_runs.json``) recomme
 rates from here, and tests/test_benchmarks.py ties every method's ``recommended_lr`` to them."""
 from __future__ import annotations
 
+from lopt_core.lab.profiles import Profile
 from lopt_core.utils import read_json
 
 from harness.quality import diverged, explicit
@@ -190,12 +191,15 @@ def mean_over_tasks(per_task: dict[str, dict[float, float]]) -> dict[float, floa
 
 
 def demo_rates_record(profile: dict) -> str:
-    """The record of the demo's rates for a profile (its ``to_dict()``), at its budget and method options
-    (``results/NAME.json``): e.g. ``demo_rates_60_steps``, or ``demo_rates_60_steps_residual`` when the profile trains
-    LoPT's residual form (an option set to False names no form: ``--no-residual`` is the plain record)."""
+    """The record of the demo's rates for a profile (its ``to_dict()``), at its budget, batch and method options
+    (``results/NAME.json``): e.g. ``demo_rates_60_steps``, ``demo_rates_60_steps_batch_4`` at another batch than
+    the profiles' default, ``demo_rates_60_steps_residual`` when the profile trains LoPT's residual form (an option
+    set to False names no form: ``--no-residual`` is the plain record)."""
     options = sorted({key for opts in profile.get("method_options", {}).values() for key, value in opts.items()
                       if value is not False})
-    return f"demo_rates_{profile['steps']}_steps" + "".join(f"_{key}" for key in options)
+    batch = profile.get("batch_size", Profile.batch_size)
+    return (f"demo_rates_{profile['steps']}_steps" + (f"_batch_{batch}" if batch != Profile.batch_size else "")
+            + "".join(f"_{key}" for key in options))
 
 
 def profile_settings(profile: dict) -> dict:
