@@ -42,6 +42,12 @@ BUDGETS = {  # label -> (budget, method, prompt_len, options)
     DEFAULT_IAPT: ("1.1M", "iapt", 4, {"bottleneck": 32}),
     "prefix, MLP (n=10, k=92)": ("1.1M", "prefix_tuning", 10, {"reparam_dim": 92}),
 }
+PAIRS = [  # (budget, method, baseline): the paired differences the report prints, within a budget
+    ("35k", "iapt (m=1)", "prompt tuning (n=60)"),
+    ("35k", "prefix, table (n=3)", "iapt (m=1)"),
+    ("35k", "prefix, table (n=3)", "prompt tuning (n=60)"),
+    ("1.1M", DEFAULT_IAPT, "prefix, MLP (n=10, k=92)"),
+]
 GATED = {  # gate=True (starts at the frozen model; lopt_core.model.gate), trained beside DEFAULT_IAPT with --gated
     "iapt gated (m=32)": {"bottleneck": 32, "gate": True},
     "iapt gated, gate_lr 1e-1 (m=32)": {"bottleneck": 32, "gate": True, "gate_lr": 0.1},
@@ -94,10 +100,9 @@ def main() -> None:
                                                                                           "test_rouge_l_free")}}
     by = {lab: dict(zip(p["seed"], p["test_exact_match"], strict=True)) for lab, p in mixture.groupby("label")}
     result["differences"] = []
-    for budget, base in (("35k", "prompt tuning (n=60)"), ("1.1M", "prefix, MLP (n=10, k=92)")):
-        iapt = "iapt (m=1)" if budget == "35k" else DEFAULT_IAPT
-        d = paired_difference(by[iapt], by[base])
-        result["differences"].append({"budget": budget, "text": f"{iapt} − {base}: "
+    for budget, method, base in PAIRS:
+        d = paired_difference(by[method], by[base])
+        result["differences"].append({"budget": budget, "text": f"{method} − {base}: "
                                       f"{d.format(100, 1, ' points', 'range')} exact match", "mean": d.mean,
                                       "low": d.low, "high": d.high, "n": d.n})
     by_loss = {lab: dict(zip(p["seed"], p["validation_loss"], strict=True)) for lab, p in mixture.groupby("label")}
