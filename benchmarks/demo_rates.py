@@ -7,14 +7,15 @@ best mean **validation** accuracy among the rates whose seeds all converged and 
 nor fell more than 10 points. A rate at the edge of stability turned the float differences between two CPUs into a
 LoPT-2 below zero-shot; this rule keeps the demo away from that edge. The test split is never scored here
 (``test_split=None``). A best rate at the edge of the grid is followed by the next one out (half a decade), until the
-best is inside. Each finished run is recorded at once in ``benchmarks/results/demo_rates_<steps>_steps.json`` and
-not trained again (a stopped sweep resumes); a method's runs recorded with another weight decay than the one it now
+best is inside. Each finished run is recorded at once in ``benchmarks/results/<record>.json``, named by the budget
+(``harness.grid.demo_rates_record``: e.g. ``demo_rates_60_steps_batch_4_residual``), and not trained again (a stopped
+sweep resumes); a method's runs recorded with another weight decay than the one it now
 trains with (LoPT-1's residual form took weight decay 1 as its default) are kept under ``superseded`` and its rates
 tuned again. ``--steps``, ``--batch-size`` and ``--eval-every`` sweep a candidate budget before
 the profile adopts it; the profile's own are the defaults. The chosen rates are
 written into ``lopt_core/lab/profiles.py`` by hand, and a test checks that they are this file's choice;
 ``benchmarks/demo_check.py`` then checks them on three seeds and two thread counts.
-About 40 s per 20 steps a run on 2 cores.
+About 40 s a run (60 steps of batch 4) on 2 cores.
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def train(name: str, lr: float, seed: int, P, backbone, task) -> dict:
     method = build_method(name, backbone, prompt_len=20, seed=seed, **P.options(name, **METHODS[name]))
     start = time.perf_counter()
     try:
-        fit = Trainer(method, backbone, task, P.train_config(seed, lr=lr, test_split=None, progress=False)).fit()
+        fit = Trainer(method, backbone, task, P.train_config(seed, method=name, lr=lr, test_split=None,
+                                                             progress=False)).fit()  # the profile's decay
     except TrainingDiverged as err:  # a rate too high: recorded as such, never chosen
         result = {"validation_accuracy": None, "diverged": str(err).split(". ")[0],
                   "seconds": time.perf_counter() - start}

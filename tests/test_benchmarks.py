@@ -180,12 +180,14 @@ def test_each_candidate_demo_budget_has_its_own_rate_record():
 
     name = harness("grid").demo_rates_record
     forms = {"lopt1": {"residual": True}, "lopt2": {"residual": True}}
-    assert name(get_profile("demo", method_options={}).to_dict()) == "demo_rates_60_steps"
-    assert name(get_profile("demo").to_dict()) == "demo_rates_60_steps_residual"
-    assert name(get_profile("demo", steps=30, method_options={}).to_dict()) == "demo_rates_30_steps"
+    batch_8 = {"batch_size": 8}  # the profiles' default batch: no batch in the name
+    assert name(get_profile("demo", method_options={}, **batch_8).to_dict()) == "demo_rates_60_steps"
+    assert name(get_profile("demo", method_options=forms, **batch_8).to_dict()) == "demo_rates_60_steps_residual"
+    assert name(get_profile("demo", steps=30, method_options={}, **batch_8).to_dict()) == "demo_rates_30_steps"
     batch_4 = get_profile("demo", batch_size=4, method_options=forms).to_dict()
     assert name(batch_4) == "demo_rates_60_steps_batch_4_residual"
-    assert name(get_profile("demo", method_options={"lopt1": {"residual": False}}).to_dict()) == "demo_rates_60_steps"
+    plain = {"lopt1": {"residual": False}}
+    assert name(get_profile("demo", method_options=plain, **batch_8).to_dict()) == "demo_rates_60_steps"
 
 
 def test_the_demo_check_record_holds():
@@ -201,7 +203,7 @@ def test_the_demo_check_record_holds():
     assert all(r["lr"] == demo.learning_rates[r["method"]] for r in record["runs"])  # each at today's rate
     ranks = {"prompt_tuning": {}, "lopt1": {"rank": 2}, "lopt2": {"rank": 2}}  # as notebook 02 builds them
     decays = {m: harness("grid").trained_decay(m, demo, backbone("tiny-llama"), ranks[m]) for m in ranks}
-    assert decays["lopt1"] == 1.0  # the residual LoPT-1's own
+    assert decays["lopt1"] == demo.weight_decays.get("lopt1", 1.0)  # the profile's, else the residual LoPT-1's own
     assert all(r.get("weight_decay", 0.0) == decays[r["method"]] for r in record["runs"])  # and today's decay
     assert record["config"]["methods"] == {name: demo.options(name, **ranks[name]) for name in ranks}
     runs = {(r["method"], r["seed"], r["threads"]) for r in record["runs"]}

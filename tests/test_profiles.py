@@ -9,6 +9,7 @@ from conftest import make, short_task
 
 from lopt_core.cli import main
 from lopt_core.lab.profiles import get_profile
+from lopt_core.methods import build_method
 from lopt_core.model import load_backbone
 from lopt_core.training.trainer import TrainConfig, Trainer
 
@@ -54,6 +55,22 @@ def test_a_profile_s_tuned_rate_applies_to_its_method_only_and_an_explicit_lr_wi
     assert P.train_config(0, method="lopt1", lr=None).lr == 0.1  # a notebook's "None: the default" keeps it
     assert P.train_config(0, method="prompt_tuning").lr is None  # the method's recommended_lr then
     assert P.train_config(0).lr is None
+
+
+def test_a_profile_s_weight_decay_applies_to_its_method_only_and_reaches_the_trainer():
+    """A profile's decay for one method (the demo trains LoPT-1 without its default decay) overrides the method's
+    recommended one for that method only; an explicit decay wins; none named leaves the method's own."""
+    P = get_profile("ci", weight_decays={"lopt1": 0.0})
+    assert P.train_config(0, method="lopt1").weight_decay == 0.0
+    assert P.train_config(0, method="lopt1", weight_decay=0.5).weight_decay == 0.5
+    assert P.train_config(0, method="lopt1", weight_decay=None).weight_decay == 0.0
+    assert get_profile("ci").train_config(0, method="lopt1").weight_decay is None
+    backbone = load_backbone("tiny-llama")
+    task = P.load_task().limit("train", 8)
+    for profile, decay in ((P, 0.0), (get_profile("ci"), 1.0)):  # LoPT-1's residual form recommends 1
+        method = build_method("lopt1", backbone, prompt_len=4, rank=2, residual=True)
+        trainer = Trainer(method, backbone, task, profile.train_config(0, method="lopt1", steps=1, progress=False))
+        assert trainer.config.weight_decay == decay
 
 
 def test_make_demo_runs_the_demo_profile_with_the_rates_validation_chose():

@@ -203,10 +203,11 @@ def demo_rates_record(profile: dict) -> str:
 
 
 def profile_settings(profile: dict) -> dict:
-    """A profile's settings other than its rates: what makes two recorded runs comparable (each run records the rate
-    it trained at). Tuples as lists: as a JSON record holds them."""
+    """A profile's settings other than its rates and decays: what makes two recorded runs comparable (each run
+    records the rate and the weight decay it trained with). Tuples as lists: as a JSON record holds them."""
     profile = {"method_options": {}, **profile}  # records from before profiles had method options: none
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in profile.items() if k != "learning_rates"}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in profile.items()
+            if k not in ("learning_rates", "weight_decays")}
 
 
 def stable_choice(by_rate: dict[float, list[float | None]], margin: float = 0.10, min_seeds: int = 2) -> dict:
