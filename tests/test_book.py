@@ -156,7 +156,11 @@ def test_search_finds_effective_rank(browser_page):
     page, url, outside = browser_page
     page.goto(url)
     page.locator("label.md-search__icon, .md-search__input").first.click()  # the search box opens
-    page.locator("input.md-search__input").fill("effective rank")
+    # the index loads in a web worker; a reader types once it is ready ("Initializing search" gone), key by key:
+    # the search answers key events, and a value set at once (fill) went unanswered once the index was ready first
+    page.wait_for_function("() => !document.querySelector('.md-search-result__meta')"
+                           ".textContent.includes('Initializing')", timeout=60_000)
+    page.locator("input.md-search__input").press_sequentially("effective rank", delay=20)
     results = page.locator(".md-search-result__item")
     results.first.wait_for(state="visible", timeout=30_000)
     text = " ".join(results.all_inner_texts()).lower()
