@@ -3,9 +3,7 @@ executed notebook, its figures (PNG) and its ``metrics.json``."""
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from lopt_core.lab.records import RESULTS, ROOT
@@ -133,22 +131,6 @@ def out_dir_parameter(out_dir: Path, notebook: Path) -> str:
     return os.path.relpath(out_dir, notebook.parent) if out_dir.is_relative_to(repository) else str(out_dir)
 
 
-@contextmanager
-def kernel_config():
-    """The kernel's sockets, as a traitlets config for papermill: local (IPC) sockets where the system has them,
-    named inside a fresh private folder that is removed afterwards. Over TCP every kernel logs a warning about
-    unencrypted traffic (a sweep's worker cell printed it once per run into lesson 04); IPC sockets under
-    jupyter_client's default name (``kernel-ipc-<port>`` in the working directory) race when two kernels start
-    at once, as a sweep with two jobs starts them."""
-    from traitlets.config import Config
-
-    if os.name != "posix":
-        yield Config()
-        return
-    with tempfile.TemporaryDirectory(prefix="lopt-kernel-") as folder:
-        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})
-
-
 def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci",
                      parameters: dict | None = None, timeout: int | None | str = "auto", progress: bool = False,
                      run_name: str | None = None) -> dict:
@@ -166,11 +148,9 @@ def execute_notebook(path: str | Path, out_root: str | Path, profile: str = "ci"
     params = {"profile": profile, "out_dir": out_dir_parameter(out_dir, path), **(parameters or {})}
     start = time.perf_counter()
     # the kernel draws inline, as in JupyterLab, whatever MPLBACKEND says: the copy keeps its figures
-    with kernel_config() as config:
-        pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
-                            kernel_name="python3", progress_bar=progress,
-                            execution_timeout=cell_timeout(profile, timeout), report_mode=False,
-                            extra_arguments=["--matplotlib=inline"], config=config)
+    pm.execute_notebook(str(path), str(out_dir / path.name), parameters=params, cwd=str(path.parent),
+                        kernel_name="python3", progress_bar=progress, execution_timeout=cell_timeout(profile, timeout),
+                        report_mode=False, extra_arguments=["--matplotlib=inline"])
     return {"notebook": path.name, "out_dir": str(out_dir), "seconds": time.perf_counter() - start}
 
 
